@@ -1,0 +1,60 @@
+"""Settings (environment / .env) for where things live and how the store is reached.
+
+Layering, lowest to highest: defaults < `.env` < environment < CLI flags. Experiment
+hyper-parameters live in `pipeline.training.config` (typed dataclasses), not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Machine-level settings. Every field is documented in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAMER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Datasets and the embedded store live here.")
+    results_dir: Path = Field(Path("results"), description="Reports, metrics, plots.")
+    runs_dir: Path = Field(Path("runs"), description="Checkpoints and caches (resumable).")
+    qdrant_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("QDRANT_URL", "RAMER_QDRANT_URL"),
+        description="Qdrant server URL; unset = embedded store under qdrant_path.",
+    )
+    qdrant_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("QDRANT_API_KEY", "RAMER_QDRANT_API_KEY")
+    )
+    qdrant_path: Path | None = Field(
+        None, description="Embedded store folder; default <data_dir>/qdrant."
+    )
+    qdrant_engine: str = Field(
+        "edge", description="Embedded engine: 'edge' (qdrant-edge-py) or 'local' (qdrant-client)."
+    )
+    device: str = Field("auto", description="torch device: auto | cpu | cuda | cuda:N.")
+    threads: int = Field(2, description="torch / FAISS CPU threads.")
+    seed: int = Field(0, description="Base seed; every result records the seeds it used.")
+
+    @property
+    def store_path(self) -> Path:
+        return self.qdrant_path if self.qdrant_path is not None else self.data_dir / "qdrant"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from env/.env with CLI overrides applied (None = not given on the CLI)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

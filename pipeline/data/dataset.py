@@ -1,0 +1,266 @@
+"""Read, validate and write dataset directories (manifest.json + features.parquet).
+
+Reading returns numpy views of the Arrow buffers (no Python lists, no per-row copies).
+Writing validates everything first and publishes the directory atomically, so a failed
+write never leaves a partial dataset and the previous good version stays in place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.data.schema import FEATURES, MANIFEST, Manifest
+from pipeline.errors import DataError
+
+RESERVED = {"sample", "label", "labels", "target", "fold", "label_name", "speaker", "scale"}
+
+
+@dataclass
+class Dataset:
+    """One dataset in memory. Rows are samples; arrays are aligned by row."""
+
+    manifest: Manifest
+    root: Path
+    samples: np.ndarray  # (N,) str
+    y: np.ndarray  # single_label: (N,) int64, -1 unlabeled | multi_label: (N, C) f32 | regression: (N,) f32
+    labeled: np.ndarray  # (N,) bool
+    folds: np.ndarray  # (N,) int8, -1 for unlabeled
+    features: dict[str, np.ndarray]  # name -> (N, D) float32 (zeros where absent)
+    present: dict[str, np.ndarray]  # name -> (N,) bool, False = modality really missing
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # label_name, speaker, scale
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.manifest.modality_names
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def x(self, rows: np.ndarray | None = None) -> list[np.ndarray]:
+        """Per-modality feature matrices (in manifest order), optionally for some rows."""
+        if rows is None:
+            return [self.features[m] for m in self.modalities]
+        return [self.features[m][rows] for m in self.modalities]
+
+    def present_matrix(self) -> np.ndarray:
+        """(N, M) bool: which modalities each sample really has."""
+        return np.stack([self.present[m] for m in self.modalities], axis=1)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _label_column(task: str) -> str:
+    return {"single_label": "label", "multi_label": "labels", "regression": "target"}[task]
+
+
+def _fixed_list_to_numpy(col: pa.ChunkedArray, dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    arr = col.combine_chunks()
+    if not pa.types.is_fixed_size_list(arr.type) or arr.type.list_size != dim:
+        raise DataError(f"{where}: expected fixed_size_list<float32>[{dim}], found {arr.type}")
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    values = arr.values
+    if values.type != pa.float32():
+        values = values.cast(pa.float32())
+    flat = values.to_numpy(zero_copy_only=values.null_count == 0)
+    mat = flat[arr.offset * dim : (arr.offset + len(arr)) * dim].reshape(len(arr), dim)
+    return mat, valid
+
+
+def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
+    """Load a dataset directory. Raises `DataError` naming the file and rule on bad input."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset directory not found")
+    manifest = Manifest.load(root / MANIFEST)
+    fpath = root / FEATURES
+    if not fpath.is_file():
+        raise DataError(f"{fpath}: features table not found")
+    try:
+        table = pq.read_table(fpath, memory_map=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{fpath}: not a readable parquet file ({exc})") from None
+    ds = _dataset_from_table(manifest, root, table, fpath)
+    if validate:
+        validate_arrays(ds, fpath)
+    return ds
+
+
+def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: Path) -> Dataset:
+    cols = set(table.column_names)
+    if table.num_rows == 0:
+        raise DataError(f"{where}: empty table (no samples)")
+    label_col = _label_column(manifest.task)
+    for need in ("sample", "fold", label_col, *manifest.modality_names):
+        if need not in cols:
+            raise DataError(f"{where}: missing column '{need}' required by {MANIFEST}")
+    unknown = sorted(c for c in cols - RESERVED - set(manifest.modality_names))
+    if unknown:
+        raise DataError(f"{where}: column(s) {unknown} are not modalities of {MANIFEST} (unknown modality)")
+    samples = table.column("sample").to_numpy(zero_copy_only=False).astype(str)
+    labcol = table.column(label_col)
+    labeled = labcol.is_valid().to_numpy(zero_copy_only=False)
+    n = table.num_rows
+    if manifest.task == "single_label":
+        y = labcol.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    elif manifest.task == "multi_label":
+        y, _ = _fixed_list_to_numpy(labcol.cast(pa.list_(pa.float32(), manifest.n_classes)), manifest.n_classes, f"{where}: column 'labels'")
+        y = np.where(labeled[:, None], y, 0.0).astype(np.float32)
+    else:
+        y = labcol.to_numpy(zero_copy_only=False).astype(np.float32)
+    folds = table.column("fold").fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int8)
+    features, present = {}, {}
+    for m in manifest.modalities:
+        features[m.name], present[m.name] = _fixed_list_to_numpy(
+            table.column(m.name), m.dim, f"{where}: column '{m.name}'"
+        )
+    extra = {
+        c: table.column(c).to_numpy(zero_copy_only=False)
+        for c in ("label_name", "speaker", "scale")
+        if c in cols
+    }
+    assert len(samples) == n
+    return Dataset(manifest, root, samples, y, labeled, folds, features, present, extra)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _first(mask: np.ndarray, samples: np.ndarray, k: int = 3) -> str:
+    idx = np.flatnonzero(mask)[:k]
+    names = ", ".join(f"row {i} '{samples[i]}'" for i in idx)
+    more = f" (+{int(mask.sum()) - len(idx)} more)" if mask.sum() > k else ""
+    return names + more
+
+
+def validate_arrays(ds: Dataset, where: Path | str) -> None:
+    """Check every rule of the data contract; raise one DataError for the first broken one."""
+    man = ds.manifest
+    s = ds.samples
+    uniq, counts = np.unique(s, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1][:3].tolist()
+        raise DataError(f"{where}: duplicate sample names {dup} (rule: 'sample' must be unique)")
+    if (s == "").any():
+        raise DataError(f"{where}: empty sample name at {_first(s == '', s)}")
+    if man.task == "single_label":
+        if man.n_classes < 2:
+            raise DataError(f"{where}: manifest lists {man.n_classes} classes (need >= 2)")
+        bad = ds.labeled & ((ds.y < 0) | (ds.y >= man.n_classes))
+        if bad.any():
+            raise DataError(
+                f"{where}: label out of range 0..{man.n_classes - 1} at {_first(bad, s)}"
+            )
+    elif man.task == "multi_label":
+        bad = ds.labeled[:, None] & (ds.y != 0) & (ds.y != 1)
+        if bad.any():
+            raise DataError(f"{where}: 'labels' must be multi-hot 0/1 at {_first(bad.any(1), s)}")
+    else:
+        bad = ds.labeled & ~np.isfinite(ds.y)
+        if bad.any():
+            raise DataError(f"{where}: 'target' is NaN/inf at {_first(bad, s)}")
+    if "label_name" in ds.extra and man.task == "single_label":
+        names = ds.extra["label_name"]
+        known = np.array(man.classes, dtype=object)
+        has = ds.labeled & np.array([n is not None for n in names])
+        idx = np.flatnonzero(has)
+        mism = np.zeros(len(s), bool)
+        mism[idx] = known[ds.y[idx]] != names[idx].astype(object)
+        if mism.any():
+            i = np.flatnonzero(mism)[0]
+            raise DataError(
+                f"{where}: label_name '{names[i]}' of row {i} '{s[i]}' does not match class "
+                f"{ds.y[i]} ('{man.classes[ds.y[i]]}') of {MANIFEST}"
+            )
+    k = man.folds
+    bad_fold = (ds.labeled & ((ds.folds < 0) | (ds.folds >= k))) | (~ds.labeled & (ds.folds != -1))
+    if bad_fold.any():
+        raise DataError(
+            f"{where}: 'fold' must be 0..{k - 1} for labeled and -1 for unlabeled rows, "
+            f"broken at {_first(bad_fold, s)}"
+        )
+    for m in man.modality_names:
+        f = ds.features[m]
+        finite = np.isfinite(f).all(axis=1) | ~ds.present[m]
+        if not finite.all():
+            raise DataError(f"{where}: NaN/inf in modality '{m}' at {_first(~finite, s)}")
+    none = ~ds.present_matrix().any(axis=1)
+    if none.any():
+        raise DataError(f"{where}: sample(s) with no modality at all: {_first(none, s)}")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def build_table(
+    manifest: Manifest,
+    samples: np.ndarray,
+    y: np.ndarray,
+    labeled: np.ndarray,
+    folds: np.ndarray,
+    features: dict[str, np.ndarray],
+    present: dict[str, np.ndarray] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> pa.Table:
+    """Arrow table in the contract's layout. Absent modality slots are stored as zeros
+    under a null validity bit so readers can view the values without copying."""
+    n = len(samples)
+    cols: dict[str, pa.Array] = {"sample": pa.array(np.asarray(samples, dtype=object), pa.string())}
+    mask = ~np.asarray(labeled, bool)
+    if manifest.task == "single_label":
+        cols["label"] = pa.array(np.asarray(y, np.int32), pa.int32(), mask=mask)
+    elif manifest.task == "multi_label":
+        c = manifest.n_classes
+        vals = pa.array(np.where(mask[:, None], 0, y).astype(np.int8).ravel(), pa.int8())
+        cols["labels"] = pa.FixedSizeListArray.from_arrays(vals, c, mask=pa.array(mask))
+    else:
+        cols["target"] = pa.array(np.asarray(y, np.float32), pa.float32(), mask=mask)
+    cols["fold"] = pa.array(np.asarray(folds, np.int8), pa.int8())
+    for key, arr in (extra or {}).items():
+        cols[key] = pa.array(np.asarray(arr, dtype=object), pa.string())
+    for m in manifest.modalities:
+        mat = np.ascontiguousarray(features[m.name], dtype=np.float32)
+        if mat.shape != (n, m.dim):
+            raise DataError(f"modality '{m.name}': shape {mat.shape} != ({n}, {m.dim}) of manifest")
+        pres = np.ones(n, bool) if present is None else np.asarray(present[m.name], bool)
+        mat = np.where(pres[:, None], mat, 0.0).astype(np.float32)
+        cols[m.name] = pa.FixedSizeListArray.from_arrays(
+            pa.array(mat.ravel(), pa.float32()), m.dim, mask=pa.array(~pres)
+        )
+    return pa.table(cols)
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Replace `out` by the fully written `tmp` (same filesystem) without a partial state."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def write_dataset(out: str | Path, manifest: Manifest, table: pa.Table) -> Dataset:
+    """Validate `table` against `manifest` and publish `out/` atomically."""
+    out = Path(out)
+    ds = _dataset_from_table(manifest, out, table, out / FEATURES)
+    validate_arrays(ds, out / FEATURES)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        manifest.save(tmp / MANIFEST)
+        pq.write_table(table, tmp / FEATURES, row_group_size=1 << 20)
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_dataset(out)

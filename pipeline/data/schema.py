@@ -1,0 +1,80 @@
+"""The dataset manifest: what a dataset directory promises about its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from pipeline.errors import DataError
+
+Task = Literal["single_label", "multi_label", "regression"]
+MANIFEST = "manifest.json"
+FEATURES = "features.parquet"
+
+# Letters used by the papers' missing conditions ("a", "v", "l", "av", ...).
+_LETTERS = {"audio": "a", "visual": "v", "video": "v", "text": "l", "language": "l"}
+
+
+class ModalitySpec(BaseModel):
+    name: str
+    dim: int = Field(gt=0)
+
+    @property
+    def letter(self) -> str:
+        return _LETTERS.get(self.name, self.name[0])
+
+
+class Manifest(BaseModel):
+    """`manifest.json`. Extra keys are rejected so typos do not pass silently."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    task: Task = "single_label"
+    classes: list[str] = Field(default_factory=list)
+    modalities: list[ModalitySpec]
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+    provenance: dict = Field(default_factory=dict)
+
+    @field_validator("modalities")
+    @classmethod
+    def _unique_modalities(cls, mods: list[ModalitySpec]) -> list[ModalitySpec]:
+        names = [m.name for m in mods]
+        if not mods or len(set(names)) != len(names):
+            raise ValueError(f"modalities must be a non-empty list of unique names, got {names}")
+        letters = [m.letter for m in mods]
+        if len(set(letters)) != len(letters):
+            raise ValueError(f"modality names must start with distinct letters, got {names}")
+        return mods
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    @property
+    def dims(self) -> list[int]:
+        return [m.dim for m in self.modalities]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        if not path.is_file():
+            raise DataError(f"{path}: manifest not found (a dataset directory needs {MANIFEST})")
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise DataError(f"{path}: invalid manifest field '{where}': {first['msg']}") from None
+        except ValueError as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from None
