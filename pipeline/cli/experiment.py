@@ -1,0 +1,239 @@
+"""`ramer run | pretrain | index | train | evaluate | demo | predict | report`.
+
+Thin: options -> typed ExperimentConfig -> pipeline.training.protocol -> files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pipeline.config import load_settings
+from pipeline.training import protocol
+from pipeline.training.config import ExperimentConfig, load_experiment
+
+console = Console()
+
+ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML experiment config (optional; flags override it).")]
+DatasetOpt = Annotated[Optional[Path], typer.Option("--dataset", "-d", help="Dataset directory (manifest.json + features.parquet).")]
+ExperimentOpt = Annotated[Optional[str], typer.Option("--experiment", "-e", help="Experiment name: results/<name>, runs/<name>, collection names.")]
+SystemsOpt = Annotated[Optional[str], typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, ...")]
+FoldsOpt = Annotated[Optional[str], typer.Option("--folds", help="Comma list of folds to run (default: all).")]
+RunsOpt = Annotated[Optional[int], typer.Option("--runs", help="Runs per fold (paper: 3).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Stage-3 epochs (paper: 40).")]
+PreEpochsOpt = Annotated[Optional[int], typer.Option("--pretrain-epochs", help="Stage-1 epochs per encoder.")]
+KOpt = Annotated[Optional[int], typer.Option("--k", help="Neighbours fused per missing modality (paper: 10).")]
+ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="DB scale: small | medium | large | turbo.")]
+FinetuneOpt = Annotated[Optional[bool], typer.Option("--finetune/--frozen", help="Fine-tune the stage-1 encoders in stage 3 (live retrieval) or keep them frozen (cached retrieval).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Base seed (env RAMER_SEED).", envvar="RAMER_SEED")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (env RAMER_DEVICE).", envvar="RAMER_DEVICE")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted experiment from its checkpoints.")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Delete this experiment's checkpoints and start over.")]
+NoIngestOpt = Annotated[bool, typer.Option("--no-ingest", help="Skip writing hidden features to Qdrant (FAISS still serves training).")]
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_config(
+    config: Path | None, dataset: Path | None, experiment: str | None, systems: str | None,
+    folds: str | None, runs: int | None, epochs: int | None, pretrain_epochs: int | None,
+    k: int | None, scale: str | None, finetune: bool | None, seed: int | None, device: str | None,
+    no_ingest: bool = False,
+) -> ExperimentConfig:
+    fold_list = _csv(folds)
+    return load_experiment(
+        config,
+        dataset=None if dataset is None else str(dataset),
+        experiment=experiment,
+        systems=_split_systems(systems),
+        folds=None if fold_list is None else [int(f) for f in fold_list],
+        runs=runs, seed=seed, device=device,
+        **{"train.epochs": epochs, "pretrain.epochs": pretrain_epochs, "retrieval.k": k,
+           "retrieval.scale": scale, "retrieval.finetune_encoders": finetune,
+           "ingest": False if no_ingest else None},
+    )
+
+
+def _split_systems(text: str | None) -> list[str] | None:
+    """Split on commas outside parentheses: 'ramer(k=5,metric=euclidean),mmin'."""
+    if text is None:
+        return None
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def rich_progress() -> tuple[Progress, protocol.Progress]:
+    bar = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
+    )
+    state: dict = {}
+
+    def start(total: int) -> None:
+        state["task"] = bar.add_task("starting", total=total)
+
+    def stage(text: str) -> None:
+        state["stage"] = text
+        bar.update(state["task"], description=text)
+
+    def epoch(text: str, e: int, rec: dict) -> None:
+        bar.update(state["task"], description=f"{text} · epoch {e + 1} · val {rec['val']:.3f}")
+
+    hooks = protocol.Progress(
+        on_start=start, on_stage=stage, on_epoch=epoch,
+        on_advance=lambda n: bar.advance(state["task"], n),
+    )
+    return bar, hooks
+
+
+def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None) -> Path | None:
+    """Run the protocol with a progress bar; write results unless stopping early."""
+    from pipeline.errors import RamerError
+
+    if not cfg.dataset:
+        raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
+    settings = load_settings()
+    bar, hooks = rich_progress()
+    t0 = time.perf_counter()
+    with bar:
+        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after=stop_after)
+    if stop_after is not None:
+        console.print(f"stage '{stop_after}' done for every fold x run in {time.perf_counter() - t0:.0f} s "
+                      f"(checkpoints: {settings.runs_dir / cfg.experiment})")
+        return None
+    report = protocol.write_results(out, cfg, settings)
+    console.print(summary_table(report.parent))
+    console.print(f"\n[bold green]done[/] in {time.perf_counter() - t0:.0f} s · report: {report}")
+    return report
+
+
+def summary_table(results_dir: Path) -> Table:
+    """Compact terminal view: systems x conditions, WA means in %, plus average WA/UA."""
+    import pyarrow.parquet as pq
+
+    from pipeline.evaluation.tables import ordered_unique, summarise
+
+    metrics = pq.read_table(results_dir / "metrics.parquet")
+    summ = summarise(metrics, ["system", "condition", "metric"])
+    conds = ordered_unique(metrics.column("condition").to_pylist())
+    missing = [c for c in conds if len(c) < max(map(len, conds))]
+    table = Table(title="test WA (%), mean over folds x runs (UA etc. in the report)", title_justify="left")
+    table.add_column("system", style="bold", no_wrap=True)
+    for c in conds:
+        table.add_column(c, justify="right")
+    table.add_column("avg WA", justify="right", style="bold")
+    table.add_column("avg UA", justify="right")
+    for s in ordered_unique(metrics.column("system").to_pylist()):
+        cells = [f"{100 * summ[(s, c, 'WA')][0]:.1f}" if (s, c, "WA") in summ else "-" for c in conds]
+        for metric in ("WA", "UA"):
+            vals = [summ[(s, c, metric)][0] for c in missing if (s, c, metric) in summ]
+            cells.append(f"{100 * sum(vals) / len(vals):.1f}" if vals else "-")
+        table.add_row(s, *cells)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        config: ConfigArg = None, dataset: DatasetOpt = None, experiment: ExperimentOpt = None,
+        systems: SystemsOpt = None, folds: FoldsOpt = None, runs: RunsOpt = None, epochs: EpochsOpt = None,
+        pretrain_epochs: PreEpochsOpt = None, k: KOpt = None, scale: ScaleOpt = None,
+        finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
+        resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
+    ) -> None:
+        """The whole RAMER protocol: pretrain -> index -> train -> evaluate, every fold x run.
+
+        Writes results/<experiment>/ (config.json, metrics.parquet, report.md, plots);
+        checkpoints go to runs/<experiment>/ so --resume continues an interrupted run.
+        """
+        cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
+                           k, scale, finetune, seed, device, no_ingest)
+        execute(cfg, resume, fresh)
+
+    def _stage_command(stage: str, doc: str):
+        def command(
+            config: ConfigArg = None, dataset: DatasetOpt = None, experiment: ExperimentOpt = None,
+            systems: SystemsOpt = None, folds: FoldsOpt = None, runs: RunsOpt = None,
+            epochs: EpochsOpt = None, pretrain_epochs: PreEpochsOpt = None, k: KOpt = None,
+            scale: ScaleOpt = None, finetune: FinetuneOpt = None, seed: SeedOpt = None,
+            device: DeviceOpt = None, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
+        ) -> None:
+            cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
+                               k, scale, finetune, seed, device, no_ingest)
+            execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
+
+        command.__doc__ = doc
+        app.command(name=stage)(command)
+
+    _stage_command("pretrain", "Stage 1: train one encoder per modality per fold x run (val-selected).")
+    _stage_command("index", "Stage 2: encode every row, store hidden features in Qdrant, build the FAISS fast path.")
+    _stage_command("train", "Stage 3: missing-modality training of every system (reuses stages 1-2).")
+    _stage_command("evaluate", "Stage 4: evaluate on the test folds under every condition and write the report.")
+
+    @app.command()
+    def demo(
+        out: Annotated[Path, typer.Option(help="Where the demo dataset goes.")] = Path("data/demo"),
+        labeled: Annotated[int, typer.Option(help="Labeled samples.")] = 1200,
+        unlabeled: Annotated[int, typer.Option(help="Unlabeled pool.")] = 3000,
+        folds: Annotated[str, typer.Option(help="Folds to run.")] = "0,1",
+        runs: Annotated[int, typer.Option(help="Runs per fold.")] = 1,
+        epochs: Annotated[int, typer.Option(help="Epochs (pretrain and train).")] = 15,
+        experiment: Annotated[str, typer.Option(help="Experiment name.")] = "demo",
+    ) -> None:
+        """Synthetic MER2024-like data -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
+        from pipeline.data.synth import SynthConfig, write_synthetic
+
+        t0 = time.perf_counter()
+        dims = {"audio": 256, "visual": 192, "text": 256}
+        with console.status(f"generating {labeled} labeled + {unlabeled} unlabeled synthetic samples"):
+            ds = write_synthetic(out, SynthConfig(labeled=labeled, unlabeled=unlabeled, dims=dims, seed=0))
+        console.print(f"dataset: {out} ({len(ds)} samples, {time.perf_counter() - t0:.0f} s)")
+        cfg = build_config(None, out, experiment, None, folds, runs, epochs, epochs, None, None, None, None, None)
+        execute(cfg, resume=False, fresh=True)
+
+    @app.command()
+    def report(
+        results: Annotated[Path, typer.Argument(help="A results/<experiment> folder.")],
+    ) -> None:
+        """Re-render report.md and plots from saved metrics, without training."""
+        from pipeline.errors import RamerError
+        from pipeline.evaluation.report import render_report
+
+        if not (results / "metrics.parquet").is_file():
+            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first)")
+        path = render_report(results)
+        console.print(summary_table(results))
+        console.print(f"report: {path}")
+
+    @app.command()
+    def predict(
+        experiment: Annotated[str, typer.Option("--experiment", "-e", help="A finished experiment.")],
+        input: Annotated[Path, typer.Option("--input", "-i", help="Parquet with `sample` and modality columns (null = missing).")],
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output parquet (default: <input>.preds.parquet).")] = None,
+        fold: Annotated[int, typer.Option(help="Which fold's model and collection to use.")] = 0,
+        system: Annotated[str, typer.Option(help="System to predict with.")] = "ramer",
+    ) -> None:
+        """Predict classes for samples with any subset of modalities, retrieving from the experiment's collections."""
+        from pipeline.evaluation.predict import predict_file
+
+        settings = load_settings()
+        path, n = predict_file(settings, experiment, input, out, fold, system)
+        console.print(f"{n} predictions -> {path}")

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, result tables, reports and plots."""

@@ -1,0 +1,137 @@
+"""`ramer predict`: a trained experiment applied to new samples with any modalities.
+
+The model is the experiment's chosen system for one fold (its last run, the one whose
+hidden features the fold's Qdrant collection holds). Missing modalities are filled by
+retrieval from that collection's train + unlabeled points, queried live with the
+model's own encoders, exactly as in stage 3.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.config import Settings
+from pipeline.data.dataset import load_dataset
+from pipeline.errors import DataError, RamerError
+from pipeline.models.base import Batch
+from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.retriever import ModalityRetriever
+from pipeline.store.ingest import collection_name
+from pipeline.store.qdrant_store import HiddenFeatureStore
+from pipeline.training.checkpoint import load_json, load_torch
+from pipeline.training.config import load_experiment
+from pipeline.training.protocol import model_spec
+from pipeline.training.systems import parse_system
+from pipeline.models.registry import create_model
+
+
+def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+    if "sample" not in table.column_names:
+        raise DataError(f"{path}: missing column 'sample'")
+    if not any(m in table.column_names for m in modalities):
+        raise DataError(f"{path}: no modality column; expected some of {modalities}")
+    n = table.num_rows
+    xs, avail = [], np.zeros((n, len(modalities)), bool)
+    for i, (m, d) in enumerate(zip(modalities, dims)):
+        x = np.zeros((n, d), np.float32)
+        if m in table.column_names:
+            col = table.column(m).to_pylist()
+            for r, v in enumerate(col):
+                if v is None:
+                    continue
+                if len(v) != d:
+                    raise DataError(f"{path}: row {r} column '{m}' has {len(v)} values, expected {d}")
+                x[r] = v
+                avail[r, i] = True
+            if not np.isfinite(x).all():
+                raise DataError(f"{path}: NaN/inf in column '{m}'")
+        xs.append(x)
+    none = ~avail.any(axis=1)
+    if none.any():
+        raise DataError(f"{path}: row {int(np.flatnonzero(none)[0])} has no modality at all")
+    return table.column("sample").to_numpy(zero_copy_only=False).astype(str), xs, avail
+
+
+def _stored_db(store: HiddenFeatureStore, collection: str, modalities: list[str]):
+    """Aligned (R, H) matrices per modality of the allowed points, + presence masks."""
+    mats = {m: store.fetch_matrix(collection, m, splits=("train", "unlabeled")) for m in modalities}
+    names = sorted({s for mat in mats.values() for s in mat.samples})
+    index = {s: i for i, s in enumerate(names)}
+    values, present = {}, {}
+    for m, mat in mats.items():
+        rows = np.array([index[s] for s in mat.samples], dtype=np.int64)
+        v = np.zeros((len(names), mat.vectors.shape[1]), np.float32)
+        v[rows] = mat.vectors
+        p = np.zeros(len(names), bool)
+        p[rows] = True
+        values[m], present[m] = v, p
+    return values, present
+
+
+def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int, system_name: str) -> tuple[Path, int]:
+    runs_dir = settings.runs_dir / experiment
+    if not (runs_dir / "config.json").is_file():
+        raise RamerError(f"{runs_dir}: no such experiment (run `ramer run -e {experiment}` first)")
+    saved = load_json(runs_dir / "config.json")
+    cfg = load_experiment(None, **_flatten(saved))
+    ds = load_dataset(cfg.dataset)
+    spec = model_spec(ds)
+    system = parse_system(system_name, cfg.retrieval)
+    run = cfg.runs - 1
+    state_path = runs_dir / f"f{fold}_r{run}" / f"{system.slug}.pt"
+    if not state_path.is_file():
+        raise RamerError(f"{state_path}: no trained '{system.label}' model for fold {fold} run {run}")
+    e, r = cfg.encoder, system.retrieval or cfg.retrieval
+    kwargs = dict(d_model=e.d_model, hidden=e.hidden, layers=e.layers, heads=e.heads, ff=e.ff, encoder_classifier=tuple(e.classifier), dropout=e.dropout,
+                  retrieval=system.use_retrieval, finetune_encoders=r.finetune_encoders) if system.model == "ramer" else {}
+    model = create_model(system.model, spec, **kwargs, **system.overrides)
+    model.load_state_dict(load_torch(state_path))
+    model.eval()
+    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))
+    if system.model == "ramer" and system.use_retrieval:
+        with HiddenFeatureStore.open(settings) as store:
+            values, present = _stored_db(store, collection_name(ds.manifest.name, experiment, fold), list(spec.modalities))
+        retr = ModalityRetriever(k=r.k, metric=r.metric).fit(values, present, np.ones(len(next(iter(values.values()))), bool))
+        model.filler = RetrievalFiller(retr, list(spec.modalities), values, present, k=r.k, rule=r.two_rule, keys=None)
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(samples), 512):
+            sl = slice(i, i + 512)
+            b = Batch(x=[torch.as_tensor(x[sl]) for x in xs], avail=torch.as_tensor(avail[sl]),
+                      rows=torch.full((len(samples[sl]),), -1, dtype=torch.long))
+            probs.append(torch.softmax(model(b).logits, dim=-1).numpy())
+    p = np.concatenate(probs)
+    classes = ds.manifest.classes
+    table = pa.table({
+        "sample": samples,
+        "pred": pa.array([classes[i] for i in p.argmax(1)]),
+        "pred_index": pa.array(p.argmax(1).astype(np.int32)),
+        "available": pa.array(["".join(ds.manifest.modalities[j].letter for j in np.flatnonzero(a)) for a in avail]),
+        **{f"p_{c}": pa.array(p[:, j]) for j, c in enumerate(classes)},
+    })
+    out = out or input_path.with_suffix(".preds.parquet")
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(out)
+    return out, len(samples)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

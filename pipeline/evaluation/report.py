@@ -1,0 +1,171 @@
+"""Reports: Table-3-style markdown (conditions x WA/UA, mean +/- std), plots, files.
+
+Everything here is rendered from the saved tables, so `ramer report DIR` re-renders a
+report without training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.evaluation.tables import ordered_unique, summarise
+
+# The RAMER paper's Table 3 (MER2024; WA/UA in %), shown beside ours, never mixed in.
+PAPER_TABLE3 = {
+    "AE": [71.80, 67.51, 58.46, 47.37, 55.12, 48.06, 75.38, 67.35, 73.66, 74.29, 72.01, 65.10, 67.74, 61.61],
+    "CRA": [73.25, 68.65, 61.90, 50.44, 56.48, 48.80, 76.61, 68.30, 75.06, 75.14, 72.76, 66.32, 69.34, 62.94],
+    "MMIN": [74.88, 70.34, 62.78, 50.98, 57.45, 50.25, 77.42, 69.24, 75.48, 75.77, 73.28, 67.17, 70.07, 63.88],
+    "IF-MMIN": [68.79, 56.81, 62.35, 52.38, 48.79, 39.81, 72.94, 61.07, 74.51, 61.55, 69.12, 57.67, 66.23, 54.96],
+    "CIF-MMIN": [72.31, 69.86, 64.12, 52.19, 63.29, 62.45, 79.64, 73.93, 76.38, 75.61, 76.44, 74.93, 71.98, 68.29],
+    "RAMER": [85.94, 74.88, 71.34, 59.63, 89.84, 88.23, 82.39, 70.02, 90.96, 88.99, 90.63, 86.77, 85.13, 78.73],
+    "w/o retrieval": [67.81, 55.54, 56.12, 45.72, 55.96, 53.30, 75.13, 65.29, 74.75, 70.95, 79.49, 71.60, 67.81, 61.55],
+}
+PAPER_CONDITIONS = ["a", "v", "l", "av", "al", "vl"]
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def condition_table(metrics: pa.Table, metric_names: tuple[str, ...] = ("WA", "UA")) -> str:
+    """Markdown: rows = systems, columns = condition x metric (+ Avg over the missing ones)."""
+    summ = summarise(metrics, ["system", "condition", "metric"])
+    systems = ordered_unique(metrics.column("system").to_pylist())
+    conds = ordered_unique(metrics.column("condition").to_pylist())
+    missing = [c for c in conds if len(c) < max(len(x) for x in conds)]
+    per_run = _avg_over_conditions(metrics, missing)
+    head = ["system"] + [f"{c} {m}" for c in conds for m in metric_names] + [f"Avg {m}" for m in metric_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in systems:
+        cells = [s]
+        for c in conds:
+            for m in metric_names:
+                v = summ.get((s, c, m))
+                cells.append(_fmt(v[0], v[1]) if v else "–")
+        for m in metric_names:
+            vals = per_run.get((s, m), [])
+            cells.append(_fmt(np.mean(vals), np.std(vals)) if vals else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str, str], list[float]]:
+    """Per (system, metric): the average over the missing conditions, one value per fold x run."""
+    summ = summarise(metrics, ["system", "metric", "fold", "run", "condition"])
+    acc: dict[tuple, dict[tuple, list[float]]] = {}
+    for (s, m, f, r, c), (mean, _, _) in summ.items():
+        if c in conds:
+            acc.setdefault((s, m), {}).setdefault((f, r), []).append(mean)
+    return {k: [float(np.mean(v)) for v in runs.values()] for k, runs in acc.items()}
+
+
+def paper_table() -> str:
+    head = ["paper (MER2024)"] + [f"{c} {m}" for c in PAPER_CONDITIONS + ["Avg"] for m in ("WA", "UA")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, vals in PAPER_TABLE3.items():
+        lines.append("| " + " | ".join([name] + [f"{v:.2f}" for v in vals]) + " |")
+    return "\n".join(lines)
+
+
+def precision_table(precision: pa.Table) -> str:
+    summ = summarise(precision, ["modality", "k"], value="precision")
+    mods = ordered_unique(precision.column("modality").to_pylist())
+    ks = sorted(set(precision.column("k").to_pylist()))
+    lines = ["| modality | " + " | ".join(f"P@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for m in mods:
+        lines.append("| " + m + " | " + " | ".join(_fmt(*summ[(m, k)][:2]) for k in ks) + " |")
+    return "\n".join(lines)
+
+
+def plot_conditions(metrics: pa.Table, path: Path, metric: str = "WA") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarise(metrics, ["system", "condition", "metric"])
+    systems = ordered_unique(metrics.column("system").to_pylist())
+    conds = ordered_unique(metrics.column("condition").to_pylist())
+    width = 0.8 / max(len(systems), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(conds) + 3, 4))
+    for i, s in enumerate(systems):
+        means = [100 * summ.get((s, c, metric), (np.nan, 0, 0))[0] for c in conds]
+        stds = [100 * summ.get((s, c, metric), (0, 0, 0))[1] for c in conds]
+        ax.bar(np.arange(len(conds)) + i * width, means, width, yerr=stds, label=s, capsize=2)
+    ax.set_xticks(np.arange(len(conds)) + width * (len(systems) - 1) / 2, conds)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_xlabel("available modalities")
+    ax.set_title(f"{metric} per condition (mean ± std over folds x runs)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_precision(precision: pa.Table, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summarise(precision, ["modality", "k"], value="precision")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in ordered_unique(precision.column("modality").to_pylist()):
+        ks = sorted(k for (mm, k) in summ if mm == m)
+        ax.errorbar(ks, [100 * summ[(m, k)][0] for k in ks], yerr=[100 * summ[(m, k)][1] for k in ks], marker="o", label=m, capsize=2)
+    ax.set_xlabel("K")
+    ax.set_ylabel("precision@K (%)")
+    ax.set_title("retrieval precision: neighbours sharing the query's label")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_report(results_dir: Path, title: str | None = None) -> Path:
+    """Write report.md + PNGs in `results_dir` from its metrics/precision parquet files."""
+    metrics = pq.read_table(results_dir / "metrics.parquet")
+    prec_path = results_dir / "precision.parquet"
+    precision = pq.read_table(prec_path) if prec_path.is_file() else None
+    n_runs = len(set(zip(metrics.column("fold").to_pylist(), metrics.column("run").to_pylist())))
+    parts = [
+        f"# {title or results_dir.name}",
+        "",
+        f"Test-split results, mean ± std over {n_runs} fold x run combinations "
+        "(models selected on validation only). Raw numbers: `metrics.parquet`; config: `config.json`.",
+        "",
+        "## Missing-modality conditions (WA / UA, %)",
+        "",
+        condition_table(metrics),
+        "",
+        "Weighted F1 (%):",
+        "",
+        condition_table(metrics, ("F1w",)) if "F1w" in set(metrics.column("metric").to_pylist()) else "",
+        "",
+        "![WA per condition](wa_by_condition.png)",
+        "",
+    ]
+    plot_conditions(metrics, results_dir / "wa_by_condition.png")
+    if precision is not None and precision.num_rows:
+        plot_precision(precision, results_dir / "precision_at_k.png")
+        parts += [
+            "## Retrieval precision@K (test queries, labeled neighbours sharing the query label, %)",
+            "",
+            precision_table(precision),
+            "",
+            "![precision@K](precision_at_k.png)",
+            "",
+        ]
+    parts += [
+        "## For reference: the paper's Table 3 (MER2024, different data; not comparable number-for-number)",
+        "",
+        paper_table(),
+        "",
+    ]
+    path = results_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path

@@ -1,0 +1,57 @@
+"""Long-format result tables and their mean +/- std summaries (pyarrow + numpy only)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METRIC_COLUMNS = ["system", "fold", "run", "condition", "metric", "value"]
+
+
+def records_to_table(records: list[dict]) -> pa.Table:
+    """One row per (system, fold, run, condition, metric): every raw number kept."""
+    cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
+    for rec in records:
+        for m in rec["metrics"]:
+            cols["system"].append(rec["system"])
+            cols["fold"].append(int(rec["fold"]))
+            cols["run"].append(int(rec["run"]))
+            cols["condition"].append(m["condition"])
+            cols["metric"].append(m["metric"])
+            cols["value"].append(float(m["value"]))
+    return pa.table(cols)
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    keys = list(rows[0]) if rows else []
+    return pa.table({k: [r[k] for r in rows] for k in keys})
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def summarise(table: pa.Table, by: list[str], value: str = "value") -> dict[tuple, tuple[float, float, int]]:
+    """Group by columns -> (mean, std over folds x runs, count)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    cols = [table.column(c).to_pylist() for c in by]
+    vals = table.column(value).to_pylist()
+    for i, v in enumerate(vals):
+        groups[tuple(c[i] for c in cols)].append(v)
+    return {
+        k: (float(np.nanmean(v)), float(np.nanstd(v)) if len(v) > 1 else 0.0, len(v))
+        for k, v in groups.items()
+    }
+
+
+def ordered_unique(values: list) -> list:
+    seen: dict = {}
+    for v in values:
+        seen.setdefault(v, None)
+    return list(seen)

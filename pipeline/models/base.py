@@ -1,0 +1,78 @@
+"""What every model consumes and returns, so one trainer and one evaluator serve all.
+
+A model sees a `Batch` whose unavailable modalities are already zeroed (the papers'
+convention) plus the availability mask, and returns an `Output`: logits and its own
+auxiliary loss (reconstruction, cycle, contrastive, KL ...) already weighted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The data-dependent shape of a model."""
+
+    modalities: tuple[str, ...]  # manifest order, e.g. ("audio", "visual", "text")
+    dims: tuple[int, ...]  # input dim per modality
+    n_out: int  # classes (single/multi-label) or 1 (regression)
+    task: str = "single_label"  # single_label | multi_label | regression
+
+
+@dataclass
+class Batch:
+    x: list[Tensor]  # per modality (B, D_m); zeros where unavailable
+    avail: Tensor  # (B, M) bool, True = modality given to the model
+    rows: Tensor  # (B,) long, dataset row of each sample (retrieval, caches)
+    y: Tensor | None = None  # (B,) long | (B, C) float multi-hot | (B,) float target
+    x_full: list[Tensor] | None = None  # complete inputs; training-time targets only
+
+    def to(self, device: torch.device | str) -> "Batch":
+        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(
+            x=[t.to(device) for t in self.x], avail=self.avail.to(device), rows=self.rows,
+            y=mv(self.y), x_full=None if self.x_full is None else [t.to(device) for t in self.x_full],
+        )
+
+
+@dataclass
+class Output:
+    logits: Tensor  # (B, n_out)
+    aux_loss: Tensor  # () weighted sum of the model's extra losses; 0 when none
+    hidden: Tensor | None = None  # (B, H) joint representation, for analysis
+
+
+class MERModel(nn.Module):
+    """Base class: subclasses set `spec` and implement `forward(batch) -> Output`.
+
+    Optional hook: `pretrain_forward(batch) -> Output`, a first training phase on
+    full-modality data (MMIN-style teachers); the trainer runs it when present.
+    """
+
+    spec: ModelSpec
+
+    def zero_aux(self, ref: Tensor) -> Tensor:
+        return ref.new_zeros(())
+
+
+def task_loss(task: str, logits: Tensor, y: Tensor) -> Tensor:
+    """CE for single-label, BCE for multi-label, L1 (MAE, as MMSA) for regression."""
+    if task == "single_label":
+        return nn.functional.cross_entropy(logits, y)
+    if task == "multi_label":
+        return nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+    return nn.functional.l1_loss(logits.squeeze(-1), y.float())
+
+
+def mlp(sizes: list[int], dropout: float = 0.0, last_act: bool = False) -> nn.Sequential:
+    """Linear-ReLU-Dropout stack; no activation after the last layer unless asked."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_act:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)

@@ -1,0 +1,100 @@
+"""RAMER: missing modalities filled with retrieved hidden features (paper 3.2.3).
+
+Each modality has its (stage-1 pretrained) encoder. For a missing modality t, the
+available modality's hidden vector queries its own database for the top-K most similar
+samples; the K neighbours' stored t-vectors are summed and L2-normalised (`Filler`).
+The completed [h_1 .. h_M] is concatenated and classified. With `retrieval=False` the
+missing slots keep h^miss (the encoder's output on the zero input): "w/o retrieval".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.models.base import Batch, MERModel, ModelSpec, Output, mlp
+from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
+from pipeline.models.registry import register_model
+
+
+class Filler(Protocol):
+    """Turns query hidden vectors into fused vectors for the missing modalities."""
+
+    def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """h (B, M, H) current hidden, avail (B, M), rows (B,) -> (B, M, H) fills."""
+        ...
+
+
+@register_model("ramer")
+class RAMER(MERModel):
+    @dataclass
+    class Config:
+        d_model: int = 256  # encoder Transformer width (after input projection)
+        hidden: int = 256  # h size; the database stores these
+        layers: int = 2  # encoder Transformer layers
+        heads: int = 8  # encoder attention heads
+        ff: int = 512  # encoder feed-forward width
+        encoder_classifier: tuple[int, ...] = (128,)  # stage-1 classifier MLP (kept for loading)
+        dropout: float = 0.5  # paper: 0.5
+        classifier: tuple[int, ...] = (256, 128)  # MLP over the concatenated h's
+        retrieval: bool = True  # False = the "w/o retrieval" ablation
+        l2_available: bool = True  # L2-normalise available h too, so every slot has unit norm
+        finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
+
+    def __init__(self, spec: ModelSpec, cfg: "RAMER.Config"):
+        super().__init__()
+        self.spec, self.cfg = spec, cfg
+        enc_cfg = EncoderConfig(
+            d_model=cfg.d_model, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+            ff=cfg.ff, dropout=cfg.dropout, classifier=cfg.encoder_classifier,
+        )
+        self.encoders = nn.ModuleList(UnimodalEncoder(d, spec.n_out, enc_cfg) for d in spec.dims)
+        m = len(spec.dims)
+        self.head = mlp([cfg.hidden * m, *cfg.classifier, spec.n_out], dropout=cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.filler: Filler | None = None  # set by the training stage (not a parameter)
+
+    def load_encoders(self, encoders: list[UnimodalEncoder]) -> None:
+        """Start from the stage-1 encoders (paper: 'we first load the pretrained model')."""
+        for mine, theirs in zip(self.encoders, encoders):
+            mine.load_state_dict(theirs.state_dict())
+        for p in self.encoders.parameters():
+            p.requires_grad_(self.cfg.finetune_encoders)
+
+    def train(self, mode: bool = True) -> "RAMER":
+        super().train(mode)
+        if not self.cfg.finetune_encoders:
+            # Frozen encoders stay in eval mode: their outputs must equal the stored vectors.
+            self.encoders.eval()
+        return self
+
+    def encode(self, x: list[Tensor]) -> Tensor:
+        return torch.stack([enc(xm) for enc, xm in zip(self.encoders, x)], dim=1)  # (B, M, H)
+
+    def complete(self, batch: Batch) -> Tensor:
+        """(B, M, H): available h's plus retrieved (or h^miss) vectors for the missing ones."""
+        h = self.encode(batch.x)  # (B, M, H); missing slots hold h^miss
+        if self.cfg.retrieval:
+            if self.filler is None:
+                raise RuntimeError("RAMER with retrieval needs a filler (set by the training stage)")
+            fill = self.filler(
+                h.detach().float().cpu().numpy(), batch.avail.cpu().numpy(), batch.rows.cpu().numpy()
+            )  # (B, M, H)
+            fill_t = torch.as_tensor(fill, device=h.device, dtype=h.dtype)
+            avail = batch.avail.unsqueeze(-1)  # (B, M, 1)
+            if self.cfg.l2_available:
+                h = nn.functional.normalize(h, dim=-1)
+            h = torch.where(avail, h, fill_t)
+        elif self.cfg.l2_available:
+            h = nn.functional.normalize(h, dim=-1)
+        return h
+
+    def forward(self, batch: Batch) -> Output:
+        h = self.complete(batch)  # (B, M, H)
+        joint = h.flatten(1)  # (B, M*H)
+        logits = self.head(self.drop(joint))  # (B, n_out)
+        return Output(logits=logits, aux_loss=self.zero_aux(logits), hidden=joint)

@@ -1,0 +1,115 @@
+"""Filling missing modalities from retrieved neighbours (RAMER 3.2.3).
+
+For a sample whose modality t is missing, the available modality q's vector searches
+q's database; the K neighbours' t-vectors are summed and L2-normalised. With two
+available modalities there are two candidate neighbour sets; `rule` picks:
+
+    kth-score  the query modality whose K-th neighbour is more similar (the reference
+               code's rule: the set whose worst member is still close is trusted more)
+    both       fuse the union of both sets (2K vectors) - uses every retrieved vector
+
+`query_from="db"`: queries are the stored vectors of the sample itself (frozen encoders:
+then every neighbour list is computed once and cached). `query_from="live"`: queries
+are the model's current hidden vectors (fine-tuned encoders), searched per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.retrieval.retriever import ModalityRetriever, fuse_sum_l2
+
+RULES = ("kth-score", "both")
+
+
+@dataclass
+class Neighbours:
+    rows: np.ndarray  # (B, K) int64 dataset rows, -1 = none
+    scores: np.ndarray  # (B, K) float32, higher = more similar
+
+
+class RetrievalFiller:
+    """Callable used by `RAMER.complete`: (h, avail, rows) -> fills for missing slots."""
+
+    def __init__(
+        self,
+        retriever: ModalityRetriever,
+        modalities: list[str],
+        values: dict[str, np.ndarray],
+        value_present: dict[str, np.ndarray],
+        k: int,
+        rule: str = "kth-score",
+        keys: dict[str, np.ndarray] | None = None,
+    ):
+        if rule not in RULES:
+            raise ValueError(f"unknown two-modality rule '{rule}', choose one of {RULES}")
+        self.retriever, self.modalities, self.k, self.rule = retriever, modalities, k, rule
+        self.values, self.value_present = values, value_present  # m -> (N, H), (N,)
+        self.keys = keys  # m -> (N, d) stored query vectors; None = live queries
+        self._cache: dict[str, Neighbours] = {}
+
+    # ------------------------------------------------------------ search
+    def precompute(self, rows: np.ndarray, chunk: int = 4096) -> None:
+        """Cache neighbour lists of `rows` for every modality (db queries only)."""
+        if self.keys is None:
+            raise RuntimeError("precompute needs stored keys (query_from='db')")
+        n = len(next(iter(self.values.values())))
+        for m in self.modalities:
+            nb_rows = np.full((n, self.k), -1, np.int64)
+            nb_scores = np.full((n, self.k), -np.inf, np.float32)
+            for i in range(0, len(rows), chunk):
+                r = rows[i : i + chunk]
+                got_r, got_s = self.retriever.search(m, self.keys[m][r], r, self.k)
+                nb_rows[r], nb_scores[r] = got_r, got_s
+            self._cache[m] = Neighbours(nb_rows, nb_scores)
+
+    def neighbours(self, m: str, queries: np.ndarray | None, rows: np.ndarray) -> Neighbours:
+        if m in self._cache:
+            c = self._cache[m]
+            return Neighbours(c.rows[rows], c.scores[rows])
+        q = self.keys[m][rows] if self.keys is not None else queries
+        r, s = self.retriever.search(m, np.ascontiguousarray(q, dtype=np.float32), rows, self.k)
+        return Neighbours(r, s)
+
+    # ------------------------------------------------------------ fusion
+    def _gather(self, t: str, nb_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, K, H) neighbour t-vectors and (B, K) validity (neighbour exists and has t)."""
+        safe = np.clip(nb_rows, 0, None)
+        valid = (nb_rows >= 0) & self.value_present[t][safe]
+        return self.values[t][safe], valid
+
+    def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        b, m_count, hid = h.shape
+        out = np.zeros((b, m_count, hid), np.float32)
+        nbs: dict[int, Neighbours] = {}
+        for qi, q in enumerate(self.modalities):
+            sel = avail[:, qi]
+            if sel.any():
+                nb = self.neighbours(q, h[sel, qi] if self.keys is None else None, rows[sel])
+                full_r = np.full((b, self.k), -1, np.int64)
+                full_s = np.full((b, self.k), -np.inf, np.float32)
+                full_r[sel], full_s[sel] = nb.rows, nb.scores
+                nbs[qi] = Neighbours(full_r, full_s)
+        for ti, t in enumerate(self.modalities):
+            need = ~avail[:, ti]
+            if not need.any() or not nbs:
+                continue
+            out[:, ti] = self._fuse_for(t, ti, nbs, avail)
+            out[~need, ti] = 0.0
+        return out
+
+    def _fuse_for(self, t: str, ti: int, nbs: dict[int, Neighbours], avail: np.ndarray) -> np.ndarray:
+        queries = [qi for qi in nbs if qi != ti]
+        if self.rule == "both":
+            rows = np.concatenate([nbs[qi].rows for qi in queries], axis=1)  # (B, K*Q)
+            vecs, valid = self._gather(t, rows)
+            return fuse_sum_l2(vecs, valid)
+        # kth-score: per sample the available query modality with the highest K-th score
+        kth = np.stack([np.where(avail[:, qi], nbs[qi].scores[:, -1], -np.inf) for qi in queries], 1)
+        best = kth.argmax(axis=1)  # (B,) index into `queries`
+        stacked = np.stack([nbs[qi].rows for qi in queries], 1)  # (B, Q, K)
+        rows = stacked[np.arange(len(best)), best]  # (B, K)
+        vecs, valid = self._gather(t, rows)
+        return fuse_sum_l2(vecs, valid)

@@ -1,0 +1,1 @@
+"""Training: the generic trainer, strategies, and the RAMER stages / protocol."""

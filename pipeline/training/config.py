@@ -1,0 +1,93 @@
+"""The experiment config: typed, layered (defaults < TOML file < CLI flags), saved with results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import RamerError
+from pipeline.models.encoders import EncoderConfig
+from pipeline.training.trainer import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 10  # neighbours fused per missing modality (paper: 10)
+    metric: str = "cosine"  # cosine | euclidean
+    db_source: str = "hidden"  # hidden (unimodal h_s) | raw (projected F_s) | multimodal (fused-pretrained h_s)
+    scale: str = "turbo"  # small | medium | large | turbo (see pipeline.data.scales)
+    two_rule: str = "kth-score"  # kth-score | both: which neighbours fill when 2 modalities remain
+    finetune_encoders: bool = False  # False: frozen stage-1 encoders, cached retrieval
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = "default"  # results/<experiment>, runs/<experiment>, collection names
+    dataset: str = ""  # dataset directory
+    folds: list[int] | None = None  # None = every fold of the dataset
+    runs: int = 3  # runs per fold (paper: 5-fold CV x 3)
+    seed: int = 0  # base seed; per-(fold, run, stage) seeds derive from it
+    systems: list[str] = field(default_factory=lambda: ["ramer", "w/o retrieval"])
+    precision_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
+    ingest: bool = True  # write hidden features to the Qdrant store of record
+    device: str = "auto"
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, patience=8))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, patience=10))
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
+    """Return a copy of dataclass `obj` updated from a nested dict; unknown keys are errors."""
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    updates = {}
+    for key, val in values.items():
+        if key not in fields:
+            raise RamerError(f"{where}: unknown option '{key}' (known: {', '.join(sorted(fields))})")
+        cur = getattr(obj, key)
+        if dataclasses.is_dataclass(cur) and isinstance(val, dict):
+            updates[key] = _merge(cur, val, f"{where}.{key}")
+        elif isinstance(cur, tuple) and isinstance(val, list):
+            updates[key] = tuple(val)
+        else:
+            updates[key] = val
+    return dataclasses.replace(obj, **updates)
+
+
+def load_experiment(path: str | Path | None = None, **overrides: Any) -> ExperimentConfig:
+    """Defaults, then the TOML file, then non-None overrides (dotted keys allowed: 'train.epochs')."""
+    cfg = ExperimentConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RamerError(f"{p}: config file not found")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise RamerError(f"{p}: invalid TOML ({exc})") from None
+        cfg = _merge(cfg, data, str(p))
+    nested: dict[str, Any] = {}
+    for key, val in overrides.items():
+        if val is None:
+            continue
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = val
+    return _merge(cfg, nested, "command line")

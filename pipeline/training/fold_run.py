@@ -1,0 +1,195 @@
+"""Everything that happens for one (fold, run): stages 1-4 for every system.
+
+Each finished piece is checkpointed atomically under runs/<experiment>/f{f}_r{r}/, so a
+resumed run skips it and reproduces the same numbers (every stage has its own seed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.data.scales import candidate_mask
+from pipeline.evaluation.metrics import task_metrics, task_score
+from pipeline.models.base import MERModel
+from pipeline.models.encoders import UnimodalEncoder
+from pipeline.models.registry import create_model
+from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.retriever import ModalityRetriever
+from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
+from pipeline.training.config import ExperimentConfig, RetrievalConfig
+from pipeline.training.stages import FoldContext, encode_rows, pretrain_encoders, raw_projection
+from pipeline.training.systems import System
+from pipeline.training.trainer import fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+Hook = Callable[[str, int, dict], None]
+
+
+@dataclass
+class Database:
+    """One retrieval database: per-modality vectors of every row + encoders to init from."""
+
+    source: str
+    vectors: dict[str, np.ndarray]  # m -> (N, H)
+    encoders: list[UnimodalEncoder]
+
+
+@dataclass
+class FoldRun:
+    ctx: FoldContext
+    cfg: ExperimentConfig
+    on_epoch: Hook | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    _dbs: dict[str, Database] = field(default_factory=dict)
+    _encoders: dict[bool, list[UnimodalEncoder]] = field(default_factory=dict)
+
+    def _timed(self, key: str, t0: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    # ------------------------------------------------------------ stages 1-2
+    def encoders(self, fused: bool = False) -> list[UnimodalEncoder]:
+        if fused not in self._encoders:
+            t0 = time.perf_counter()
+            self._encoders[fused] = pretrain_encoders(
+                self.ctx, self.cfg.encoder, self.cfg.pretrain, fused, self.on_epoch
+            )
+            self._timed("pretrain", t0)
+        return self._encoders[fused]
+
+    def database(self, source: str) -> Database:
+        if source not in self._dbs:
+            if source not in ("hidden", "raw", "multimodal"):
+                raise ValueError(f"unknown db_source '{source}'")
+            enc = self.encoders(fused=source == "multimodal")
+            t0 = time.perf_counter()
+            if source == "raw":
+                vecs = raw_projection(self.ctx.ds, self.cfg.encoder.hidden, self.ctx.seed("raw-db"))
+            else:
+                vecs = encode_rows(enc, self.ctx.ds, self.ctx.device)
+            self._timed("index", t0)
+            self._dbs[source] = Database(source, vecs, enc)
+        return self._dbs[source]
+
+    def retriever(self, r: RetrievalConfig, db: Database) -> ModalityRetriever:
+        ds, split = self.ctx.ds, self.ctx.split
+        cand = candidate_mask(ds.samples, ds.labeled, split.train, r.scale)
+        t0 = time.perf_counter()
+        retr = ModalityRetriever(k=r.k, metric=r.metric, device=self.ctx.device).fit(
+            db.vectors, ds.present, cand
+        )
+        self._timed("index", t0)
+        return retr
+
+    # ------------------------------------------------------------ precision@K
+    def retrieval_precision(self, ks: list[int]) -> list[dict]:
+        """Share of labeled neighbours of each test query that carry the query's label."""
+        cfg_r = replace(self.cfg.retrieval, k=max(ks))
+        db = self.database(cfg_r.db_source)
+        retr = self.retriever(cfg_r, db)
+        ds, test = self.ctx.ds, self.ctx.split.test
+        rows_out = []
+        for m in ds.modalities:
+            q = test[ds.present[m][test]]
+            nb, _ = retr.search(m, db.vectors[m][q], q, max(ks))  # (n, Kmax)
+            lab = (nb >= 0) & ds.labeled[np.clip(nb, 0, None)]
+            same = lab & (ds.y[np.clip(nb, 0, None)] == ds.y[q][:, None])
+            for k in ks:
+                denom = lab[:, :k].sum()
+                value = float(same[:, :k].sum() / denom) if denom else float("nan")
+                rows_out.append({"modality": m, "k": k, "precision": value, "labeled_share": float(lab[:, :k].mean())})
+        return rows_out
+
+    # ------------------------------------------------------------ stages 3-4
+    def build_model(self, system: System) -> MERModel:
+        spec, ctx = self.ctx.spec, self.ctx
+        if system.model != "ramer":
+            return create_model(system.model, spec, **system.overrides).to(ctx.device)
+        r = system.retrieval or self.cfg.retrieval
+        e = self.cfg.encoder
+        model = create_model(
+            "ramer", spec, d_model=e.d_model, hidden=e.hidden, layers=e.layers, heads=e.heads, ff=e.ff, encoder_classifier=tuple(e.classifier),
+            dropout=e.dropout, retrieval=system.use_retrieval, finetune_encoders=r.finetune_encoders,
+            **system.overrides,
+        )
+        db = self.database(r.db_source)
+        model.load_encoders(db.encoders)
+        model.to(ctx.device)
+        if system.use_retrieval:
+            retr = self.retriever(r, db)
+            live = r.finetune_encoders and r.db_source != "raw"
+            filler = RetrievalFiller(
+                retr, list(spec.modalities), db.vectors, ctx.ds.present, k=r.k, rule=r.two_rule,
+                keys=None if live else db.vectors,
+            )
+            if not live:
+                labeled = np.concatenate([ctx.split.train, ctx.split.val, ctx.split.test])
+                t0 = time.perf_counter()
+                filler.precompute(labeled)
+                self._timed("retrieval", t0)
+            model.filler = filler
+        return model
+
+    def train(self, system: System) -> tuple[MERModel, dict]:
+        """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json."""
+        ctx, spec = self.ctx, self.ctx.spec
+        seed_everything(ctx.seed(f"init-{system.slug}"))  # weights independent of what ran before
+        model = self.build_model(system)
+        model_path = ctx.run_dir / f"{system.slug}.pt"
+        fit_path = ctx.run_dir / f"{system.slug}.fit.json"
+        if model_path.is_file() and fit_path.is_file():
+            model.load_state_dict(load_torch(model_path))
+            return model, load_json(fit_path)
+        score = task_score(spec.task)
+        hook = None if self.on_epoch is None else (lambda e, rec: self.on_epoch(f"train {system.label}", e, rec))
+        t0 = time.perf_counter()
+        if hasattr(model, "pretrain_forward"):
+            everything = np.ones((1, len(spec.dims)), bool)
+            cfg0 = replace(self.cfg.pretrain, seed=ctx.seed(f"{system.slug}-teacher"))
+            fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg0,
+                forward=lambda m, b: m.pretrain_forward(b))
+        cfg = replace(self.cfg.train, seed=ctx.seed(f"train-{system.slug}"))
+        result = fit(model, ctx.bank, ctx.split.train, ctx.split.val, ctx.conds, score, cfg, on_epoch=hook)
+        seconds = time.perf_counter() - t0
+        self._timed(f"train {system.label}", t0)
+        record = {
+            "system": system.label, "fold": ctx.split.fold, "run": ctx.split.run,
+            "best_epoch": result.best_epoch, "val_score": result.best_score,
+            "history": result.history, "seconds": seconds, "seed": cfg.seed,
+        }
+        save_torch(model.state_dict(), model_path)
+        save_json(record, fit_path)
+        return model, record
+
+    def train_and_evaluate(self, system: System) -> dict:
+        """Stages 3-4 for one system; the result is cached as <slug>.json."""
+        out_path = self.ctx.run_dir / f"{system.slug}.json"
+        if out_path.is_file():
+            return load_json(out_path)
+        model, record = self.train(system)
+        t0 = time.perf_counter()
+        record = {**record, "metrics": self.evaluate(model)}
+        self._timed("evaluate", t0)
+        save_json(record, out_path)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, model: MERModel) -> list[dict]:
+        from pipeline.data.missing import condition_names
+
+        ctx = self.ctx
+        names = condition_names(ctx.ds.manifest, include_full=True)
+        masks = np.vstack([ctx.conds, np.ones((1, ctx.conds.shape[1]), bool)])
+        test = ctx.split.test
+        y = ctx.ds.y[test]
+        rows = []
+        for name, mask in zip(names, masks):
+            logits = predict(model, ctx.bank, test, mask)
+            for metric, value in task_metrics(ctx.spec.task, y, logits).items():
+                rows.append({"condition": name, "metric": metric, "value": value})
+        return rows

@@ -1,0 +1,198 @@
+"""The whole RAMER protocol: K folds x R runs x systems, resumable, with one progress bar.
+
+Outputs (see README): results/<experiment>/{config.json, metrics.parquet,
+precision.parquet, timings.json, report.md, *.png}; checkpoints in runs/<experiment>/.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.config import Settings, resolve_device
+from pipeline.data.dataset import Dataset, load_dataset
+from pipeline.data.missing import condition_matrix
+from pipeline.data.splits import make_split
+from pipeline.errors import RamerError
+from pipeline.models.base import ModelSpec
+from pipeline.training.checkpoint import load_json, save_json
+from pipeline.training.config import ExperimentConfig
+from pipeline.training.fold_run import FoldRun
+from pipeline.training.stages import FoldContext
+from pipeline.training.systems import System, parse_system
+from pipeline.training.trainer import FeatureBank
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What the protocol reports as it goes; the CLI renders it with rich."""
+
+    on_start: Callable[[int], None] = lambda total: None  # total work units
+    on_stage: Callable[[str], None] = lambda text: None  # "fold 1/5 run 2/3 · pretrain audio"
+    on_epoch: Callable[[str, int, dict], None] = lambda stage, epoch, rec: None
+    on_advance: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class RunOutputs:
+    results_dir: Path
+    records: list[dict] = field(default_factory=list)  # one per (system, fold, run)
+    precision: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def model_spec(ds: Dataset) -> ModelSpec:
+    man = ds.manifest
+    n_out = 1 if man.task == "regression" else man.n_classes
+    return ModelSpec(tuple(man.modality_names), tuple(man.dims), n_out, man.task)
+
+
+def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
+    saved = runs_dir / "config.json"
+    if saved.is_file():
+        if not resume:
+            raise RamerError(
+                f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
+                "pass --resume to continue it or --fresh to start over"
+            )
+        if load_json(saved) != load_json_like(cfg):
+            raise RamerError(
+                f"{saved}: --resume with a different config than the checkpoints were made with; "
+                "use a new --experiment name or --fresh"
+            )
+
+
+def load_json_like(cfg: ExperimentConfig) -> dict:
+    import json
+
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def run_experiment(
+    cfg: ExperimentConfig, settings: Settings, progress: Progress | None = None,
+    resume: bool = False, fresh: bool = False, store_factory: Callable[[], object] | None = None,
+    stop_after: str | None = None,
+) -> RunOutputs:
+    """Run stages 1-4 over folds x runs. `stop_after` in {pretrain, index, train} ends
+    each (fold, run) early: the stage commands of the CLI; a later call resumes from there."""
+    if stop_after not in (None, "pretrain", "index", "train"):
+        raise ValueError(f"stop_after={stop_after!r}")
+    progress = progress or Progress()
+    ds = load_dataset(cfg.dataset)
+    device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
+    torch.set_num_threads(max(1, settings.threads))
+    runs_dir = settings.runs_dir / cfg.experiment
+    results_dir = settings.results_dir / cfg.experiment
+    if fresh:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    _check_resume(cfg, runs_dir, resume or stop_after is not None)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    save_json(load_json_like(cfg), runs_dir / "config.json")
+    systems = [parse_system(s, cfg.retrieval) for s in cfg.systems]
+    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
+    bad = [f for f in folds if not 0 <= f < ds.manifest.folds]
+    if bad:
+        raise RamerError(f"folds {bad} do not exist in {cfg.dataset} (it has {ds.manifest.folds})")
+    spec = model_spec(ds)
+    conds = condition_matrix(ds.manifest)
+    labeled_rows = np.flatnonzero(ds.labeled)
+    bank = FeatureBank(ds, labeled_rows, device)
+    out = RunOutputs(results_dir)
+    units_per = 1 + len(systems)
+    progress.on_start(len(folds) * cfg.runs * units_per)
+    for fold in folds:
+        for run in range(cfg.runs):
+            split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
+            ctx = FoldContext(
+                ds=ds, split=split, spec=spec, bank=bank, conds=conds, device=device,
+                run_dir=runs_dir / f"f{fold}_r{run}", base_seed=cfg.seed,
+            )
+            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            where = f"fold {fold + 1}/{len(folds)} run {run + 1}/{cfg.runs}"
+            fr = FoldRun(ctx, cfg, on_epoch=lambda st, e, rec, w=where: progress.on_epoch(f"{w} · {st}", e, rec))
+            progress.on_stage(f"{where} · stages 1-2 (pretrain, index)")
+            if stop_after == "pretrain":
+                fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
+                progress.on_advance(units_per)
+                continue
+            out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
+            progress.on_advance(1)
+            for system in systems:
+                progress.on_stage(f"{where} · train {system.label}")
+                if stop_after == "index":
+                    pass
+                elif stop_after == "train":
+                    fr.train(system)
+                else:
+                    out.records.append(fr.train_and_evaluate(system))
+                progress.on_advance(1)
+            for k, v in fr.timings.items():
+                out.timings[k] = out.timings.get(k, 0.0) + v
+    save_json(out.timings, runs_dir / "timings.json")
+    return out
+
+
+def _stage_index(fr: FoldRun, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> list[dict]:
+    """Stages 1-2: encoders, hidden-feature DB, its Qdrant copy, and precision@K."""
+    ctx = fr.ctx
+    path = ctx.run_dir / "precision.json"
+    if path.is_file():
+        return load_json(path)
+    db = fr.database(cfg.retrieval.db_source)
+    if cfg.ingest:
+        t0 = time.perf_counter()
+        _ingest(db.vectors, ctx, cfg, settings, ds, store_factory)
+        fr.timings["ingest"] = fr.timings.get("ingest", 0.0) + time.perf_counter() - t0
+    rows = [
+        {**r, "fold": ctx.split.fold, "run": ctx.split.run}
+        for r in fr.retrieval_precision(sorted(set(cfg.precision_ks)))
+    ]
+    save_json(rows, path)
+    return rows
+
+
+def _ingest(vectors, ctx: FoldContext, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> None:
+    from pipeline.data.scales import candidate_mask
+    from pipeline.store.ingest import collection_name, ingest_hidden
+    from pipeline.store.qdrant_store import HiddenFeatureStore
+
+    cand = candidate_mask(ds.samples, ds.labeled, ctx.split.train, cfg.retrieval.scale)
+    rows = np.flatnonzero(cand | ds.labeled)  # the scale's DB plus this fold's val/test (filtered by split)
+    name = collection_name(ds.manifest.name, cfg.experiment, ctx.split.fold)
+    opener = store_factory or (lambda: HiddenFeatureStore.open(settings))
+    with opener() as store:
+        ingest_hidden(store, name, ds, ctx.split, vectors, rows=rows, progress=False)
+
+
+def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
+    """results/<experiment>/: config, raw metrics, precision, timings, report + plots."""
+    from pipeline.evaluation.report import render_report
+    from pipeline.evaluation.tables import records_to_table, rows_to_table, write_parquet
+
+    d = out.results_dir
+    d.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "experiment": load_json_like(cfg),
+        "settings": {
+            "device": resolve_device(cfg.device if cfg.device != "auto" else settings.device),
+            "threads": settings.threads, "store": settings.qdrant_url or str(settings.store_path),
+            "engine": "server" if settings.qdrant_url else settings.qdrant_engine,
+        },
+        "seeds": sorted({(r["fold"], r["run"], r.get("seed")) for r in out.records}),
+        "torch": torch.__version__,
+    }
+    save_json(resolved, d / "config.json")
+    save_json(out.timings, d / "timings.json")
+    write_parquet(records_to_table(out.records), d / "metrics.parquet")
+    if out.precision:
+        write_parquet(rows_to_table(out.precision), d / "precision.parquet")
+    return render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")

@@ -1,0 +1,147 @@
+"""RAMER stages 1-2 for one (fold, run): pretrain the encoders, build the databases.
+
+Stage 1 trains one encoder per modality on the fold's train split (selected on its val
+split, never on test). Stage 2 encodes every row with them; those 256-d vectors are the
+hidden-feature database (Qdrant is the store of record, FAISS serves training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.data.dataset import Dataset
+from pipeline.data.splits import FoldSplit
+from pipeline.evaluation.metrics import task_score
+from pipeline.models.base import Batch, MERModel, ModelSpec, Output
+from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
+from pipeline.training.checkpoint import load_torch, save_torch
+from pipeline.training.trainer import FeatureBank, TrainConfig, fit, seed_everything
+
+EpochHook = Callable[[str, int, dict], None]
+
+
+def stage_seed(base: int, fold: int, run: int, stage: str) -> int:
+    """Independent, recorded seed per (fold, run, stage): resuming mid-run reproduces it."""
+    words = [base, fold, run, *stage.encode()]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31))
+
+
+@dataclass
+class FoldContext:
+    ds: Dataset
+    split: FoldSplit
+    spec: ModelSpec
+    bank: FeatureBank  # labeled rows on the device
+    conds: np.ndarray  # (C, M) the missing conditions trained and evaluated
+    device: str
+    run_dir: Path  # runs/<experiment>/f{fold}_r{run}
+    base_seed: int
+
+    def seed(self, stage: str) -> int:
+        return stage_seed(self.base_seed, self.split.fold, self.split.run, stage)
+
+
+class _OneModality(MERModel):
+    """Adapter so the generic trainer can pretrain a single-modality encoder."""
+
+    def __init__(self, enc: UnimodalEncoder, index: int, spec: ModelSpec):
+        super().__init__()
+        self.enc, self.index, self.spec = enc, index, spec
+
+    def forward(self, batch: Batch) -> Output:
+        logits = self.enc.classify(self.enc(batch.x[self.index]))  # (B, n_out)
+        return Output(logits=logits, aux_loss=self.zero_aux(logits))
+
+
+class _AllModalities(MERModel):
+    """Adapter for the "multimodal h_s" ablation: encoders pretrained with fusion."""
+
+    def __init__(self, fused: FusedEncoders, spec: ModelSpec):
+        super().__init__()
+        self.fused, self.spec = fused, spec
+
+    def forward(self, batch: Batch) -> Output:
+        logits = self.fused(batch.x)  # (B, n_out)
+        return Output(logits=logits, aux_loss=self.zero_aux(logits))
+
+
+def pretrain_encoders(
+    ctx: FoldContext, enc_cfg: EncoderConfig, train_cfg: TrainConfig, fused: bool,
+    on_epoch: EpochHook | None = None,
+) -> list[UnimodalEncoder]:
+    """Stage 1 (cached in run_dir). `fused=True` trains them jointly (ablation)."""
+    name = "encoders_fused.pt" if fused else "encoders.pt"
+    path = ctx.run_dir / name
+    spec, ds = ctx.spec, ctx.ds
+    seed_everything(ctx.seed("init-encoders"))  # weights independent of what ran before
+    encoders = [UnimodalEncoder(d, spec.n_out, enc_cfg) for d in spec.dims]
+    if path.is_file():
+        for enc, state in zip(encoders, load_torch(path)):
+            enc.load_state_dict(state)
+        return [e.to(ctx.device).eval() for e in encoders]
+    score = task_score(spec.task)
+    everything = np.ones((1, len(spec.dims)), bool)
+    present = ds.present_matrix()
+    if fused:
+        seed_everything(ctx.seed("init-fused"))
+        model = _AllModalities(FusedEncoders(list(spec.dims), spec.n_out, enc_cfg), spec)
+        model.to(ctx.device)
+        cfg = _with_seed(train_cfg, ctx.seed("pretrain-fused"))
+        hook = None if on_epoch is None else (lambda e, rec: on_epoch("pretrain fused", e, rec))
+        fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg, on_epoch=hook)
+        encoders = list(model.fused.encoders)
+    else:
+        for i, m in enumerate(spec.modalities):
+            model = _OneModality(encoders[i], i, spec).to(ctx.device)
+            tr = ctx.split.train[present[ctx.split.train, i]]
+            va = ctx.split.val[present[ctx.split.val, i]]
+            cfg = _with_seed(train_cfg, ctx.seed(f"pretrain-{m}"))
+            hook = None if on_epoch is None else (lambda e, rec, m=m: on_epoch(f"pretrain {m}", e, rec))
+            fit(model, ctx.bank, tr, va, everything, score, cfg, on_epoch=hook)
+    save_torch([e.state_dict() for e in encoders], path)
+    return [e.eval() for e in encoders]
+
+
+def _with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, seed=seed)
+
+
+@torch.no_grad()
+def encode_rows(
+    encoders: list[UnimodalEncoder], ds: Dataset, device: str, chunk: int = 4096
+) -> dict[str, np.ndarray]:
+    """Stage 2: (N, H) hidden vectors per modality for every dataset row (eval mode)."""
+    out: dict[str, np.ndarray] = {}
+    for enc, m in zip(encoders, ds.modalities):
+        enc.eval()
+        feats = ds.features[m]
+        parts = []
+        for i in range(0, len(feats), chunk):
+            x: Tensor = torch.as_tensor(np.array(feats[i : i + chunk]), device=device)
+            parts.append(enc(x).float().cpu().numpy())  # (chunk, H)
+        out[m] = np.concatenate(parts).astype(np.float32)
+    return out
+
+
+def raw_projection(ds: Dataset, size: int, seed: int, chunk: int = 8192) -> dict[str, np.ndarray]:
+    """The "unimodal F_s" ablation DB: raw features, standardised, randomly projected to
+    `size` dims (Johnson-Lindenstrauss keeps their geometry) so every DB has one width."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m in ds.modalities:
+        f = ds.features[m]
+        pres = ds.present[m]
+        mu = f[pres].mean(0)
+        sd = f[pres].std(0) + 1e-6
+        proj = (rng.standard_normal((f.shape[1], size)) / np.sqrt(size)).astype(np.float32)
+        parts = [((f[i : i + chunk] - mu) / sd).astype(np.float32) @ proj for i in range(0, len(f), chunk)]
+        out[m] = np.concatenate(parts)
+    return out

@@ -1,0 +1,71 @@
+"""Systems compared in a run: RAMER, its ablations, and any registered baseline.
+
+A system is named by a string:
+    ramer                      RAMER with the experiment's retrieval settings
+    w/o retrieval              the same model, missing slots keep h^miss
+    ramer(k=5,metric=euclidean)  RAMER with retrieval settings overridden
+    mmin, ae, cra, ...         any registered model, trained by the generic trainer
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import RamerError
+from pipeline.models.registry import list_models
+from pipeline.training.config import RetrievalConfig
+
+_CALL = re.compile(r"^(?P<name>[\w\-/ .]+?)\s*(\((?P<args>.*)\))?$")
+
+
+@dataclass(frozen=True)
+class System:
+    label: str  # as written by the user; the report's row name
+    model: str  # registry name
+    retrieval: RetrievalConfig | None = None  # RAMER only
+    use_retrieval: bool = True  # False = "w/o retrieval"
+    overrides: dict[str, Any] = field(default_factory=dict)  # model Config overrides
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^\w.=,-]+", "_", self.label).strip("_")
+
+
+def _value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_system(text: str, base: RetrievalConfig) -> System:
+    label = text.strip()
+    if label in ("w/o retrieval", "no-retrieval", "ramer(retrieval=false)"):
+        return System(label="w/o retrieval", model="ramer", retrieval=base, use_retrieval=False)
+    m = _CALL.match(label)
+    if not m:
+        raise RamerError(f"cannot parse system '{text}' (expected NAME or NAME(key=value,...))")
+    name, args = m.group("name").strip(), m.group("args")
+    kv = {}
+    for part in filter(None, (args or "").split(",")):
+        if "=" not in part:
+            raise RamerError(f"system '{text}': '{part}' is not key=value")
+        k, v = part.split("=", 1)
+        kv[k.strip()] = _value(v)
+    if name == "ramer":
+        known = {f.name for f in dataclasses.fields(RetrievalConfig)}
+        retr = {k: v for k, v in kv.items() if k in known}
+        model_over = {k: v for k, v in kv.items() if k not in known}
+        use = bool(model_over.pop("retrieval", True))
+        return System(label, "ramer", dataclasses.replace(base, **retr), use, model_over)
+    if name not in list_models():
+        raise RamerError(f"unknown system '{name}'; use ramer, 'w/o retrieval' or one of {list_models()}")
+    return System(label, name, None, True, kv)

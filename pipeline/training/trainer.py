@@ -1,0 +1,152 @@
+"""One trainer for every registered model.
+
+Each training sample gets a random missing condition every epoch (the papers'
+protocol); model selection and early stopping use the validation split only, scored
+on every condition. Unavailable modalities reach the model as zeros plus a mask.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.data.dataset import Dataset
+from pipeline.models.base import Batch, MERModel, task_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40  # paper: 40 per fold
+    batch_size: int = 128  # paper: 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 10  # epochs without validation gain before stopping
+    full_prob: float = 0.0  # share of training samples shown with every modality
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val score
+
+
+class FeatureBank:
+    """Dataset rows as float32 tensors on the device, addressed by dataset row."""
+
+    def __init__(self, ds: Dataset, rows: np.ndarray, device: torch.device | str = "cpu"):
+        self.rows = np.sort(np.asarray(rows, dtype=np.int64))
+        self.pos = np.full(len(ds), -1, dtype=np.int64)
+        self.pos[self.rows] = np.arange(len(self.rows))
+        self.x = [torch.tensor(ds.features[m][self.rows], device=device) for m in ds.modalities]
+        self.present = torch.tensor(ds.present_matrix()[self.rows], device=device)
+        y = ds.y[self.rows]
+        self.y = torch.tensor(y, device=device)
+        self.device = device
+
+    def batch(self, rows: np.ndarray, avail: np.ndarray | torch.Tensor, with_full: bool) -> Batch:
+        p = torch.as_tensor(self.pos[rows], device=self.device)
+        if (p < 0).any():
+            raise IndexError("rows outside the feature bank")
+        av = torch.as_tensor(np.array(avail, dtype=bool), device=self.device) & self.present[p]  # (B, M)
+        full = [x[p] for x in self.x]  # M x (B, D_m)
+        xs = [xm * av[:, i : i + 1] for i, xm in enumerate(full)]  # zero the unavailable
+        return Batch(
+            x=xs, avail=av, rows=torch.as_tensor(rows), y=self.y[p],
+            x_full=full if with_full else None,
+        )
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
+
+
+def sample_conditions(rng: np.random.Generator, n: int, conds: np.ndarray, full_prob: float) -> np.ndarray:
+    """(n, M) availability: a uniformly drawn condition per sample (or all, w.p. full_prob)."""
+    out = conds[rng.integers(0, len(conds), size=n)]
+    if full_prob > 0:
+        out = out.copy()
+        out[rng.random(n) < full_prob] = True
+    return out
+
+
+@torch.no_grad()
+def predict(model: MERModel, bank: FeatureBank, rows: np.ndarray, avail: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Logits (n, n_out) for `rows` with availability (M,) or (n, M); eval mode, no shuffle."""
+    model.eval()
+    avail = np.broadcast_to(avail, (len(rows), avail.shape[-1]))
+    outs = []
+    for i in range(0, len(rows), batch_size):
+        b = bank.batch(rows[i : i + batch_size], avail[i : i + batch_size], with_full=False)
+        outs.append(model(b).logits.float().cpu())
+    return torch.cat(outs).numpy()
+
+
+def fit(
+    model: MERModel,
+    bank: FeatureBank,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    conds: np.ndarray,
+    score_fn: Callable[[np.ndarray, np.ndarray], float],
+    cfg: TrainConfig,
+    forward: Callable[[MERModel, Batch], "object"] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train with random conditions from `conds` (C, M); keep the best validation state.
+
+    `score_fn(logits, y) -> float` (higher is better) is averaged over every condition
+    of `conds` on the validation rows. `forward` defaults to `model(batch)`; the
+    pretrain phase of MMIN-like models passes `model.pretrain_forward` instead.
+    """
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    fwd = forward or (lambda m, b: m(b))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    y_val = bank.y[torch.as_tensor(bank.pos[val_rows])].cpu().numpy()
+    best = FitResult(best_epoch=-1, best_score=-np.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(train_rows)
+        avail = sample_conditions(rng, len(order), conds, cfg.full_prob)
+        total, n = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            rows = order[i : i + cfg.batch_size]
+            if len(rows) < 2:
+                continue  # BatchNorm-free models are fine, but a 1-row step is pure noise
+            batch = bank.batch(rows, avail[i : i + cfg.batch_size], with_full=True)
+            out = fwd(model, batch)
+            loss = task_loss(model.spec.task, out.logits, batch.y) + out.aux_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            n += len(rows)
+        score = float(np.mean([score_fn(predict(model, bank, val_rows, c), y_val) for c in conds]))
+        rec = {"epoch": epoch, "loss": total / max(n, 1), "val": score}
+        best.history.append(rec)
+        if on_epoch is not None:
+            on_epoch(epoch, rec)
+        if score > best.best_score:
+            best.best_epoch, best.best_score, stale = epoch, score, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return best

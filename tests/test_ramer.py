@@ -1,0 +1,132 @@
+"""RAMER core: fusion math, leakage of the training-time filler, protocol resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import Settings
+from pipeline.data.scales import candidate_mask
+from pipeline.data.splits import assign_folds, make_split
+from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.retriever import ModalityRetriever
+from pipeline.training import protocol
+from pipeline.training.config import load_experiment
+
+MODS = ["audio", "visual", "text"]
+
+
+def _db(n: int, d: int = 8, seed: int = 0) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    vecs = {m: rng.standard_normal((n, d)).astype(np.float32) for m in MODS}
+    present = {m: np.ones(n, bool) for m in MODS}
+    return vecs, present
+
+
+def test_fill_is_sum_then_l2_of_the_neighbours_missing_vectors():
+    vecs, present = _db(50)
+    retr = ModalityRetriever(k=4).fit(vecs, present, np.ones(50, bool))
+    filler = RetrievalFiller(retr, MODS, vecs, present, k=4, keys=vecs)
+    rows = np.array([3, 7])
+    avail = np.array([[True, False, False], [True, False, False]])
+    out = filler(np.zeros((2, 3, 8), np.float32), avail, rows)
+    nb, _ = retr.search("audio", vecs["audio"][rows], rows, 4)
+    for i in range(2):
+        for t in ("visual", "text"):
+            s = vecs[t][nb[i]].sum(0)
+            expected = s / np.linalg.norm(s)
+            np.testing.assert_allclose(out[i, MODS.index(t)], expected, rtol=1e-5, atol=1e-6)
+        assert np.all(out[i, 0] == 0), "available slots are not filled"
+
+
+def test_kth_score_rule_uses_the_modality_with_the_closer_kth_neighbour():
+    vecs, present = _db(80, seed=1)
+    retr = ModalityRetriever(k=5).fit(vecs, present, np.ones(80, bool))
+    row = np.array([10])
+    kth = {}
+    for m in ("audio", "visual"):
+        nb, sc = retr.search(m, vecs[m][row], row, 5)
+        kth[m] = (sc[0, -1], nb[0])
+    best = max(kth, key=lambda m: kth[m][0])
+    filler = RetrievalFiller(retr, MODS, vecs, present, k=5, rule="kth-score", keys=vecs)
+    out = filler(np.zeros((1, 3, 8), np.float32), np.array([[True, True, False]]), row)
+    s = vecs["text"][kth[best][1]].sum(0)
+    np.testing.assert_allclose(out[0, 2], s / np.linalg.norm(s), rtol=1e-5, atol=1e-6)
+    both = RetrievalFiller(retr, MODS, vecs, present, k=5, rule="both", keys=vecs)
+    out2 = both(np.zeros((1, 3, 8), np.float32), np.array([[True, True, False]]), row)
+    s2 = vecs["text"][np.concatenate([kth["audio"][1], kth["visual"][1]])].sum(0)
+    np.testing.assert_allclose(out2[0, 2], s2 / np.linalg.norm(s2), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), fold=st.integers(0, 4), scale=st.sampled_from(["small", "medium", "large", "turbo"]))
+def test_cached_neighbours_never_include_query_val_or_test(seed, fold, scale):
+    rng = np.random.default_rng(seed)
+    n_lab, n_pool = 120, 80
+    labeled = np.r_[np.ones(n_lab, bool), np.zeros(n_pool, bool)]
+    y = np.r_[rng.integers(0, 3, n_lab), np.full(n_pool, -1)]
+    samples = np.array([f"s{i}" for i in range(len(y))])
+    folds = assign_folds(y, labeled, 5, seed)
+    split = make_split(y, labeled, folds, fold, run=0, seed=seed)
+    cand = candidate_mask(samples, labeled, split.train, scale)
+    vecs, present = _db(len(y), seed=seed)
+    retr = ModalityRetriever(k=5).fit(vecs, present, cand)
+    filler = RetrievalFiller(retr, MODS, vecs, present, k=5, keys=vecs)
+    queries = np.concatenate([split.train, split.val, split.test])
+    filler.precompute(queries)
+    forbidden = np.zeros(len(y), bool)
+    forbidden[split.val] = forbidden[split.test] = True
+    for m in MODS:
+        nb = filler.neighbours(m, None, queries).rows
+        got = nb[nb >= 0]
+        assert not forbidden[got].any(), "a val/test row was retrieved"
+        assert cand[got].all()
+        assert not (nb == queries[:, None]).any(), "a query retrieved itself"
+
+
+def _tiny_experiment(tmp_path: Path, name: str, **over):
+    from pipeline.data.synth import SynthConfig, write_synthetic
+
+    data = tmp_path / "tiny"
+    if not data.exists():
+        write_synthetic(data, SynthConfig(labeled=240, unlabeled=120, dims={"audio": 16, "visual": 12, "text": 20}, seed=3))
+    cfg = load_experiment(
+        None, dataset=str(data), experiment=name, folds=[0], runs=1, ingest=False,
+        **{"train.epochs": 3, "pretrain.epochs": 2, "encoder.d_model": 32, "encoder.hidden": 32,
+           "encoder.heads": 4, "encoder.ff": 64, "retrieval.k": 3, **over},
+    )
+    st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    return cfg, st_
+
+
+def _metrics(out: protocol.RunOutputs) -> list:
+    return sorted((r["system"], m["condition"], m["metric"], round(m["value"], 10)) for r in out.records for m in r["metrics"])
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_metrics(tmp_path):
+    cfg, st_ = _tiny_experiment(tmp_path, "whole")
+    whole = protocol.run_experiment(cfg, st_)
+    cfg2, _ = _tiny_experiment(tmp_path, "split")
+    protocol.run_experiment(cfg2, st_, stop_after="pretrain")  # "killed" after stage 1
+    protocol.run_experiment(cfg2, st_, stop_after="train")  # and again before stage 4
+    resumed = protocol.run_experiment(cfg2, st_, resume=True)
+    assert _metrics(whole) == _metrics(resumed)
+    path = protocol.write_results(resumed, cfg2, st_)
+    table = pq.read_table(path.parent / "metrics.parquet")
+    assert set(table.column("condition").to_pylist()) == {"a", "v", "l", "av", "al", "vl", "avl"}
+    assert (path.parent / "wa_by_condition.png").is_file()
+    assert "ramer" in path.read_text()
+
+
+def test_rerun_without_resume_is_refused(tmp_path):
+    from pipeline.errors import RamerError
+
+    cfg, st_ = _tiny_experiment(tmp_path, "twice")
+    protocol.run_experiment(cfg, st_, stop_after="pretrain")
+    with pytest.raises(RamerError, match="--resume"):
+        protocol.run_experiment(cfg, st_)
