@@ -57,6 +57,9 @@ class RAMER(MERModel):
         self.head = mlp([cfg.hidden * m, *cfg.classifier, spec.n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
         self.filler: Filler | None = None  # set by the training stage (not a parameter)
+        # Frozen encoders: h of every dataset row is already in the database, so the
+        # training stage may hand over the stored (N, H) vectors instead of re-encoding.
+        self.stored_hidden: list[Tensor] | None = None  # M x (N, H), by dataset row
 
     def load_encoders(self, encoders: list[UnimodalEncoder]) -> None:
         """Start from the stage-1 encoders (paper: 'we first load the pretrained model')."""
@@ -75,9 +78,20 @@ class RAMER(MERModel):
     def encode(self, x: list[Tensor]) -> Tensor:
         return torch.stack([enc(xm) for enc, xm in zip(self.encoders, x)], dim=1)  # (B, M, H)
 
+    def encode_batch(self, batch: Batch) -> Tensor:
+        """(B, M, H) hidden of each modality; h^miss (encoder of zeros) where unavailable."""
+        rows = batch.rows
+        if self.stored_hidden is None or self.cfg.finetune_encoders or bool((rows < 0).any()):
+            return self.encode(batch.x)
+        zeros = [xm.new_zeros(1, xm.shape[1]) for xm in batch.x]
+        h_miss = self.encode(zeros)  # (1, M, H), identical for every sample
+        stored = torch.stack([h[rows.to(h.device)] for h in self.stored_hidden], 1)  # (B, M, H)
+        stored = stored.to(h_miss.device)
+        return torch.where(batch.avail.unsqueeze(-1), stored, h_miss)
+
     def complete(self, batch: Batch) -> Tensor:
         """(B, M, H): available h's plus retrieved (or h^miss) vectors for the missing ones."""
-        h = self.encode(batch.x)  # (B, M, H); missing slots hold h^miss
+        h = self.encode_batch(batch)  # (B, M, H); missing slots hold h^miss
         if self.cfg.retrieval:
             if self.filler is None:
                 raise RuntimeError("RAMER with retrieval needs a filler (set by the training stage)")

@@ -1,0 +1,231 @@
+"""Registry-generated model tests (timm style): every registered model, present and future,
+gets forward / backward / shape / finiteness checks under every missing condition and
+every task; each baseline also has to learn a tiny synthetic task clearly above chance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.dataset import build_table, write_dataset
+from pipeline.data.missing import condition_matrix
+from pipeline.data.schema import Manifest, ModalitySpec
+from pipeline.evaluation.metrics import accuracy_from_logits
+from pipeline.models.base import Batch, ModelSpec, task_loss
+from pipeline.models.registry import create_model, list_models, model_class
+from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
+
+BASELINES = ["ae", "cra", "mmin", "if-mmin", "cif-mmin"]
+DIMS = {"audio": 16, "visual": 12, "text": 20}
+N_CLASSES = 6
+TASKS = ["single_label", "multi_label", "regression"]
+
+
+def manifest(task: str = "single_label") -> Manifest:
+    return Manifest(
+        name="tiny",
+        task=task,
+        classes=[f"c{i}" for i in range(N_CLASSES)],
+        modalities=[ModalitySpec(name=m, dim=d) for m, d in DIMS.items()],
+        folds=5,
+    )
+
+
+def build(name: str, spec: ModelSpec, **kw):
+    """Models needing an external retrieval filler are built without it (RAMER)."""
+    fields = {f.name for f in dataclasses.fields(model_class(name).Config)}
+    if "retrieval" in fields:
+        kw.setdefault("retrieval", False)
+    return create_model(name, spec, **kw)
+
+
+def make_batch(task: str, avail: np.ndarray, seed: int = 0, with_full: bool = True) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    b = len(avail)
+    av = torch.as_tensor(avail)
+    full = [torch.randn(b, d, generator=g) for d in DIMS.values()]  # M x (B, D_m)
+    if task == "single_label":
+        y = torch.randint(0, N_CLASSES, (b,), generator=g)
+    elif task == "multi_label":
+        y = (torch.rand(b, N_CLASSES, generator=g) > 0.5).float()
+    else:
+        y = torch.randn(b, generator=g)
+    return Batch(
+        x=[x * av[:, i : i + 1] for i, x in enumerate(full)],
+        avail=av,
+        rows=torch.arange(b),
+        y=y,
+        x_full=full if with_full else None,
+    )
+
+
+def spec_for(task: str) -> ModelSpec:
+    n_out = 1 if task == "regression" else N_CLASSES
+    return ModelSpec(tuple(DIMS), tuple(DIMS.values()), n_out, task)
+
+
+def all_conditions(rows_each: int = 2) -> np.ndarray:
+    """(C * rows_each, M): every condition of the papers, all-present included."""
+    return np.repeat(condition_matrix(manifest(), include_full=True), rows_each, axis=0)
+
+
+def assert_finite_grads(model: torch.nn.Module) -> None:
+    grads = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    assert grads, "no parameter received a gradient"
+    for n, g in grads:
+        assert torch.isfinite(g).all(), f"non-finite gradient in {n}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not collapse on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_baselines_registered():
+    assert set(BASELINES) <= set(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_config_documented_defaults(name):
+    cfg = model_class(name).Config()  # every field has a default
+    assert dataclasses.is_dataclass(cfg)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_every_condition(name, task):
+    torch.manual_seed(0)
+    spec = spec_for(task)
+    model = build(name, spec)
+    avail = all_conditions()
+    b = len(avail)
+    if hasattr(model, "pretrain_forward"):  # full-modality first phase
+        model.train()
+        full = make_batch(task, np.ones_like(avail), seed=1)
+        out = model.pretrain_forward(full)
+        loss = task_loss(task, out.logits, full.y) + out.aux_loss
+        assert out.logits.shape == (b, spec.n_out) and torch.isfinite(loss)
+        loss.backward()
+        assert_finite_grads(model)
+        model.zero_grad(set_to_none=True)
+
+    model.train()
+    batch = make_batch(task, avail, seed=2)
+    out = model(batch)
+    assert out.logits.shape == (b, spec.n_out)
+    assert out.aux_loss.dim() == 0 and torch.isfinite(out.aux_loss)
+    assert torch.isfinite(out.logits).all()
+    loss = task_loss(task, out.logits, batch.y) + out.aux_loss
+    loss.backward()
+    assert_finite_grads(model)
+
+    model.eval()
+    with torch.no_grad():
+        test = make_batch(task, avail, seed=3, with_full=False)
+        out = model(test)
+        assert out.logits.shape == (b, spec.n_out) and torch.isfinite(out.logits).all()
+        assert out.hidden is None or torch.isfinite(out.hidden).all()
+        # The complete inputs are training targets only: they must not change predictions.
+        peek = make_batch(task, avail, seed=3, with_full=True)
+        assert torch.equal(model(peek).logits, out.logits)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_rows_independent_in_eval(name):
+    """A sample's prediction does not depend on the rest of its batch (no batch statistics)."""
+    torch.manual_seed(0)
+    model = build(name, spec_for("single_label"))
+    model.train()
+    model(make_batch("single_label", all_conditions()))  # leaves any pretraining phase
+    model.eval()
+    batch = make_batch("single_label", all_conditions(), with_full=False)
+    with torch.no_grad():
+        whole = model(batch).logits
+        one = model(
+            Batch(x=[x[:1] for x in batch.x], avail=batch.avail[:1], rows=batch.rows[:1])
+        ).logits
+    torch.testing.assert_close(one, whole[:1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in BASELINES if hasattr(model_class(n), "pretrain_forward")]
+)
+def test_teacher_frozen_after_pretraining(name):
+    torch.manual_seed(0)
+    model = build(name, spec_for("single_label"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    batch = make_batch("single_label", all_conditions())
+    out = model(batch)  # first imagination step: the teacher is snapshotted
+    assert bool(model.teacher_ready)
+    teacher = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("teacher")}
+    assert teacher and all(
+        not p.requires_grad for n, p in model.named_parameters() if n.startswith("teacher")
+    )
+    (task_loss("single_label", out.logits, batch.y) + out.aux_loss).backward()
+    opt.step()
+    model(batch)
+    for k, v in model.state_dict().items():
+        if k in teacher:
+            assert torch.equal(v, teacher[k]), f"teacher weight {k} moved"
+
+
+# ---------------------------------------------------------------- learning on tiny data
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """600 samples, 6 classes, 3 modalities whose means depend on the class."""
+    rng = np.random.default_rng(0)
+    n = 600
+    y = rng.integers(0, N_CLASSES, n)
+    feats = {}
+    for m, d in DIMS.items():
+        means = rng.normal(0.0, 1.0, (N_CLASSES, d))  # class prototype per modality
+        feats[m] = (means[y] + rng.normal(0.0, 1.0, (n, d))).astype(np.float32)
+    man = manifest()
+    table = build_table(
+        man,
+        np.array([f"s{i:04d}" for i in range(n)]),
+        y,
+        np.ones(n, bool),
+        (np.arange(n) % 5).astype(np.int8),
+        feats,
+    )
+    return write_dataset(tmp_path_factory.mktemp("data") / "tiny", man, table)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_learns_tiny_task(name, tiny):
+    ds = tiny
+    bank = FeatureBank(ds, np.arange(len(ds)))
+    folds = ds.folds
+    train, val, test = (np.flatnonzero(np.isin(folds, f)) for f in ([0, 1, 2], [3], [4]))
+    conds = condition_matrix(ds.manifest)
+    m = len(ds.modalities)
+    spec = ModelSpec(tuple(ds.modalities), tuple(ds.manifest.dims), N_CLASSES, "single_label")
+    torch.manual_seed(0)
+    model = build(name, spec)
+    cfg = TrainConfig(epochs=12, batch_size=64, lr=2e-3, patience=12, seed=0)
+    if hasattr(model, "pretrain_forward"):
+        fit(
+            model,
+            bank,
+            train,
+            val,
+            np.ones((1, m), bool),
+            accuracy_from_logits,
+            cfg,
+            forward=lambda mdl, b: mdl.pretrain_forward(b),
+        )
+    res = fit(model, bank, train, val, conds, accuracy_from_logits, cfg)
+    avail = conds[np.random.default_rng(1).integers(0, len(conds), len(test))]  # random conditions
+    acc = accuracy_from_logits(predict(model, bank, test, avail), ds.y[test])
+    assert acc > 2.0 / N_CLASSES, f"{name}: test accuracy {acc:.3f} (val {res.best_score:.3f})"
