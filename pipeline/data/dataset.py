@@ -64,13 +64,23 @@ def _label_column(task: str) -> str:
 def _fixed_list_to_numpy(col: pa.ChunkedArray, dim: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     arr = col.combine_chunks()
     if not pa.types.is_fixed_size_list(arr.type) or arr.type.list_size != dim:
-        raise DataError(f"{where}: expected fixed_size_list<float32>[{dim}], found {arr.type}")
+        raise DataError(
+            f"{where}: expected fixed_size_list<float32>[{dim}] as {MANIFEST} says, found {arr.type} "
+            "(manifest disagrees with table)"
+        )
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    values = arr.values
+    values = arr.values.slice(arr.offset * dim, len(arr) * dim)  # .values ignores the offset
     if values.type != pa.float32():
         values = values.cast(pa.float32())
-    flat = values.to_numpy(zero_copy_only=values.null_count == 0)
-    mat = flat[arr.offset * dim : (arr.offset + len(arr)) * dim].reshape(len(arr), dim)
+    if values.null_count:
+        # Parquet stores no values under a null (absent) entry, so they read back as nulls:
+        # fill them with zeros; a null inside a present entry is an error.
+        holes = ~values.is_valid().to_numpy(zero_copy_only=False).reshape(len(arr), dim).all(axis=1)
+        bad = holes & valid
+        if bad.any():
+            raise DataError(f"{where}: null value inside a present modality value at row {int(np.argmax(bad))}")
+        values = values.fill_null(0.0)
+    mat = values.to_numpy(zero_copy_only=True).reshape(len(arr), dim)
     return mat, valid
 
 
@@ -100,12 +110,20 @@ def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: 
     label_col = _label_column(manifest.task)
     for need in ("sample", "fold", label_col, *manifest.modality_names):
         if need not in cols:
-            raise DataError(f"{where}: missing column '{need}' required by {MANIFEST}")
+            raise DataError(f"{where}: missing column '{need}' required by {MANIFEST} (manifest disagrees with table)")
     unknown = sorted(c for c in cols - RESERVED - set(manifest.modality_names))
     if unknown:
         raise DataError(f"{where}: column(s) {unknown} are not modalities of {MANIFEST} (unknown modality)")
-    samples = table.column("sample").to_numpy(zero_copy_only=False).astype(str)
+    scol = table.column("sample")
+    if not (pa.types.is_string(scol.type) or pa.types.is_large_string(scol.type)):
+        raise DataError(f"{where}: column 'sample' must be string, found {scol.type}")
+    if scol.null_count:
+        i = int(np.flatnonzero(~scol.is_valid().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{where}: null sample name at row {i} (rule: every row needs a 'sample')")
+    samples = scol.to_numpy(zero_copy_only=False).astype(str)
     labcol = table.column(label_col)
+    if manifest.task == "single_label" and not pa.types.is_integer(labcol.type):
+        raise DataError(f"{where}: column 'label' must be an integer class index, found {labcol.type}")
     labeled = labcol.is_valid().to_numpy(zero_copy_only=False)
     n = table.num_rows
     if manifest.task == "single_label":
@@ -179,12 +197,25 @@ def validate_arrays(ds: Dataset, where: Path | str) -> None:
                 f"{where}: label_name '{names[i]}' of row {i} '{s[i]}' does not match class "
                 f"{ds.y[i]} ('{man.classes[ds.y[i]]}') of {MANIFEST}"
             )
+    if "label_name" in ds.extra:
+        leak = ~ds.labeled & np.array([n is not None for n in ds.extra["label_name"]])
+        if leak.any():
+            raise DataError(
+                f"{where}: unlabeled row(s) carry a label_name at {_first(leak, s)} "
+                "(rule: unlabeled samples have no label of any kind)"
+            )
     k = man.folds
     bad_fold = (ds.labeled & ((ds.folds < 0) | (ds.folds >= k))) | (~ds.labeled & (ds.folds != -1))
     if bad_fold.any():
         raise DataError(
             f"{where}: 'fold' must be 0..{k - 1} for labeled and -1 for unlabeled rows, "
             f"broken at {_first(bad_fold, s)}"
+        )
+    empty = sorted(set(range(k)) - set(np.unique(ds.folds[ds.labeled]).tolist()))
+    if empty:
+        raise DataError(
+            f"{where}: fold(s) {empty} of {k} hold no labeled sample "
+            "(rule: every fold needs test samples)"
         )
     for m in man.modality_names:
         f = ds.features[m]
@@ -230,7 +261,10 @@ def build_table(
         if mat.shape != (n, m.dim):
             raise DataError(f"modality '{m.name}': shape {mat.shape} != ({n}, {m.dim}) of manifest")
         pres = np.ones(n, bool) if present is None else np.asarray(present[m.name], bool)
-        mat = np.where(pres[:, None], mat, 0.0).astype(np.float32)
+        if not pres.all() and mat[~pres].any():  # zero absent slots, copying only if needed
+            mat = mat.copy()
+            mat[~pres] = 0.0
+        # pa.array over a contiguous float32 array wraps its buffer (no copy).
         cols[m.name] = pa.FixedSizeListArray.from_arrays(
             pa.array(mat.ravel(), pa.float32()), m.dim, mask=pa.array(~pres)
         )
@@ -248,8 +282,27 @@ def publish_dir(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def write_dataset(out: str | Path, manifest: Manifest, table: pa.Table) -> Dataset:
-    """Validate `table` against `manifest` and publish `out/` atomically."""
+ROW_GROUP_BYTES = 64 << 20  # feature bytes per parquet row group (bounds writer memory)
+
+
+def _write_features(table: pa.Table, manifest: Manifest, path: Path) -> None:
+    """Feature columns are random-looking floats: no dictionary, no compression (neither
+    saves space there, both cost time and memory); string columns keep both."""
+    strings = [c for c in table.column_names if c in ("sample", "label_name", "speaker", "scale")]
+    feats = set(manifest.modality_names)
+    compression = {c: ("none" if c in feats else "snappy") for c in table.column_names}
+    rows = max(1024, ROW_GROUP_BYTES // (4 * max(1, sum(manifest.dims))))
+    pq.write_table(table, path, row_group_size=rows, use_dictionary=strings, compression=compression)
+
+
+def write_dataset(
+    out: str | Path, manifest: Manifest, table: pa.Table,
+    extra_files: dict[str, pa.Table] | None = None,
+) -> Dataset:
+    """Validate `table` against `manifest` and publish `out/` atomically.
+
+    `extra_files` (file name -> table) are written into the same directory before it is
+    published, e.g. the synthetic generator's oracle labels; readers ignore them."""
     out = Path(out)
     ds = _dataset_from_table(manifest, out, table, out / FEATURES)
     validate_arrays(ds, out / FEATURES)
@@ -258,7 +311,9 @@ def write_dataset(out: str | Path, manifest: Manifest, table: pa.Table) -> Datas
     tmp.mkdir()
     try:
         manifest.save(tmp / MANIFEST)
-        pq.write_table(table, tmp / FEATURES, row_group_size=1 << 20)
+        _write_features(table, manifest, tmp / FEATURES)
+        for fname, extra_table in (extra_files or {}).items():
+            pq.write_table(extra_table, tmp / fname)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

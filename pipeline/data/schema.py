@@ -67,13 +67,15 @@ class Manifest(BaseModel):
         path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Manifest":
+    def load(cls, path: Path) -> Manifest:
         if not path.is_file():
             raise DataError(f"{path}: manifest not found (a dataset directory needs {MANIFEST})")
         try:
             return cls.model_validate_json(path.read_text())
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "json_invalid":
+                raise DataError(f"{path}: not valid JSON ({first['msg']})") from None
             where = ".".join(str(p) for p in first["loc"])
             raise DataError(f"{path}: invalid manifest field '{where}': {first['msg']}") from None
         except ValueError as exc:

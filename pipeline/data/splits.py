@@ -70,7 +70,9 @@ def make_split(
     test = np.flatnonzero(labeled & (folds == fold))
     rest = np.flatnonzero(labeled & (folds != fold))
     key = _strata(y[rest])
-    strat = key if _min_count(key) >= 2 else None
+    n_val = int(np.ceil(val_fraction * len(rest)))
+    stratifiable = _min_count(key) >= 2 and n_val >= len(np.unique(key))
+    strat = key if stratifiable else None  # tiny data: a plain random split
     split_seed = int(np.random.SeedSequence([seed, fold, run]).generate_state(1)[0])
     train, val = train_test_split(rest, test_size=val_fraction, stratify=strat, random_state=split_seed % (2**31))
     return FoldSplit(

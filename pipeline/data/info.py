@@ -1,0 +1,100 @@
+"""What a dataset directory holds: counts per class and fold, splits, presence, sizes.
+
+Pure computation (plain dicts and arrays) so the CLI, notebooks and tests share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.dataset import Dataset
+from pipeline.data.splits import make_split
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    task: str
+    root: Path
+    n: int
+    n_labeled: int
+    n_unlabeled: int
+    classes: list[str]
+    dims: dict[str, int]
+    folds: int
+    class_by_fold: np.ndarray  # (C, K) labeled counts; single_label only, else (0, K)
+    split_sizes: dict[str, int]  # fold 0, run 0: train / val / test / unlabeled
+    presence: dict[str, dict[str, float]]  # modality -> {"all", "labeled", "unlabeled"} share
+    files: dict[str, int]  # relative path -> bytes
+    speakers: int | None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.files.values())
+
+
+def _share(mask: np.ndarray, rows: np.ndarray) -> float:
+    return float(mask[rows].mean()) if rows.any() else float("nan")
+
+
+def dataset_info(ds: Dataset) -> DatasetInfo:
+    man = ds.manifest
+    k = man.folds
+    lab = ds.labeled
+    if man.task == "single_label":
+        cbf = np.zeros((man.n_classes, k), np.int64)
+        np.add.at(cbf, (ds.y[lab], ds.folds[lab]), 1)
+    else:
+        cbf = np.zeros((0, k), np.int64)
+    try:
+        split = make_split(ds.y, lab, ds.folds, fold=0, run=0, seed=man.seed)
+        sizes = {s: len(getattr(split, s)) for s in ("train", "val", "test", "unlabeled")}
+    except ValueError:  # too few rows to carve a stratified validation split
+        test = lab & (ds.folds == 0)
+        sizes = {
+            "train+val": int((lab & ~test).sum()),
+            "test": int(test.sum()),
+            "unlabeled": int((~lab).sum()),
+        }
+    everyone = np.ones(len(ds), bool)
+    presence = {
+        m: {
+            "all": _share(ds.present[m], everyone),
+            "labeled": _share(ds.present[m], lab),
+            "unlabeled": _share(ds.present[m], ~lab),
+        }
+        for m in ds.modalities
+    }
+    files = {
+        str(p.relative_to(ds.root)): p.stat().st_size
+        for p in sorted(ds.root.rglob("*"))
+        if p.is_file()
+    }
+    spk = ds.extra.get("speaker")
+    return DatasetInfo(
+        name=man.name,
+        task=man.task,
+        root=ds.root,
+        n=len(ds),
+        n_labeled=int(lab.sum()),
+        n_unlabeled=int((~lab).sum()),
+        classes=list(man.classes),
+        dims={m.name: m.dim for m in man.modalities},
+        folds=k,
+        class_by_fold=cbf,
+        split_sizes=sizes,
+        presence=presence,
+        files=files,
+        speakers=None if spk is None else len({s for s in spk if s is not None}),
+    )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
