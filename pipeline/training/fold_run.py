@@ -120,6 +120,9 @@ class FoldRun:
         db = self.database(r.db_source)
         model.load_encoders(db.encoders)
         model.to(ctx.device)
+        if not r.finetune_encoders and r.db_source != "raw":
+            # frozen encoders in eval mode reproduce the stored vectors: skip re-encoding
+            model.stored_hidden = [torch.as_tensor(db.vectors[m], device=ctx.device) for m in spec.modalities]
         if system.use_retrieval:
             retr = self.retriever(r, db)
             live = r.finetune_encoders and r.db_source != "raw"
