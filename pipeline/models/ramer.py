@@ -42,7 +42,7 @@ class RAMER(MERModel):
         dropout: float = 0.5  # paper: 0.5
         classifier: tuple[int, ...] = (256, 128)  # MLP over the concatenated h's
         retrieval: bool = True  # False = the "w/o retrieval" ablation
-        l2_available: bool = True  # L2-normalise available h too, so every slot has unit norm
+        l2_available: bool = False  # L2-normalise available h too (lower validation WA on synth data)
         finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
 
     def __init__(self, spec: ModelSpec, cfg: "RAMER.Config"):

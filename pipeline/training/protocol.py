@@ -64,11 +64,17 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
                 f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
                 "pass --resume to continue it or --fresh to start over"
             )
-        if load_json(saved) != load_json_like(cfg):
+        if _resumable(load_json(saved)) != _resumable(load_json_like(cfg)):
             raise RamerError(
                 f"{saved}: --resume with a different config than the checkpoints were made with; "
                 "use a new --experiment name or --fresh"
             )
+
+
+def _resumable(cfg: dict) -> dict:
+    """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
+    so adding systems to a finished experiment reuses its encoders and earlier systems."""
+    return {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks")}
 
 
 def load_json_like(cfg: ExperimentConfig) -> dict:
@@ -97,7 +103,7 @@ def run_experiment(
     _check_resume(cfg, runs_dir, resume or stop_after is not None)
     runs_dir.mkdir(parents=True, exist_ok=True)
     save_json(load_json_like(cfg), runs_dir / "config.json")
-    systems = [parse_system(s, cfg.retrieval) for s in cfg.systems]
+    systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
     bad = [f for f in folds if not 0 <= f < ds.manifest.folds]
     if bad:
@@ -139,6 +145,16 @@ def run_experiment(
                 out.timings[k] = out.timings.get(k, 0.0) + v
     save_json(out.timings, runs_dir / "timings.json")
     return out
+
+
+def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
+    """Systems x span strategies ('mmin' -> 'mmin+orig', 'mmin+m3s', ...); see strategies.py."""
+    from pipeline.training.strategies import expand_systems, split_strategy
+
+    names = expand_systems(cfg.systems, cfg.strategy)
+    if cfg.strategy == "none" and any(split_strategy(s)[1] != "none" for s in names):
+        raise RamerError("systems with a +strategy suffix need --strategy (span-missing training and testing)")
+    return names
 
 
 def _stage_index(fr: FoldRun, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> list[dict]:
@@ -195,4 +211,9 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
     write_parquet(records_to_table(out.records), d / "metrics.parquet")
     if out.precision:
         write_parquet(rows_to_table(out.precision), d / "precision.parquet")
-    return render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
+    report = render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
+    if cfg.strategy != "none":  # M3S tables + paired significance tests, appended
+        from pipeline.evaluation.strategy_report import append_strategy_report
+
+        append_strategy_report(d)
+    return report
