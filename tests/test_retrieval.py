@@ -121,6 +121,7 @@ def test_retriever_fuse_uses_target_modality_of_neighbours() -> None:
 
 def test_cpu_when_no_gpu_visible(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    faiss_index._ANNOUNCED.clear()  # the decision is logged at INFO once per process
     with caplog.at_level(logging.INFO, logger=faiss_index.__name__):
         index = FastIndex(device="auto").fit(np.eye(4, dtype=np.float32))
     assert index.gpu_ is None and "FAISS on CPU (no GPU visible)" in caplog.text
@@ -137,6 +138,7 @@ def test_gpu_path_logic_with_a_fake_gpu(monkeypatch: pytest.MonkeyPatch, caplog:
     monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, idx: moved.append(dev) or idx, raising=False)
     monkeypatch.setattr(faiss_index, "GPU_MAX_K", 4)
     db = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    faiss_index._ANNOUNCED.clear()
     with caplog.at_level(logging.INFO, logger=faiss_index.__name__):
         index = FastIndex(device="auto").fit(db)
         _, found = index.search(db[:2], 10, exclude_ids=np.array([0, 1]))

@@ -33,21 +33,31 @@ def gpu_count() -> int:
         return 0
 
 
+_ANNOUNCED: set[str] = set()  # device decisions already logged at INFO in this process
+
+
+def _announce(msg: str, *args: object) -> None:
+    """INFO the first time a decision is made, DEBUG after (indexes are rebuilt per fold)."""
+    text = msg % args
+    log.log(logging.DEBUG if text in _ANNOUNCED else logging.INFO, text)
+    _ANNOUNCED.add(text)
+
+
 def _gpu_id(device: str) -> int | None:
     """GPU ordinal to use for `device` ('auto' | 'cpu' | 'cuda' | 'cuda:N'), or None for CPU."""
     dev = device.strip().lower()
     if dev == "cpu":
-        log.info("FAISS on CPU (device=cpu)")
+        _announce("FAISS on CPU (device=cpu)")
         return None
     n = gpu_count()
     if n == 0:
-        log.info("FAISS on CPU (no GPU visible)")
+        _announce("FAISS on CPU (no GPU visible)")
         return None
     ordinal = int(dev.split(":", 1)[1]) if dev.startswith("cuda:") else 0
     if ordinal >= n:
-        log.info("FAISS on CPU (device %s asked, %d GPU(s) visible)", device, n)
+        _announce("FAISS on CPU (device %s asked, %d GPU(s) visible)", device, n)
         return None
-    log.info("FAISS on GPU %d", ordinal)
+    _announce("FAISS on GPU %d", ordinal)
     return ordinal
 
 

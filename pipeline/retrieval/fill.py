@@ -15,6 +15,7 @@ are the model's current hidden vectors (fine-tuned encoders), searched per batch
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ class RetrievalFiller:
         self.values, self.value_present = values, value_present  # m -> (N, H), (N,)
         self.keys = keys  # m -> (N, d) stored query vectors; None = live queries
         self._cache: dict[str, Neighbours] = {}
+        self.seconds = 0.0  # time spent searching and fusing (for the retrieval-share figure)
 
     # ------------------------------------------------------------ search
     def precompute(self, rows: np.ndarray, chunk: int = 4096) -> None:
@@ -81,6 +83,13 @@ class RetrievalFiller:
         return self.values[t][safe], valid
 
     def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self._fill(h, avail, rows)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _fill(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
         b, m_count, hid = h.shape
         out = np.zeros((b, m_count, hid), np.float32)
         nbs: dict[int, Neighbours] = {}

@@ -120,8 +120,9 @@ class FoldRun:
         db = self.database(r.db_source)
         model.load_encoders(db.encoders)
         model.to(ctx.device)
-        if not r.finetune_encoders and r.db_source != "raw":
+        if not r.finetune_encoders and r.db_source != "raw" and system.strategy == "none":
             # frozen encoders in eval mode reproduce the stored vectors: skip re-encoding
+            # (not under span strategies: the encoders must see the span-zeroed inputs)
             model.stored_hidden = [torch.as_tensor(db.vectors[m], device=ctx.device) for m in spec.modalities]
         if system.use_retrieval:
             retr = self.retriever(r, db)
@@ -157,13 +158,23 @@ class FoldRun:
             fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg0,
                 forward=lambda m, b: m.pretrain_forward(b))
         cfg = replace(self.cfg.train, seed=ctx.seed(f"train-{system.slug}"))
-        result = fit(model, ctx.bank, ctx.split.train, ctx.split.val, ctx.conds, score, cfg, on_epoch=hook)
+        filler = getattr(model, "filler", None)
+        searched0 = filler.seconds if filler is not None else 0.0
+        t_fit = time.perf_counter()
+        if system.strategy != "none":  # span-missing training (M3S section 4.4)
+            result = self._fit_strategy(model, system, score, cfg, hook)
+        else:
+            result = fit(model, ctx.bank, ctx.split.train, ctx.split.val, ctx.conds, score, cfg, on_epoch=hook)
+        fit_seconds = time.perf_counter() - t_fit
+        retrieval_seconds = (filler.seconds - searched0) if filler is not None else 0.0
         seconds = time.perf_counter() - t0
         self._timed(f"train {system.label}", t0)
         record = {
             "system": system.label, "fold": ctx.split.fold, "run": ctx.split.run,
             "best_epoch": result.best_epoch, "val_score": result.best_score,
             "history": result.history, "seconds": seconds, "seed": cfg.seed,
+            "fit_seconds": fit_seconds, "retrieval_seconds": retrieval_seconds,
+            "epochs_run": len(result.history),
         }
         save_torch(model.state_dict(), model_path)
         save_json(record, fit_path)
@@ -186,6 +197,8 @@ class FoldRun:
         from pipeline.data.missing import condition_names
 
         ctx = self.ctx
+        if self.cfg.strategy != "none":
+            return self._evaluate_spans(model)
         names = condition_names(ctx.ds.manifest, include_full=True)
         masks = np.vstack([ctx.conds, np.ones((1, ctx.conds.shape[1]), bool)])
         test = ctx.split.test
@@ -196,3 +209,32 @@ class FoldRun:
             for metric, value in task_metrics(ctx.spec.task, y, logits).items():
                 rows.append({"condition": name, "metric": metric, "value": value})
         return rows
+
+    # ------------------------------------------------------------ span strategies (M3S)
+    def _span_ranges(self, test: bool) -> list:
+        from pipeline.training.strategies import modality_ranges
+
+        c = self.cfg
+        if test and c.test_missing_rate is not None:
+            return modality_ranges(self.ctx.spec.modalities, c.test_missing_rate, {})
+        return modality_ranges(self.ctx.spec.modalities, c.missing_rate, c.modality_missing_rate)
+
+    def _fit_strategy(self, model: MERModel, system: System, score, cfg, hook):
+        from pipeline.training.strategies import fit_strategy
+
+        ctx = self.ctx
+        return fit_strategy(
+            model, ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._span_ranges(False),
+            score, cfg, self.cfg.m3s, val_seed=ctx.seed("val-spans"), on_epoch=hook,
+        )
+
+    def _evaluate_spans(self, model: MERModel) -> list[dict]:
+        """The test split with fixed spans at the test range; seeded per (fold, run) only,
+        so every system and strategy sees the same corrupted inputs."""
+        from pipeline.evaluation.metrics import METRICS_BY_TASK
+        from pipeline.training.strategies import evaluate_spans
+
+        ctx, test = self.ctx, self.ctx.split.test
+        ranges = self._span_ranges(True)
+        return evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges, ctx.seed(f"test-spans-{ranges}"),
+                              METRICS_BY_TASK[ctx.spec.task])
