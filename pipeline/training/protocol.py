@@ -64,17 +64,22 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
                 f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
                 "pass --resume to continue it or --fresh to start over"
             )
-        if _resumable(load_json(saved)) != _resumable(load_json_like(cfg)):
+        if _resumable(load_json(saved), load_json_like(cfg)) != _resumable(load_json_like(cfg), load_json(saved)):
             raise RamerError(
                 f"{saved}: --resume with a different config than the checkpoints were made with; "
                 "use a new --experiment name or --fresh"
             )
 
 
-def _resumable(cfg: dict) -> dict:
+def _resumable(cfg: dict, other: dict) -> dict:
     """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
-    so adding systems to a finished experiment reuses its encoders and earlier systems."""
-    return {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks")}
+    so adding systems to a finished experiment reuses its encoders and earlier systems; an
+    option that a newer version added counts only when it differs from its default."""
+    defaults = load_json_like(ExperimentConfig())
+    return {
+        k: v for k, v in cfg.items()
+        if k not in ("systems", "precision_ks") and (k in other or v != defaults.get(k))
+    }
 
 
 def load_json_like(cfg: ExperimentConfig) -> dict:
@@ -130,7 +135,8 @@ def run_experiment(
                 fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
                 progress.on_advance(units_per)
                 continue
-            out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
+            if any(s.model == "ramer" for s in systems):  # baselines need no database
+                out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
             progress.on_advance(1)
             for system in systems:
                 progress.on_stage(f"{where} · train {system.label}")
