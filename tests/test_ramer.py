@@ -130,3 +130,17 @@ def test_rerun_without_resume_is_refused(tmp_path):
     protocol.run_experiment(cfg, st_, stop_after="pretrain")
     with pytest.raises(RamerError, match="--resume"):
         protocol.run_experiment(cfg, st_)
+
+
+def test_reference_leak_mode_is_what_the_published_code_does():
+    """Diagnostic mode: no id exclusion, first column dropped. With live (changed) queries
+    the query itself can survive in the neighbours - the leak our default forbids."""
+    vecs, present = _db(30, seed=2)
+    retr = ModalityRetriever(k=3).fit(vecs, present, np.ones(30, bool))
+    rows = np.arange(30)
+    leaky = RetrievalFiller(retr, MODS, vecs, present, k=3, drop_first_hit=True)
+    shifted = vecs["audio"] + 0.9 * np.random.default_rng(0).standard_normal(vecs["audio"].shape).astype(np.float32)
+    nb = leaky.neighbours("audio", shifted, rows).rows
+    assert (nb == rows[:, None]).any(), "a perturbed query finds itself after rank 1"
+    honest = RetrievalFiller(retr, MODS, vecs, present, k=3)
+    assert not (honest.neighbours("audio", shifted, rows).rows == rows[:, None]).any()

@@ -43,12 +43,15 @@ class RetrievalFiller:
         k: int,
         rule: str = "kth-score",
         keys: dict[str, np.ndarray] | None = None,
+        drop_first_hit: bool = False,
     ):
         if rule not in RULES:
             raise ValueError(f"unknown two-modality rule '{rule}', choose one of {RULES}")
         self.retriever, self.modalities, self.k, self.rule = retriever, modalities, k, rule
         self.values, self.value_present = values, value_present  # m -> (N, H), (N,)
         self.keys = keys  # m -> (N, d) stored query vectors; None = live queries
+        # The published code's (leaky) self-exclusion: drop column 0 instead of the query's id.
+        self.drop_first_hit = drop_first_hit
         self._cache: dict[str, Neighbours] = {}
         self.seconds = 0.0  # time spent searching and fusing (for the retrieval-share figure)
 
@@ -63,7 +66,7 @@ class RetrievalFiller:
             nb_scores = np.full((n, self.k), -np.inf, np.float32)
             for i in range(0, len(rows), chunk):
                 r = rows[i : i + chunk]
-                got_r, got_s = self.retriever.search(m, self.keys[m][r], r, self.k)
+                got_r, got_s = self._search(m, self.keys[m][r], r)
                 nb_rows[r], nb_scores[r] = got_r, got_s
             self._cache[m] = Neighbours(nb_rows, nb_scores)
 
@@ -72,8 +75,14 @@ class RetrievalFiller:
             c = self._cache[m]
             return Neighbours(c.rows[rows], c.scores[rows])
         q = self.keys[m][rows] if self.keys is not None else queries
-        r, s = self.retriever.search(m, np.ascontiguousarray(q, dtype=np.float32), rows, self.k)
+        r, s = self._search(m, np.ascontiguousarray(q, dtype=np.float32), rows)
         return Neighbours(r, s)
+
+    def _search(self, m: str, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.drop_first_hit:
+            return self.retriever.search(m, queries, rows, self.k)
+        r, s = self.retriever.search(m, queries, np.full(len(rows), -1), self.k + 1)
+        return r[:, 1:], s[:, 1:]
 
     # ------------------------------------------------------------ fusion
     def _gather(self, t: str, nb_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -79,6 +79,8 @@ class FoldRun:
     def retriever(self, r: RetrievalConfig, db: Database) -> ModalityRetriever:
         ds, split = self.ctx.ds, self.ctx.split
         cand = candidate_mask(ds.samples, ds.labeled, split.train, r.scale)
+        if r.leak_like_reference:  # diagnostic: every row, val/test and the query included
+            cand = np.ones(len(ds), bool)
         t0 = time.perf_counter()
         retr = ModalityRetriever(k=r.k, metric=r.metric, device=self.ctx.device).fit(
             db.vectors, ds.present, cand
@@ -98,7 +100,10 @@ class FoldRun:
             q = test[ds.present[m][test]]
             nb, _ = retr.search(m, db.vectors[m][q], q, max(ks))  # (n, Kmax)
             lab = (nb >= 0) & ds.labeled[np.clip(nb, 0, None)]
-            same = lab & (ds.y[np.clip(nb, 0, None)] == ds.y[q][:, None])
+            if ds.y.ndim == 2:  # multi-label: relevant = shares at least one label with the query
+                same = lab & ((ds.y[np.clip(nb, 0, None)] * ds.y[q][:, None]).sum(-1) > 0)
+            else:
+                same = lab & (ds.y[np.clip(nb, 0, None)] == ds.y[q][:, None])
             for k in ks:
                 denom = lab[:, :k].sum()
                 value = float(same[:, :k].sum() / denom) if denom else float("nan")
@@ -129,7 +134,7 @@ class FoldRun:
             live = r.finetune_encoders and r.db_source != "raw"
             filler = RetrievalFiller(
                 retr, list(spec.modalities), db.vectors, ctx.ds.present, k=r.k, rule=r.two_rule,
-                keys=None if live else db.vectors,
+                keys=None if live else db.vectors, drop_first_hit=r.leak_like_reference,
             )
             if not live:
                 labeled = np.concatenate([ctx.split.train, ctx.split.val, ctx.split.test])
@@ -203,10 +208,19 @@ class FoldRun:
         masks = np.vstack([ctx.conds, np.ones((1, ctx.conds.shape[1]), bool)])
         test = ctx.split.test
         y = ctx.ds.y[test]
+        kw = {}
+        if ctx.spec.task == "multi_label":  # one decision threshold, chosen on validation
+            from pipeline.evaluation.thresholds import choose_threshold
+
+            val = ctx.split.val
+            kw["threshold"] = choose_threshold(
+                np.concatenate([ctx.ds.y[val]] * len(masks)),
+                np.concatenate([predict(model, ctx.bank, val, m) for m in masks]),
+            )
         rows = []
         for name, mask in zip(names, masks):
             logits = predict(model, ctx.bank, test, mask)
-            for metric, value in task_metrics(ctx.spec.task, y, logits).items():
+            for metric, value in task_metrics(ctx.spec.task, y, logits, **kw).items():
                 rows.append({"condition": name, "metric": metric, "value": value})
         return rows
 
