@@ -27,6 +27,9 @@ class RetrievalConfig:
     scale: str = "turbo"  # small | medium | large | turbo (see pipeline.data.scales)
     two_rule: str = "kth-score"  # kth-score | both: which neighbours fill when 2 modalities remain
     finetune_encoders: bool = False  # False: frozen stage-1 encoders, cached retrieval
+    # DIAGNOSTIC ONLY - reproduces the published code's leak to measure it: val/test rows
+    # (and the query) stay in the DB and "the first hit" is dropped by position.
+    leak_like_reference: bool = False
 
 
 @dataclass
