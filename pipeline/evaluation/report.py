@@ -63,6 +63,23 @@ def _avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str,
     return {k: [float(np.mean(v)) for v in runs.values()] for k, runs in acc.items()}
 
 
+def winners(metrics: pa.Table, reference: str = "ramer", metric: str = "WA") -> list[str]:
+    """Lines naming, per condition, the best system and every system that beats RAMER."""
+    summ = summarise(metrics, ["system", "condition", "metric"])
+    systems = ordered_unique(metrics.column("system").to_pylist())
+    if reference not in systems or len(systems) < 2:
+        return []
+    lines = [f"Best {metric} per condition, and where another system beats `{reference}`:", ""]
+    for c in ordered_unique(metrics.column("condition").to_pylist()):
+        scores = {s: summ[(s, c, metric)][0] for s in systems if (s, c, metric) in summ}
+        best = max(scores, key=scores.get)
+        beat = [f"{s} ({100 * v:.2f})" for s, v in scores.items() if s != reference and v > scores.get(reference, 1.0)]
+        ref = f"{100 * scores[reference]:.2f}" if reference in scores else "–"
+        lines.append(f"- `{c}`: best {best} ({100 * scores[best]:.2f}); {reference} {ref}"
+                     + (f"; beaten by {', '.join(beat)}" if beat else ""))
+    return lines + [""]
+
+
 def paper_table() -> str:
     head = ["paper (MER2024)"] + [f"{c} {m}" for c in PAPER_CONDITIONS + ["Avg"] for m in ("WA", "UA")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -142,6 +159,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
         "",
         condition_table(metrics),
         "",
+        *winners(metrics),
         "Weighted F1 (%):",
         "",
         condition_table(metrics, ("F1w",)) if "F1w" in set(metrics.column("metric").to_pylist()) else "",
