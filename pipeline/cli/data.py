@@ -214,3 +214,153 @@ def info(
     for f, b in inf.files.items():
         t.add_row(f, human_bytes(b))
     console.print(t)
+
+
+@app.command("synth-regression")
+def synth_regression(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to (re)create.")],
+    labeled: Annotated[int, typer.Option(help="Labeled samples (CMU-MOSI: 2199).")] = 2199,
+    unlabeled: Annotated[int, typer.Option(help="Unlabeled pool size (no targets stored).")] = 2000,
+    dims: Annotated[str, typer.Option(help="Modalities and dims, NAME=DIM,...")] = "audio=256,visual=192,text=256",
+    seed: Annotated[int | None, typer.Option(help="Seed (default: RAMER_SEED or 0).")] = None,
+    folds: Annotated[int, typer.Option(help="Folds, stratified on the rounded target.")] = 5,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the directory name).")] = None,
+) -> None:
+    """Generate a synthetic CMU-MOSI-like regression dataset (sentiment targets in [-3, 3])."""
+    from pipeline.data.synth_regression import RegressionSynthConfig, write_regression
+
+    cfg = RegressionSynthConfig(
+        labeled=labeled, unlabeled=unlabeled, dims=parse_dims(dims), folds=folds,
+        seed=load_settings(seed=seed).seed,
+    )
+    t0 = time.perf_counter()
+    with console.status(f"generating and writing {out} (seed {cfg.seed})"):
+        ds = write_regression(out, cfg, name)
+    _summary(ds, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- multi-label + real datasets (issue 7)
+
+_OUT = Annotated[Path | None, typer.Option("--out", "-o", help="Dataset directory (default <data_dir>/<name>).")]
+_DATA_DIR = Annotated[Path | None, typer.Option(help="Data directory.", envvar="RAMER_DATA_DIR")]
+_OFFICIAL = Annotated[bool, typer.Option(help="Keep the source's train/valid/test as folds 0/1/2 (then run --folds 2).")]
+
+
+def _run_import(label: str, name: str, out: Path | None, data_dir: Path | None, seed: int | None, fn) -> None:
+    """Resolve the target directory, run `fn(target, seed, progress)` under a rich bar, summarise."""
+    settings = load_settings(data_dir=data_dir, seed=seed)
+    target = out if out is not None else settings.data_dir / name
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(f"reading {label}", total=None)
+        ds = fn(target, settings.seed, lambda k: bar.advance(task, k))
+    _summary(ds, time.perf_counter() - t0)
+
+
+@app.command("synth-multilabel")
+def synth_multilabel(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset directory to (re)create.")],
+    labeled: Annotated[int, typer.Option(help="Labeled clips (CMU-MOSEI label statistics).")] = 3000,
+    unlabeled: Annotated[int, typer.Option(help="Unlabeled pool size (label sets only in the oracle file).")] = 3000,
+    dims: Annotated[str, typer.Option(help="Modalities and dims, NAME=DIM,...")] = "audio=74,visual=35,text=300",
+    seed: Annotated[int | None, typer.Option(help="Seed (default: RAMER_SEED or 0).")] = None,
+    folds: Annotated[int, typer.Option(help="Folds, stratified on the first label.")] = 5,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: the directory name).")] = None,
+) -> None:
+    """Generate a synthetic CMU-MOSEI-like multi-label dataset (6 emotions, ~1.6 labels per clip)."""
+    from pipeline.data.synth_multilabel import MultiLabelSynthConfig, write_multilabel
+
+    cfg = MultiLabelSynthConfig(labeled=labeled, unlabeled=unlabeled, dims=parse_dims(dims), folds=folds,
+                                seed=load_settings(seed=seed).seed)
+    t0 = time.perf_counter()
+    with console.status(f"generating and writing {out} (seed {cfg.seed})"):
+        ds = write_multilabel(out, cfg, name)
+    _summary(ds, time.perf_counter() - t0)
+
+
+@import_app.command("mer2024")
+def import_mer2024_cmd(
+    root: Annotated[Path, typer.Argument(help="MER2024 folder with label-6way.npz (and features/).")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    audio: Annotated[str | None, typer.Option(help="Audio extractor folder stem, e.g. chinese-hubert-large.")] = None,
+    visual: Annotated[str | None, typer.Option(help="Visual extractor, e.g. clip-vit-large-patch14.")] = None,
+    text: Annotated[str | None, typer.Option(help="Text extractor, e.g. Baichuan-13B-Base.")] = None,
+    features: Annotated[Path | None, typer.Option(help="Folder holding {extractor}-UTT/ (default ROOT/features or ROOT).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label file (default ROOT/label-6way.npz).")] = None,
+    labeled_corpora: Annotated[str, typer.Option(help="Corpora whose labels are kept; the rest is the unlabeled pool.")] = "train_corpus",
+    unlisted: Annotated[bool, typer.Option(help="Add feature files listed in no corpus to the unlabeled pool.")] = False,
+    allow_missing: Annotated[bool, typer.Option(help="Import missing feature files as absent modalities.")] = False,
+    out: _OUT = None, folds: Annotated[int, typer.Option(help="Stratified folds.")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+) -> None:
+    """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/{name}.npy per modality."""
+    from pipeline.data.importers import import_mer2024
+
+    ext = {m: e for m, e in (("audio", audio), ("visual", visual), ("text", text)) if e}
+    _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_mer2024(
+        root, name, t, ext, labels=labels, features=features, labeled_corpora=tuple(_split_list(labeled_corpora) or ()),
+        unlisted=unlisted, allow_missing=allow_missing, folds=folds, seed=s, progress=p))
+
+
+@import_app.command("mmsa")
+def import_mmsa_cmd(
+    file: Annotated[Path, typer.Argument(help="MMSA pickle (CMU-MOSI / CMU-MOSEI / CH-SIMS).")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    task: Annotated[str, typer.Option(help="regression (sentiment score) or single_label (classification labels).")] = "regression",
+    classes: Annotated[str | None, typer.Option(help="Class names for single_label, a,b,c.")] = None,
+    official_split: _OFFICIAL = False, out: _OUT = None,
+    folds: Annotated[int, typer.Option(help="Stratified folds (without --official-split).")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+) -> None:
+    """MMSA pickles: sequences mean-pooled over valid frames."""
+    from pipeline.data.importers import import_mmsa
+
+    _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_mmsa(
+        file, name, t, task=task, official_split=official_split, classes=_split_list(classes), folds=folds, seed=s, progress=p))
+
+
+@import_app.command("carat-mosei")
+def import_carat_mosei_cmd(
+    file: Annotated[Path, typer.Argument(help="CARAT's aligned CMU-MOSEI train_valid_test.pt.")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    official_split: _OFFICIAL = False, out: _OUT = None,
+    folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+) -> None:
+    """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file."""
+    from pipeline.data.importers import import_carat_mosei
+
+    _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_carat_mosei(
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p))
+
+
+@import_app.command("iemocap-mmin")
+def import_iemocap_cmd(
+    root: Annotated[Path, typer.Argument(help="Folder with A/, V/, L/ feature h5 files and target/{cv}/.")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    audio: Annotated[str, typer.Option(help="A/<name>.h5")] = "comparE",
+    visual: Annotated[str, typer.Option(help="V/<name>.h5")] = "denseface",
+    text: Annotated[str, typer.Option(help="L/<name>.h5")] = "bert_large",
+    classes: Annotated[str | None, typer.Option(help="Class names in label index order (default angry,happy,neutral,sad).")] = None,
+    out: _OUT = None, seed: Annotated[int | None, typer.Option(help="Recorded seed.")] = None, data_dir: _DATA_DIR = None,
+) -> None:
+    """IEMOCAP in MMIN's layout, 4 classes; MMIN's cross-validation folds kept."""
+    from pipeline.data.importers import import_iemocap_mmin
+
+    _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_iemocap_mmin(
+        root, name, t, audio=audio, visual=visual, text=text, classes=_split_list(classes), progress=p, seed=s))
+
+
+@import_app.command("m3ed")
+def import_m3ed_cmd(
+    file: Annotated[Path, typer.Argument(help="CARAT's M3ED feature pickle, or the m3ed_data_60.pt it writes.")],
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    official_split: _OFFICIAL = False, out: _OUT = None,
+    folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+) -> None:
+    """M3ED, dialogue-level multi-label (7 emotions)."""
+    from pipeline.data.importers import import_m3ed
+
+    _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_m3ed(
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p))

@@ -5,6 +5,7 @@ Thin: options -> typed ExperimentConfig -> pipeline.training.protocol -> files.
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -24,6 +25,7 @@ ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML experiment confi
 DatasetOpt = Annotated[Optional[Path], typer.Option("--dataset", "-d", help="Dataset directory (manifest.json + features.parquet).")]
 ExperimentOpt = Annotated[Optional[str], typer.Option("--experiment", "-e", help="Experiment name: results/<name>, runs/<name>, collection names.")]
 SystemsOpt = Annotated[Optional[str], typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, ...")]
+AblationsOpt = Annotated[Optional[str], typer.Option("--ablations", help="Add the paper's Table-4 ablations as systems: 'all' or a comma list of retrieval, db-source, metric, top1, scale-k, encoders, two-rule.")]
 FoldsOpt = Annotated[Optional[str], typer.Option("--folds", help="Comma list of folds to run (default: all).")]
 RunsOpt = Annotated[Optional[int], typer.Option("--runs", help="Runs per fold (paper: 3).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Stage-3 epochs (paper: 40).")]
@@ -36,6 +38,12 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu |
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted experiment from its checkpoints.")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Delete this experiment's checkpoints and start over.")]
 NoIngestOpt = Annotated[bool, typer.Option("--no-ingest", help="Skip writing hidden features to Qdrant (FAISS still serves training).")]
+# span-missing strategies (M3S) and noise robustness (NMER): pipeline.training.strategies, pipeline.evaluation.robustness
+StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", help="Span-missing training: none, or a comma list of orig, spl-trn, m3s (each system once per strategy, e.g. mmin+m3s).")]
+MissingRateOpt = Annotated[Optional[str], typer.Option("--missing-rate", help="Training span missing-rate range LO-HI, e.g. 0.4-0.6 or 40-60 (with --strategy).")]
+TestMissingRateOpt = Annotated[Optional[str], typer.Option("--test-missing-rate", help="Test span missing-rate range (default: the training range).")]
+NoiseOpt = Annotated[Optional[list[str]], typer.Option("--noise", help="Also evaluate the trained models under noise: KIND:T1,T2,... (gaussian | impulse, t in 0..100); repeatable.")]
+NoiseScheduleOpt = Annotated[str, typer.Option("--noise-schedule", help="Beta schedule of the noise: linear | scaled-linear | cosine.")]
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -46,8 +54,12 @@ def build_config(
     config: Path | None, dataset: Path | None, experiment: str | None, systems: str | None,
     folds: str | None, runs: int | None, epochs: int | None, pretrain_epochs: int | None,
     k: int | None, scale: str | None, finetune: bool | None, seed: int | None, device: str | None,
-    no_ingest: bool = False,
+    no_ingest: bool = False, strategy: str | None = None, missing_rate: str | None = None,
+    test_missing_rate: str | None = None,
 ) -> ExperimentConfig:
+    from pipeline.data.spans import parse_range
+
+    rate = lambda t: None if t is None else list(parse_range(t))
     fold_list = _csv(folds)
     return load_experiment(
         config,
@@ -55,7 +67,8 @@ def build_config(
         experiment=experiment,
         systems=_split_systems(systems),
         folds=None if fold_list is None else [int(f) for f in fold_list],
-        runs=runs, seed=seed, device=device,
+        runs=runs, seed=seed, device=device, strategy=strategy,
+        missing_rate=rate(missing_rate), test_missing_rate=rate(test_missing_rate),
         **{"train.epochs": epochs, "pretrain.epochs": pretrain_epochs, "retrieval.k": k,
            "retrieval.scale": scale, "retrieval.finetune_encoders": finetune,
            "ingest": False if no_ingest else None},
@@ -125,6 +138,23 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
     return report
 
 
+def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -> Path:
+    """`ramer evaluate --noise ...`: the trained models under noise -> noise_report.md."""
+    from pipeline.data.noise import parse_noise
+    from pipeline.errors import RamerError
+    from pipeline.evaluation.robustness import evaluate_noise
+
+    try:
+        noises = [parse_noise(s) for s in specs]
+    except ValueError as exc:
+        raise RamerError(str(exc)) from None
+    t0 = time.perf_counter()
+    with console.status("evaluating under noise") as status:
+        path = evaluate_noise(cfg, load_settings(), noises, schedule, on_stage=lambda t: status.update(t))
+    console.print(f"noise report: {path} ({time.perf_counter() - t0:.0f} s)")
+    return path
+
+
 def summary_table(results_dir: Path) -> Table:
     """Compact terminal view: systems x conditions, WA means in %, plus average WA/UA."""
     import pyarrow.parquet as pq
@@ -158,6 +188,8 @@ def register(app: typer.Typer) -> None:
         pretrain_epochs: PreEpochsOpt = None, k: KOpt = None, scale: ScaleOpt = None,
         finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
         resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
+        strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None, test_missing_rate: TestMissingRateOpt = None,
+        ablations: AblationsOpt = None,
     ) -> None:
         """The whole RAMER protocol: pretrain -> index -> train -> evaluate, every fold x run.
 
@@ -165,7 +197,14 @@ def register(app: typer.Typer) -> None:
         checkpoints go to runs/<experiment>/ so --resume continues an interrupted run.
         """
         cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
-                           k, scale, finetune, seed, device, no_ingest)
+                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+        if ablations:
+            from dataclasses import replace
+
+            from pipeline.training.ablations import ablation_systems
+
+            extra = ablation_systems(_csv(ablations) or [])
+            cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
         execute(cfg, resume, fresh)
 
     def _stage_command(stage: str, doc: str):
@@ -175,18 +214,29 @@ def register(app: typer.Typer) -> None:
             epochs: EpochsOpt = None, pretrain_epochs: PreEpochsOpt = None, k: KOpt = None,
             scale: ScaleOpt = None, finetune: FinetuneOpt = None, seed: SeedOpt = None,
             device: DeviceOpt = None, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
+            strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None,
+            test_missing_rate: TestMissingRateOpt = None,
+            noise: NoiseOpt = None, noise_schedule: NoiseScheduleOpt = "linear",
         ) -> None:
             cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
-                               k, scale, finetune, seed, device, no_ingest)
+                               k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
             execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
+            if noise and stage == "evaluate":
+                evaluate_noise_cli(cfg, noise, noise_schedule)
 
         command.__doc__ = doc
+        if stage != "evaluate":  # --noise belongs to `ramer evaluate` only
+            sig = inspect.signature(command)
+            command.__signature__ = sig.replace(
+                parameters=[p for n, p in sig.parameters.items() if n not in ("noise", "noise_schedule")]
+            )
         app.command(name=stage)(command)
 
     _stage_command("pretrain", "Stage 1: train one encoder per modality per fold x run (val-selected).")
     _stage_command("index", "Stage 2: encode every row, store hidden features in Qdrant, build the FAISS fast path.")
     _stage_command("train", "Stage 3: missing-modality training of every system (reuses stages 1-2).")
-    _stage_command("evaluate", "Stage 4: evaluate on the test folds under every condition and write the report.")
+    _stage_command("evaluate", "Stage 4: evaluate on the test folds under every condition and write the report "
+                   "(--noise: also under Gaussian / impulse noise, noise_report.md).")
 
     @app.command()
     def demo(
@@ -211,15 +261,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        results: Annotated[Path, typer.Argument(help="A results/<experiment> folder.")],
+        results: Annotated[Path, typer.Argument(help="A results/<experiment> folder (the output folder with --merge).")],
+        merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="Results folders of the same protocol to combine into RESULTS (repeatable).")] = None,
     ) -> None:
-        """Re-render report.md and plots from saved metrics, without training."""
+        """Re-render report.md and plots from saved metrics, without training.
+
+        With --merge, first combine several experiments on the same dataset, seed, folds and
+        runs (e.g. RAMER and a baselines run made in parallel) into RESULTS.
+        """
         from pipeline.errors import RamerError
         from pipeline.evaluation.report import render_report
+
+        if merge:
+            from pipeline.evaluation.merge import merge_results
+
+            merge_results(list(merge), results)
 
         if not (results / "metrics.parquet").is_file():
             raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first)")
         path = render_report(results)
+        from pipeline.evaluation.strategy_report import append_strategy_report
+
+        append_strategy_report(results)  # no-op unless systems carry a +strategy suffix
+        if (results / "noise.parquet").is_file():
+            from pipeline.evaluation.robustness import render_noise_report
+
+            render_noise_report(results)
         console.print(summary_table(results))
         console.print(f"report: {path}")
 

@@ -24,7 +24,7 @@ from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.store.ingest import collection_name
 from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.checkpoint import load_json, load_torch
-from pipeline.training.config import load_experiment
+from pipeline.training.config import experiment_from_dict
 from pipeline.training.protocol import model_spec
 from pipeline.training.systems import parse_system
 from pipeline.models.registry import create_model
@@ -84,7 +84,7 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     if not (runs_dir / "config.json").is_file():
         raise RamerError(f"{runs_dir}: no such experiment (run `ramer run -e {experiment}` first)")
     saved = load_json(runs_dir / "config.json")
-    cfg = load_experiment(None, **_flatten(saved))
+    cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
     ds = load_dataset(cfg.dataset)
     spec = model_spec(ds)
     system = parse_system(system_name, cfg.retrieval)
@@ -126,12 +126,3 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     tmp.replace(out)
     return out, len(samples)
 
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.errors import RamerError
 from pipeline.models.encoders import EncoderConfig
+from pipeline.training.strategies import M3SConfig
 from pipeline.training.trainer import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -47,6 +48,14 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, patience=10))
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    # Partial (span) missing data, M3S (pipeline.training.strategies). "none" = the papers'
+    # whole-modality conditions; else a comma list of orig, spl-trn, m3s: every system is
+    # trained once per strategy ('mmin+m3s') and tested on span-missing inputs.
+    strategy: str = "none"
+    missing_rate: list[float] = field(default_factory=lambda: [0.4, 0.6])  # training span-rate range
+    test_missing_rate: list[float] | None = None  # test range; None = missing_rate
+    modality_missing_rate: dict[str, list[float]] = field(default_factory=dict)  # per-modality training ranges
+    m3s: M3SConfig = field(default_factory=M3SConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,3 +103,8 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
             node = node.setdefault(part, {})
         node[leaf] = val
     return _merge(cfg, nested, "command line")
+
+
+def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:
+    """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json)."""
+    return _merge(ExperimentConfig(), data, where)

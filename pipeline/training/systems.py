@@ -5,6 +5,7 @@ A system is named by a string:
     w/o retrieval              the same model, missing slots keep h^miss
     ramer(k=5,metric=euclidean)  RAMER with retrieval settings overridden
     mmin, ae, cra, ...         any registered model, trained by the generic trainer
+    mmin+m3s, ramer+orig       ... trained under a span-missing strategy (orig | spl-trn | m3s)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class System:
     retrieval: RetrievalConfig | None = None  # RAMER only
     use_retrieval: bool = True  # False = "w/o retrieval"
     overrides: dict[str, Any] = field(default_factory=dict)  # model Config overrides
+    strategy: str = "none"  # none | orig | spl-trn | m3s (pipeline.training.strategies)
 
     @property
     def slug(self) -> str:
@@ -47,6 +49,14 @@ def _value(text: str) -> Any:
 
 
 def parse_system(text: str, base: RetrievalConfig) -> System:
+    from pipeline.models.registry import model_class
+    from pipeline.training.strategies import config_fields, split_strategy, strategy_overrides
+
+    core, strategy = split_strategy(text)
+    if strategy != "none":
+        sys_ = parse_system(core, base)
+        over = strategy_overrides(config_fields(model_class(sys_.model)), sys_.overrides)
+        return dataclasses.replace(sys_, label=text.strip(), overrides=over, strategy=strategy)
     label = text.strip()
     if label in ("w/o retrieval", "no-retrieval", "ramer(retrieval=false)"):
         return System(label="w/o retrieval", model="ramer", retrieval=base, use_retrieval=False)

@@ -1,0 +1,105 @@
+"""Helpers shared by the real-dataset importers: checks with clear errors, pooling,
+checksums and the final validated, atomic publish."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from pipeline.data.dataset import Dataset, build_table, write_dataset
+from pipeline.data.importers.parquet import sha256_file
+from pipeline.data.schema import Manifest, ModalitySpec
+from pipeline.data.splits import assign_folds
+from pipeline.errors import DataError
+
+Progress = Callable[[int], None] | None
+__all__ = ["sha256_file", "listing_sha256", "offenders", "require", "pool_frames", "publish", "Progress"]
+
+
+def offenders(items: Sequence[object], k: int = 5) -> str:
+    """'a, b, c (+12 more)': the first few offending names for an error message."""
+    items = list(items)
+    head = ", ".join(str(i) for i in items[:k])
+    return head + (f" (+{len(items) - k} more)" if len(items) > k else "")
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found")
+    return path
+
+
+def listing_sha256(folder: Path, names: Iterable[str], suffix: str = ".npy") -> str:
+    """Checksum of a per-sample file tree without reading every file: sha256 over the
+    sorted (name, size) pairs of the files the import used."""
+    h = hashlib.sha256()
+    for n in sorted(names):
+        h.update(f"{n}\t{os.stat(folder / (n + suffix)).st_size}\n".encode())
+    return h.hexdigest()
+
+
+def pool_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T, D) frames -> (n, D) float32 mean over the valid frames, and (n,) bool "has a
+    valid frame". Valid = within `lengths` if given, else not an all-zero (padding) frame.
+    -inf/+inf (CMU-MOSEI's COVAREP audio has -inf) count as 0, as CARAT's loader does."""
+    seq = np.asarray(seq, np.float32)
+    if seq.ndim == 2:  # already one vector per sample
+        seq = seq[:, None, :]
+    seq = np.where(np.isinf(seq), 0.0, seq)
+    n, t, _ = seq.shape
+    if lengths is not None:
+        valid = np.arange(t)[None, :] < np.minimum(np.asarray(lengths, np.int64), t)[:, None]
+    else:
+        valid = np.abs(seq).sum(-1) > 0
+    cnt = valid.sum(1)
+    pooled = (seq * valid[..., None]).sum(1) / np.maximum(cnt, 1)[:, None]
+    return pooled.astype(np.float32), cnt > 0
+
+
+def check_finite(src: Path, modality: str, mat: np.ndarray, samples: np.ndarray) -> None:
+    bad = ~np.isfinite(mat).all(axis=1)
+    if bad.any():
+        raise DataError(f"{src}: NaN in modality '{modality}' for sample(s) {offenders(samples[bad])}")
+
+
+def publish(
+    out: str | Path, *, name: str, task: str, classes: list[str], samples: np.ndarray, y: np.ndarray,
+    labeled: np.ndarray, feats: dict[str, np.ndarray], present: dict[str, np.ndarray] | None,
+    folds: int, seed: int, provenance: dict, fixed_folds: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Dataset:
+    """Assign folds (stratified, or the source's own split in `fixed_folds`), build the
+    table and publish `out/` atomically after full validation."""
+    src = provenance.get("source", "?")
+    dup = np.unique(samples, return_counts=True)
+    if (dup[1] > 1).any():
+        raise DataError(f"{src}: duplicate sample names {offenders(dup[0][dup[1] > 1])}")
+    if present is not None:
+        none = ~np.stack([present[m] for m in feats], axis=1).any(axis=1)
+        if none.any():
+            raise DataError(f"{src}: sample(s) with no usable modality: {offenders(samples[none])}")
+    try:
+        manifest = Manifest(
+            name=name, task=task, classes=classes,
+            modalities=[ModalitySpec(name=m, dim=a.shape[1]) for m, a in feats.items()],
+            folds=folds, seed=seed, provenance=provenance,
+        )
+    except ValidationError as exc:
+        raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
+    if fixed_folds is None:
+        if labeled.sum() < folds:
+            raise DataError(f"{src}: {int(labeled.sum())} labeled samples cannot fill {folds} folds")
+        fold = assign_folds(y, labeled, folds, seed)
+    else:
+        fold = np.where(labeled, fixed_folds, -1).astype(np.int8)
+    ex = dict(extra or {})
+    if task == "single_label":
+        names = np.array(classes, dtype=object)
+        ex["label_name"] = np.where(labeled, names[np.maximum(y, 0)], None)
+    table = build_table(manifest, samples, y, labeled, fold, feats, present, ex)
+    return write_dataset(out, manifest, table)

@@ -1,0 +1,112 @@
+"""CARAT's aligned CMU-MOSEI file (`train_valid_test.pt`) -> a multi-label dataset.
+
+Source (chengzju/CARAT, data/): a torch-saved dict {'train', 'valid', 'test'} of dicts with
+'src-text' (N x (60, 300) GloVe), 'src-visual' (N x (60, 35) FACET), 'src-audio'
+(N x (60, 74) COVAREP) and 'tgt': per sample a token list [<s>=2, ids..., </s>=3] whose
+ids 4..9 are happy, sad, anger, surprise, disgust, fear. A sample without an emotion id
+is labeled with the empty set (MOSEI's "None"). Frames are mean-pooled over the
+non-padding ones (-inf -> 0, as CARAT's loader). `official_split`: folds 0/1/2 = train /
+valid / test (run with `--folds 2`). The same reader serves M3ED's `m3ed_data_60.pt`
+(ids 4..10, seven emotions; see `m3ed.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.dataset import Dataset
+from pipeline.data.importers._common import Progress, check_finite, offenders, pool_frames, publish, require, sha256_file
+from pipeline.errors import DataError
+
+EMOTIONS = ["happy", "sad", "anger", "surprise", "disgust", "fear"]  # tgt ids 4..9
+SPLITS = ("train", "valid", "test")
+KEYS = {"audio": "src-audio", "visual": "src-visual", "text": "src-text"}
+FIRST_ID = 4  # ids 0..3 are <blank>, <unk>, <s>, </s>
+CHUNK = 1024
+
+
+def load_pt(path: Path) -> dict:
+    import torch
+
+    try:  # the file holds numpy arrays: full unpickling, so import only files you trust
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or any(s not in data for s in SPLITS):
+        raise DataError(f"{path}: expected a dict with {SPLITS}, found {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    return data
+
+
+def _stack(path: Path, split: str, key: str, seqs, start: int, stop: int) -> np.ndarray:
+    part = seqs[start:stop]
+    try:
+        return np.stack([np.asarray(s, np.float32) for s in part])
+    except ValueError:
+        shapes = sorted({np.shape(s) for s in part})
+        raise DataError(f"{path}: '{split}/{key}' sequences have different shapes {offenders(shapes)}") from None
+
+
+def import_tgt_file(
+    src: str | Path, name: str, out: str | Path, classes: list[str], importer: str,
+    official_split: bool = False, folds: int = 5, seed: int = 0, progress: Progress = None,
+) -> Dataset:
+    """Shared reader of CARAT-style (src-*, tgt) torch files; `classes` = emotions of ids 4, 5, ..."""
+    src = require(Path(src).resolve(), "CARAT data file")
+    data = load_pt(src)
+    for s in SPLITS:
+        miss = [k for k in (*KEYS.values(), "tgt") if k not in data[s]]
+        if miss:
+            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
+        lens = {k: len(data[s][k]) for k in (*KEYS.values(), "tgt")}
+        if len(set(lens.values())) != 1:
+            raise DataError(f"{src}: split '{s}' has unequal lengths {lens}")
+    sizes = {s: len(data[s]["tgt"]) for s in SPLITS}
+    n = sum(sizes.values())
+    dims = {m: int(np.shape(data["train"][k][0])[-1]) for m, k in KEYS.items()}
+    feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
+    present = {m: np.zeros(n, bool) for m in dims}
+    y = np.zeros((n, len(classes)), np.float32)
+    samples = np.empty(n, dtype=object)
+    split_of = np.empty(n, np.int8)
+    bad_ids: list[str] = []
+    start = 0
+    for si, s in enumerate(SPLITS):
+        part, k = data[s], sizes[s]
+        for i, tgt in enumerate(part["tgt"]):
+            for t in tgt:
+                t = int(t)
+                if FIRST_ID <= t < FIRST_ID + len(classes):
+                    y[start + i, t - FIRST_ID] = 1.0
+                elif t >= FIRST_ID:
+                    bad_ids.append(f"{s}[{i}]: {t}")
+        samples[start : start + k] = [f"{s}_{i:05d}" for i in range(k)]
+        split_of[start : start + k] = si
+        for m, key in KEYS.items():
+            for c in range(0, k, CHUNK):
+                arr = _stack(src, s, key, part[key], c, c + CHUNK)
+                if arr.shape[-1] != dims[m]:
+                    raise DataError(f"{src}: '{s}/{key}' has dim {arr.shape[-1]}, train has {dims[m]}")
+                pooled, ok = pool_frames(arr)
+                feats[m][start + c : start + c + len(arr)] = pooled
+                present[m][start + c : start + c + len(arr)] = ok
+        start += k
+        if progress is not None:
+            progress(k)
+    if bad_ids:
+        raise DataError(f"{src}: label id(s) outside {FIRST_ID}..{FIRST_ID + len(classes) - 1} ({classes}): {offenders(bad_ids)}")
+    for m in feats:
+        check_finite(src, m, feats[m], samples)
+    prov = {"importer": importer, "source": str(src), "sha256": sha256_file(src), "sizes": sizes,
+            "official_split": official_split, "label_ids": {c: FIRST_ID + i for i, c in enumerate(classes)},
+            "pooling": "mean over non-padding frames; -inf -> 0"}
+    return publish(out, name=name, task="multi_label", classes=list(classes), samples=samples, y=y,
+                   labeled=np.ones(n, bool), feats=feats, present=present,
+                   folds=3 if official_split else folds, seed=seed, provenance=prov,
+                   fixed_folds=split_of if official_split else None)
+
+
+def import_carat_mosei(src: str | Path, name: str, out: str | Path, official_split: bool = False,
+                       folds: int = 5, seed: int = 0, progress: Progress = None) -> Dataset:
+    return import_tgt_file(src, name, out, EMOTIONS, "carat-mosei", official_split, folds, seed, progress)

@@ -1,0 +1,82 @@
+"""The augmented missing-modality transform of M3S (section 3.2): partial missing spans.
+
+For modality m with missing rate r_m, a contiguous span of k_m = floor(D_m * r_m) values
+starting at lambda_m ~ U{0, ..., D_m - k_m} is set to zero, so the span always fits
+inside the vector. The papers apply it to the encoded (sequence) feature of length T_m;
+our inputs are utterance vectors (B, D_m), so the span runs over the input dims.
+
+Rates are drawn per sample and modality from a range per modality. Every random draw
+takes an explicit `torch.Generator`, so fixed masks (ORIG training, validation and test
+corruption) are reproducible from a recorded seed and identical across systems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+Range = tuple[float, float]
+
+
+def parse_range(text: str | Sequence[float]) -> Range:
+    """'0.4-0.6', '40-60' (percent) or [0.4, 0.6] -> (0.4, 0.6); checked to lie in [0, 1]."""
+    if isinstance(text, str):
+        parts = text.replace("%", "").split("-")
+        if len(parts) != 2:
+            raise ValueError(f"missing-rate range '{text}' is not LO-HI (e.g. 0.4-0.6 or 40-60)")
+        lo, hi = (float(p) for p in parts)
+        if lo > 1 or hi > 1:  # given in percent
+            lo, hi = lo / 100, hi / 100
+    else:
+        lo, hi = (float(v) for v in text)
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"missing-rate range ({lo}, {hi}) must satisfy 0 <= lo <= hi <= 1")
+    return lo, hi
+
+
+def range_name(r: Range) -> str:
+    """(0.4, 0.6) -> 'span40-60': the condition name in results tables."""
+    return f"span{round(100 * r[0])}-{round(100 * r[1])}"
+
+
+def draw_rates(n: int, ranges: Sequence[Range], gen: torch.Generator) -> Tensor:
+    """(n, M) missing rates, uniform within each modality's range."""
+    lo = torch.tensor([r[0] for r in ranges], dtype=torch.float64)  # (M,)
+    hi = torch.tensor([r[1] for r in ranges], dtype=torch.float64)
+    u = torch.rand(n, len(ranges), generator=gen, dtype=torch.float64)  # (n, M)
+    return lo + u * (hi - lo)
+
+
+def span_keep(dim: int, rate: Tensor, gen: torch.Generator) -> Tensor:
+    """(n, dim) bool, False on one contiguous span of floor(dim * rate) values per row."""
+    k = torch.floor(dim * rate + 1e-9).long().clamp(0, dim)  # (n,); eps: 0.5 * 10 -> 5, not 4
+    start = torch.floor(torch.rand(len(rate), generator=gen, dtype=torch.float64) * (dim - k + 1)).long()
+    start = torch.minimum(start, dim - k)  # guards u -> 1.0 rounding
+    pos = torch.arange(dim).unsqueeze(0)  # (1, dim)
+    return ~((pos >= start.unsqueeze(1)) & (pos < (start + k).unsqueeze(1)))
+
+
+def span_masks(n: int, dims: Sequence[int], ranges: Sequence[Range], gen: torch.Generator) -> list[Tensor]:
+    """M x (n, D_m) keep-masks for n samples: rates drawn, then one span per modality."""
+    if len(ranges) == 1 and len(dims) > 1:
+        ranges = list(ranges) * len(dims)
+    if len(ranges) != len(dims):
+        raise ValueError(f"{len(ranges)} missing-rate ranges for {len(dims)} modalities")
+    rates = draw_rates(n, ranges, gen)  # (n, M)
+    return [span_keep(d, rates[:, i], gen) for i, d in enumerate(dims)]
+
+
+def apply_spans(xs: Sequence[Tensor], keep: Sequence[Tensor]) -> list[Tensor]:
+    """Zero the spans: M x (B, D_m) inputs times their keep-masks."""
+    return [x * k.to(device=x.device, dtype=x.dtype) for x, k in zip(xs, keep)]
+
+
+def span_transform(
+    xs: Sequence[Tensor], ranges: Sequence[Range], gen: torch.Generator
+) -> list[Tensor]:
+    """T(X; F): fresh spans for a batch (SPL-TRN and M3S draw one per batch)."""
+    keep = span_masks(len(xs[0]), [x.shape[1] for x in xs], ranges, gen)
+    return apply_spans(xs, keep)
+

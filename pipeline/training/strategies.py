@@ -1,0 +1,251 @@
+"""Training strategies for partial (span) missing data, usable with any registered model.
+
+The M3S paper (section 4.4) compares three ways to train on inputs whose modalities
+each miss a contiguous span (`pipeline.data.spans`):
+
+- ORIG: each training sample gets one missing rate (and span) drawn once; it is kept
+  for the whole training, as in a fixed corrupted dataset.
+- SPL-TRN: the transform is redrawn for every batch (augmented sampling).
+- M3S (Algorithm 1): per step a query batch X2 (the epoch's permutation, so every row is
+  a query once per epoch) and an independent support batch X1 of the same size, both
+  with fresh spans. K inner SGD steps on X1 with lr alpha give theta*; the outer Adam
+  step (lr beta) uses the gradient of the X2 loss at theta*. First order: that gradient
+  is applied to theta as is (Algorithm 1 literally, FOMAML); second order: it is
+  backpropagated through the inner steps (MAML), written with
+  `torch.func.functional_call` so any model is a function of its parameters.
+
+Under a strategy every modality is available (avail = True) and only spans are zeroed;
+the clean inputs stay in `Batch.x_full` as training targets (MMIN's imagination).
+Validation uses fixed seeded spans at the training range; model selection, early
+stopping and the loss (task loss + the model's aux loss) are as in `trainer.fit`.
+
+RAMER under a strategy: its retrieval fills only whole-missing modalities, so with
+every modality available it never fires; its (frozen) encoders encode the span-zeroed
+inputs (the stored clean vectors are not used) and the classifier is trained on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from pipeline.data.spans import Range, apply_spans, range_name, span_masks
+from pipeline.models.base import Batch, MERModel, task_loss
+from pipeline.training.trainer import FeatureBank, FitResult, TrainConfig, predict, seed_everything
+
+STRATEGIES = ("orig", "spl-trn", "m3s")
+
+
+@dataclass
+class M3SConfig:
+    inner_lr: float = 2e-4  # alpha, SGD on the support batch (paper, MMIN: 2e-4)
+    outer_lr: float | None = None  # beta, Adam on the query batch; None = train.lr (paper, MMIN: 1e-4)
+    inner_steps: int = 1  # K inner iterations
+    second_order: bool = False  # backpropagate through the inner steps (MAML) or not (FOMAML)
+
+
+def parse_strategies(text: str | Sequence[str]) -> list[str]:
+    """'orig,spl-trn,m3s' -> ['orig', 'spl-trn', 'm3s']; 'none' -> []."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = [s.strip().lower() for s in items if s.strip() and s.strip().lower() != "none"]
+    bad = [s for s in out if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"unknown strategy {bad}; use none or a comma list of {STRATEGIES}")
+    return out
+
+
+def expand_systems(systems: Sequence[str], strategy: str | Sequence[str]) -> list[str]:
+    """systems x strategies -> 'mmin+orig', 'mmin+m3s', ... (labels already suffixed stay)."""
+    strats = parse_strategies(strategy)
+    if not strats:
+        return list(systems)
+    out = []
+    for s in systems:
+        if split_strategy(s)[1] != "none":
+            out.append(s)
+        else:
+            out += [f"{s}+{st}" for st in strats]
+    return out
+
+
+def split_strategy(label: str) -> tuple[str, str]:
+    """'mmin(embd=64)+m3s' -> ('mmin(embd=64)', 'm3s'); no suffix -> (label, 'none')."""
+    base, plus, suffix = label.strip().rpartition("+")
+    if plus and suffix.strip().lower() in STRATEGIES:
+        return base.strip(), suffix.strip().lower()
+    return label.strip(), "none"
+
+
+def strategy_overrides(config_fields: set[str], overrides: dict) -> dict:
+    """Model options a strategy implies: MMIN-family imagination targets the teacher's
+    embedding of the complete input (every modality is 'available' under spans, so the
+    'missing part only' target would be the embedding of zeros)."""
+    if "target_full" in config_fields and "target_full" not in overrides:
+        return {**overrides, "target_full": True}
+    return overrides
+
+
+def modality_ranges(modalities: Sequence[str], default: Sequence[float], per_modality: dict) -> list[Range]:
+    """One (lo, hi) per modality: the experiment's range unless overridden by name."""
+    from pipeline.data.spans import parse_range
+
+    unknown = sorted(set(per_modality) - set(modalities))
+    if unknown:
+        raise ValueError(f"missing-rate ranges for unknown modalities {unknown} (have {list(modalities)})")
+    return [parse_range(per_modality.get(m, default)) for m in modalities]
+
+
+def span_bank(bank: FeatureBank, rows: np.ndarray, ranges: Sequence[Range], seed: int) -> FeatureBank:
+    """A shallow copy of `bank` whose `rows` have fixed seeded spans zeroed (val / test).
+
+    The masks depend only on (seed, rows, ranges, dims): identical for every system."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = np.sort(np.asarray(rows))
+    pos = torch.as_tensor(bank.pos[rows])
+    keep = span_masks(len(rows), [x.shape[1] for x in bank.x], ranges, gen)  # M x (n, D_m)
+    out = copy.copy(bank)
+    out.x = []
+    for x, k in zip(bank.x, keep):
+        x = x.clone()
+        x[pos] = x[pos] * k.to(x.device, x.dtype)
+        out.x.append(x)
+    return out
+
+
+def batch_loss(model: MERModel, batch: Batch, params: dict | None = None) -> torch.Tensor:
+    out = model(batch) if params is None else functional_call(model, params, (batch,))
+    return task_loss(model.spec.task, out.logits, batch.y) + out.aux_loss
+
+
+def m3s_step(
+    model: MERModel, opt: torch.optim.Optimizer, support: Batch, query: Batch, cfg: M3SConfig,
+    clip: float = 5.0,
+) -> float:
+    """One iteration of Algorithm 1 (lines 4-11); returns the query loss."""
+    theta = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fast = theta if cfg.second_order else {n: p.detach().requires_grad_() for n, p in theta.items()}
+    for _ in range(cfg.inner_steps):  # meta-train: theta_{n+1} = theta_n - alpha grad l(X1)
+        loss1 = batch_loss(model, support, fast)
+        grads = torch.autograd.grad(loss1, list(fast.values()), create_graph=cfg.second_order, allow_unused=True)
+        fast = {
+            n: w if g is None else w - cfg.inner_lr * g
+            for (n, w), g in zip(fast.items(), grads)
+        }
+        if not cfg.second_order:
+            fast = {n: w.detach().requires_grad_() for n, w in fast.items()}
+    loss2 = batch_loss(model, query, fast)  # meta-update at theta*
+    opt.zero_grad(set_to_none=True)
+    if cfg.second_order:
+        loss2.backward()  # d l(X2; theta*(theta)) / d theta, through the inner steps
+    else:
+        grads = torch.autograd.grad(loss2, list(fast.values()), allow_unused=True)
+        for p, g in zip(theta.values(), grads):
+            p.grad = None if g is None else g.detach()
+    torch.nn.utils.clip_grad_norm_(list(theta.values()), clip)
+    opt.step()
+    return float(loss2.detach())
+
+
+def plain_step(model: MERModel, opt: torch.optim.Optimizer, batch: Batch, clip: float = 5.0) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = batch_loss(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def fit_strategy(
+    model: MERModel,
+    bank: FeatureBank,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    strategy: str,
+    ranges: Sequence[Range],
+    score_fn: Callable[[np.ndarray, np.ndarray], float],
+    cfg: TrainConfig,
+    m3s: M3SConfig | None = None,
+    val_seed: int = 1,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train under `strategy` with span-missing inputs; keep the best validation state."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy '{strategy}'; use one of {STRATEGIES}")
+    m3s = m3s or M3SConfig()
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if getattr(model, "teacher_ready", None) is not None and not bool(model.teacher_ready):
+        model.freeze_teacher()  # MMIN family: snapshot the teacher outside functional calls
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = (m3s.outer_lr or cfg.lr) if strategy == "m3s" else cfg.lr
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    dims = [x.shape[1] for x in bank.x]
+    n_mod = len(dims)
+    fixed = span_masks(len(bank.rows), dims, ranges, gen) if strategy == "orig" else None  # by bank position
+    val_bank = span_bank(bank, val_rows, ranges, val_seed)
+    y_val = bank.y[torch.as_tensor(bank.pos[val_rows])].cpu().numpy()
+    everything = np.ones(n_mod, bool)
+
+    def spanned(rows: np.ndarray) -> Batch:
+        b = bank.batch(rows, np.ones((len(rows), n_mod), bool), with_full=True)
+        keep = [k[bank.pos[rows]] for k in fixed] if fixed is not None else span_masks(len(rows), dims, ranges, gen)
+        b.x = apply_spans(b.x, keep)  # x_full stays clean
+        return b
+
+    best = FitResult(best_epoch=-1, best_score=-np.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(train_rows)
+        total, n = 0.0, 0
+        for i in range(0, len(order), cfg.batch_size):
+            rows = order[i : i + cfg.batch_size]
+            if len(rows) < 2:
+                continue
+            query = spanned(rows)
+            if strategy == "m3s":
+                support = spanned(rng.choice(train_rows, size=len(rows), replace=len(rows) > len(train_rows)))
+                loss = m3s_step(model, opt, support, query, m3s)
+            else:
+                loss = plain_step(model, opt, query)
+            total += loss * len(rows)
+            n += len(rows)
+        score = score_fn(predict(model, val_bank, val_rows, everything), y_val)
+        rec = {"epoch": epoch, "loss": total / max(n, 1), "val": score}
+        best.history.append(rec)
+        if on_epoch is not None:
+            on_epoch(epoch, rec)
+        if score > best.best_score:
+            best.best_epoch, best.best_score, stale = epoch, score, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    return best
+
+
+@torch.no_grad()
+def evaluate_spans(
+    model: MERModel, bank: FeatureBank, rows: np.ndarray, y: np.ndarray, ranges: Sequence[Range],
+    seed: int, metrics_fn: Callable[[np.ndarray, np.ndarray], dict],
+) -> list[dict]:
+    """Metric rows for `rows` under fixed seeded spans; condition named 'span40-60'."""
+    noisy = span_bank(bank, rows, ranges, seed)
+    logits = predict(model, noisy, rows, np.ones(len(bank.x), bool))
+    name = range_name(ranges[0]) if len(set(ranges)) == 1 else "span-" + "_".join(range_name(r)[4:] for r in ranges)
+    return [{"condition": name, "metric": k, "value": v} for k, v in metrics_fn(y, logits).items()]
+
+
+def config_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls.Config)}

@@ -1,0 +1,178 @@
+"""M3S: the missing-span transform, the meta-sampling step, strategies in the protocol."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.data.spans import parse_range, range_name, span_keep, span_masks
+from pipeline.models.base import Batch, ModelSpec
+from pipeline.models.registry import create_model
+from pipeline.training.strategies import (
+    M3SConfig,
+    expand_systems,
+    fit_strategy,
+    m3s_step,
+    plain_step,
+    span_bank,
+    split_strategy,
+)
+from pipeline.training.trainer import FeatureBank, TrainConfig
+
+DIMS = (16, 12, 20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dim=st.integers(1, 300), rate=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_span_zeroes_exactly_floor_d_r_contiguous_values_inside_bounds(dim, rate, seed):
+    keep = span_keep(dim, torch.tensor([rate], dtype=torch.float64), torch.Generator().manual_seed(seed))[0]
+    zeros = np.flatnonzero(~keep.numpy())
+    k = math.floor(dim * rate + 1e-9)
+    assert len(zeros) == k
+    if k:
+        assert zeros[-1] - zeros[0] == k - 1, "zeros are not one contiguous span"
+        assert 0 <= zeros[0] and zeros[-1] < dim
+
+
+def test_span_start_is_uniform_over_every_valid_position():
+    gen = torch.Generator().manual_seed(0)
+    keep = span_keep(10, torch.full((20000,), 0.5, dtype=torch.float64), gen)  # k = 5, starts 0..5
+    starts = (~keep).float().argmax(1).numpy()
+    counts = np.bincount(starts, minlength=6)
+    assert len(counts) == 6 and counts.min() > 0.8 * 20000 / 6
+
+
+def test_rates_follow_each_modality_range():
+    masks = span_masks(4000, [100, 100], [(0.2, 0.4), (0.6, 0.8)], torch.Generator().manual_seed(1))
+    share = [1 - m.float().mean(1) for m in masks]
+    assert 0.19 <= float(share[0].min()) and float(share[0].max()) <= 0.4
+    assert 0.59 <= float(share[1].min()) and float(share[1].max()) <= 0.8
+
+
+def test_parse_range_and_names():
+    assert parse_range("0.4-0.6") == (0.4, 0.6)
+    assert parse_range("40-60") == (0.4, 0.6)
+    assert range_name((0.6, 0.8)) == "span60-80"
+    with pytest.raises(ValueError):
+        parse_range("0.6-0.4")
+
+
+def test_systems_expand_per_strategy():
+    assert expand_systems(["mmin", "ramer+m3s"], "orig,m3s") == ["mmin+orig", "mmin+m3s", "ramer+m3s"]
+    assert expand_systems(["mmin"], "none") == ["mmin"]
+    assert split_strategy("ramer(k=5)+spl-trn") == ("ramer(k=5)", "spl-trn")
+
+
+# ---------------------------------------------------------------- the meta step
+
+
+def _batch(seed: int, b: int = 12) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    full = [torch.randn(b, d, generator=g) for d in DIMS]
+    return Batch(x=[x.clone() for x in full], avail=torch.ones(b, 3, dtype=torch.bool),
+                 rows=torch.arange(b), y=torch.randint(0, 4, (b,), generator=g), x_full=full)
+
+
+def _model():
+    torch.manual_seed(0)
+    spec = ModelSpec(("audio", "visual", "text"), DIMS, 4)
+    return create_model("ae", spec, embd=16, enc_hidden=24, latent=16, classifier=(16,), dropout=0.0)
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_m3s_with_alpha_zero_is_a_plain_step_on_the_query_batch(second_order):
+    plain, meta = _model(), _model()
+    opt_p = torch.optim.AdamW(plain.parameters(), lr=1e-2)
+    opt_m = torch.optim.AdamW(meta.parameters(), lr=1e-2)
+    cfg = M3SConfig(inner_lr=0.0, inner_steps=1, second_order=second_order)
+    for step in range(3):  # several steps: the optimizer states must agree too
+        support, query = _batch(100 + step), _batch(200 + step)
+        lp = plain_step(plain, opt_p, query)
+        lm = m3s_step(meta, opt_m, support, query, cfg)
+        assert lm == pytest.approx(lp, rel=1e-6)
+    for (n, a), b in zip(plain.named_parameters(), meta.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=f"{n} differs")
+
+
+def test_m3s_inner_step_changes_the_update_and_second_order_differs_from_first():
+    results = []
+    for so in (False, True):
+        m = _model()
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        m3s_step(m, opt, _batch(1), _batch(2), M3SConfig(inner_lr=0.5, inner_steps=2, second_order=so))
+        results.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    ref = _model()
+    plain_step(ref, torch.optim.SGD(ref.parameters(), lr=0.1), _batch(2))
+    ref_v = torch.cat([p.detach().flatten() for p in ref.parameters()])
+    assert torch.isfinite(results[1]).all()
+    assert not torch.allclose(results[0], ref_v) and not torch.allclose(results[0], results[1])
+
+
+# ---------------------------------------------------------------- strategies end to end
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from pipeline.data.synth import SynthConfig, write_synthetic
+
+    path = tmp_path_factory.mktemp("m3s") / "tiny"
+    return write_synthetic(path, SynthConfig(labeled=240, unlabeled=0, dims={"audio": 16, "visual": 12, "text": 20}, seed=3))
+
+
+def test_span_bank_is_seeded_and_touches_only_its_rows(tiny):
+    bank = FeatureBank(tiny, np.flatnonzero(tiny.labeled))
+    rows = np.arange(0, 240, 3)
+    a, b = span_bank(bank, rows, [(0.4, 0.6)] * 3, 7), span_bank(bank, rows, [(0.4, 0.6)] * 3, 7)
+    other = np.setdiff1d(np.arange(240), rows)
+    for xa, xb, x in zip(a.x, b.x, bank.x):
+        assert torch.equal(xa, xb)
+        assert torch.equal(xa[other], x[other])
+        share = (xa[rows] == 0).float().mean().item() - (x[rows] == 0).float().mean().item()
+        assert 0.35 < share < 0.6
+
+
+@pytest.mark.parametrize("strategy", ["orig", "spl-trn", "m3s"])
+def test_every_strategy_trains_a_registered_model(tiny, strategy):
+    from pipeline.evaluation.metrics import accuracy_from_logits
+
+    bank = FeatureBank(tiny, np.flatnonzero(tiny.labeled))
+    train, val = np.flatnonzero(tiny.folds >= 1), np.flatnonzero(tiny.folds == 0)
+    spec = ModelSpec(tuple(tiny.modalities), tuple(tiny.manifest.dims), 6)
+    torch.manual_seed(0)
+    model = create_model("mmin", spec, embd=16, enc_hidden=32, ae_layers=(32, 16), n_blocks=2, classifier=(16,), target_full=True)
+    res = fit_strategy(model, bank, train, val, strategy, [(0.4, 0.6)] * 3, accuracy_from_logits,
+                       TrainConfig(epochs=2, batch_size=64, patience=5, seed=0), M3SConfig(inner_lr=1e-3))
+    assert len(res.history) == 2 and all(np.isfinite(h["loss"]) for h in res.history)
+
+
+def test_protocol_runs_strategies_and_writes_the_m3s_tables(tmp_path):
+    from pipeline.config import Settings
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.training import protocol
+    from pipeline.training.config import load_experiment
+
+    data = tmp_path / "tiny"
+    write_synthetic(data, SynthConfig(labeled=200, unlabeled=0, dims={"audio": 16, "visual": 12, "text": 20}, seed=3))
+    cfg = load_experiment(
+        None, dataset=str(data), experiment="m3s", folds=[0, 1], runs=1, ingest=False, systems=["ae", "ramer"],
+        strategy="orig,m3s", missing_rate=[0.4, 0.6], test_missing_rate=[0.6, 0.8],
+        **{"train.epochs": 2, "pretrain.epochs": 1, "encoder.d_model": 16, "encoder.hidden": 16,
+           "encoder.heads": 2, "encoder.ff": 32, "encoder.layers": 1, "retrieval.k": 3},
+    )
+    st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    out = protocol.run_experiment(cfg, st_)
+    path = protocol.write_results(out, cfg, st_)
+    table = pq.read_table(path.parent / "metrics.parquet")
+    assert set(table.column("system").to_pylist()) == {"ae+orig", "ae+m3s", "ramer+orig", "ramer+m3s"}
+    assert set(table.column("condition").to_pylist()) == {"span60-80"}
+    text = path.read_text()
+    assert "ORIG + M3S" in text and "t-test" in text
+    # The test spans are seeded per (fold, run) only: identical inputs for every system.
+    again = protocol.run_experiment(cfg, st_, resume=True)
+    assert sorted(map(str, again.records)) == sorted(map(str, out.records))

@@ -1,0 +1,108 @@
+"""The multi-label task end to end: MOSEI-shaped synthetic data, CARAT's metrics, the
+validation-chosen threshold, and the protocol + report on multi-label data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.metrics import f1_score, jaccard_score, precision_score, recall_score
+
+from pipeline.config import Settings
+from pipeline.data.dataset import load_dataset
+from pipeline.data.synth_multilabel import (
+    EMOTIONS,
+    MOSEI_CARD,
+    MOSEI_FREQ,
+    MultiLabelSynthConfig,
+    draw_label_sets,
+    make_multilabel,
+    write_multilabel,
+)
+from pipeline.evaluation.metrics import micro_f1_from_logits, multilabel_metrics
+from pipeline.evaluation.report import condition_table, headline_metrics
+from pipeline.evaluation.tables import records_to_table
+from pipeline.evaluation.thresholds import GRID, choose_threshold
+from pipeline.training import protocol
+from pipeline.training.config import load_experiment
+
+SMALL_DIMS = {"audio": 10, "visual": 8, "text": 12}
+
+
+def test_label_statistics_follow_mosei():
+    y = draw_label_sets(40000, np.random.default_rng(0))
+    card = np.bincount(y.sum(1).astype(int), minlength=7) / len(y)
+    np.testing.assert_allclose(card, np.array(MOSEI_CARD) / sum(MOSEI_CARD), atol=0.01)
+    np.testing.assert_allclose(y.mean(0), np.array(MOSEI_FREQ) / sum(MOSEI_CARD), atol=0.015)
+    assert 1.5 < y[y.sum(1) > 0].sum(1).mean() < 1.7  # ~1.6 labels per labeled clip
+
+
+def test_generator_deterministic_and_valid(tmp_path):
+    cfg = MultiLabelSynthConfig(labeled=300, unlabeled=50, dims=SMALL_DIMS, seed=4)
+    _, t1, o1 = make_multilabel(cfg)
+    _, t2, o2 = make_multilabel(cfg)
+    assert t1.equals(t2) and o1.equals(o2)
+    ds = write_multilabel(tmp_path / "ml", cfg)
+    assert ds.manifest.task == "multi_label" and ds.manifest.classes == EMOTIONS
+    assert ds.y.shape == (350, 6) and set(np.unique(ds.y)) <= {0.0, 1.0}
+    assert (ds.y[ds.labeled].sum(1) == 0).any()  # "None" clips exist
+    assert not ds.y[~ds.labeled].any()  # the pool's labels live only in the oracle file
+    assert sorted(np.unique(ds.folds[ds.labeled])) == list(range(5))
+    assert load_dataset(tmp_path / "ml").y.shape == (350, 6)
+
+
+def test_metrics_match_sklearn_and_hand_values():
+    y = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 0]], float)
+    pred = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 1]], bool)
+    logits = np.where(pred, 3.0, -3.0)
+    m = multilabel_metrics(y, logits)
+    # Jaccard per sample: 1/2, 1 (both empty), 1/2, 0 -> 0.5
+    assert abs(m["Acc"] - 0.5) < 1e-9
+    assert abs(m["Acc"] - jaccard_score(y, pred, average="samples", zero_division=1.0)) < 1e-9
+    assert abs(m["P"] - precision_score(y, pred, average="micro")) < 1e-9
+    assert abs(m["R"] - recall_score(y, pred, average="micro")) < 1e-9
+    assert abs(m["F1"] - f1_score(y, pred, average="micro")) < 1e-9
+    assert abs(micro_f1_from_logits(logits, y) - m["F1"]) < 1e-9  # selection score, trainer order
+
+
+def test_threshold_chosen_on_validation():
+    rng = np.random.default_rng(0)
+    y = (rng.random((500, 6)) < 0.3).astype(float)
+    logits = np.where(y > 0, -0.5, -2.5) + 0.3 * rng.standard_normal(y.shape)  # well ranked, shifted low
+    t = choose_threshold(y, logits)
+    assert t in GRID and t < 0.5
+    assert multilabel_metrics(y, logits, t)["F1"] > multilabel_metrics(y, logits, 0.5)["F1"] + 0.3
+    assert choose_threshold(y, np.zeros_like(y)) == 0.5 or choose_threshold(y, np.zeros_like(y)) <= 0.5
+
+
+def test_condition_table_takes_metric_names_from_data():
+    rec = [{"system": "s", "fold": 0, "run": 0, "metrics": [
+        {"condition": c, "metric": k, "value": 0.5} for c in ("a", "av") for k in ("Acc", "P", "R", "F1", "thr")]}]
+    t = records_to_table(rec)
+    assert headline_metrics(t) == ("Acc", "F1")
+    assert "a Acc" in condition_table(t) and "WA" not in condition_table(t)
+    rec[0]["metrics"] = [{"condition": "a", "metric": k, "value": 0.5} for k in ("WA", "UA", "F1w")]
+    assert headline_metrics(records_to_table(rec)) == ("WA", "UA")
+
+
+def test_protocol_on_multilabel_data(tmp_path):
+    """RAMER, its ablation, MMIN and CARAT run on multi-label data; the report shows the
+    multi-label metrics; the threshold comes from validation; precision@K counts shared labels."""
+    write_multilabel(tmp_path / "ml", MultiLabelSynthConfig(labeled=160, unlabeled=60, dims=SMALL_DIMS, seed=2))
+    cfg = load_experiment(
+        None, dataset=str(tmp_path / "ml"), experiment="ml", folds=[0], runs=1, ingest=False,
+        systems=["ramer", "w/o retrieval", "mmin", "carat"],
+        **{"train.epochs": 1, "pretrain.epochs": 1, "encoder.d_model": 16, "encoder.hidden": 16,
+           "encoder.heads": 2, "encoder.ff": 32, "retrieval.k": 3, "precision_ks": [1, 3]},
+    )
+    st = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    out = protocol.run_experiment(cfg, st)
+    report = protocol.write_results(out, cfg, st).read_text()
+    table = pq.read_table(tmp_path / "results/ml/metrics.parquet")
+    assert set(table.column("system").to_pylist()) == {"ramer", "w/o retrieval", "mmin", "carat"}
+    assert {"Acc", "P", "R", "F1", "thr"} <= set(table.column("metric").to_pylist())
+    thr = {v for m, v in zip(table.column("metric").to_pylist(), table.column("value").to_pylist()) if m == "thr"}
+    assert thr <= set(GRID.tolist())
+    assert "Acc / F1" in report and "P / R" in report and "sharing at least one label" in report
+    assert (tmp_path / "results/ml/acc_by_condition.png").is_file()
+    prec = [r["precision"] for r in out.precision]
+    assert all(0.0 <= p <= 1.0 for p in prec if p == p)
