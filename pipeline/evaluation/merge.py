@@ -1,7 +1,8 @@
 """Combine the saved results of experiments run on the same dataset and protocol.
 
 Systems are checkpointed independently, so Table 3 can be assembled from the RAMER run
-and a baselines run made in parallel. Refuses to mix datasets, seeds, folds or runs.
+and a baselines run made in parallel. Refuses to mix datasets or seeds, and keeps only
+the (fold, run) units that every source has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import RamerError
 from pipeline.evaluation.tables import write_parquet
 
-_SAME = ("dataset", "seed", "folds", "runs")
+_SAME = ("dataset", "seed")
 
 
 def merge_results(sources: list[Path], out: Path) -> Path:
@@ -34,6 +35,11 @@ def merge_results(sources: list[Path], out: Path) -> Path:
                     f"{configs[0].get(key)!r}); only runs of one protocol can be merged"
                 )
     tables = [pq.read_table(s / "metrics.parquet") for s in sources]
+    # Only the (fold, run) units every source has, so each system is averaged over the same splits.
+    units = set.intersection(*(set(zip(t.column("fold").to_pylist(), t.column("run").to_pylist())) for t in tables))
+    if not units:
+        raise RamerError(f"{sources}: no (fold, run) in common; nothing comparable to merge")
+    tables = [t.filter(pa.array([(f, r) in units for f, r in zip(t.column("fold").to_pylist(), t.column("run").to_pylist())])) for t in tables]
     merged = pa.concat_tables(tables, promote_options="default")
     seen = set()
     for t, src in zip(tables, sources):
@@ -49,6 +55,7 @@ def merge_results(sources: list[Path], out: Path) -> Path:
             shutil.copyfile(src / "precision.parquet", out / "precision.parquet")
             break
     merged_cfg = {"experiment": configs[0], "merged_from": [str(s) for s in sources],
+                  "units": sorted(units),
                   "systems_by_source": {str(s): c.get("systems") for s, c in zip(sources, configs)}}
     (out / "config.json").write_text(json.dumps(merged_cfg, indent=2) + "\n")
     return out

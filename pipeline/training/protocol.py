@@ -73,12 +73,13 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
 
 def _resumable(cfg: dict, other: dict) -> dict:
     """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
-    so adding systems to a finished experiment reuses its encoders and earlier systems; an
-    option that a newer version added counts only when it differs from its default."""
+    so adding systems to a finished experiment reuses its encoders and earlier systems, and
+    checkpoints are per (fold, run), so folds and runs can be added later too; an option
+    that a newer version added counts only when it differs from its default."""
     defaults = load_json_like(ExperimentConfig())
     return {
         k: v for k, v in cfg.items()
-        if k not in ("systems", "precision_ks") and (k in other or v != defaults.get(k))
+        if k not in ("systems", "precision_ks", "folds", "runs") and (k in other or v != defaults.get(k))
     }
 
 
