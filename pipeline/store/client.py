@@ -154,7 +154,7 @@ class ClientBackend:
         return desc.name if desc is not None else ""
 
     def flush(self) -> None:
-        pass
+        """Nothing to do: qdrant-client persists each (wait=True) write itself."""
 
     def close(self) -> None:
         self.client.close()

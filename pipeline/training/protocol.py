@@ -141,11 +141,9 @@ def run_experiment(
             progress.on_advance(1)
             for system in systems:
                 progress.on_stage(f"{where} · train {system.label}")
-                if stop_after == "index":
-                    pass
-                elif stop_after == "train":
+                if stop_after == "train":
                     fr.train(system)
-                else:
+                elif stop_after is None:
                     out.records.append(fr.train_and_evaluate(system))
                 progress.on_advance(1)
             for k, v in fr.timings.items():
