@@ -14,7 +14,7 @@ from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
 
 DIMS = (10, 8, 12)
 SPEC = ModelSpec(("audio", "visual", "text"), DIMS, 6, "multi_label")
-SMALL = dict(d_model=16, tokens=2, layers=1, heads=2, ff=32, latent=8, queue=64, anchors=32)
+SMALL = {"d_model": 16, "tokens": 2, "layers": 1, "heads": 2, "ff": 32, "latent": 8, "queue": 64, "anchors": 32}
 
 
 def batch(b=12, avail=None, seed=0, full=True) -> Batch:

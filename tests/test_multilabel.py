@@ -105,4 +105,4 @@ def test_protocol_on_multilabel_data(tmp_path):
     assert "Acc / F1" in report and "P / R" in report and "sharing at least one label" in report
     assert (tmp_path / "results/ml/acc_by_condition.png").is_file()
     prec = [r["precision"] for r in out.precision]
-    assert all(0.0 <= p <= 1.0 for p in prec if p == p)
+    assert all(0.0 <= p <= 1.0 for p in prec if not np.isnan(p))

@@ -187,8 +187,8 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
     ]
     if multi:
         parts += [
-            "Acc = example-based accuracy (Jaccard), F1 = micro-F1; label sets at one decision "
-            "threshold per system x fold x run, chosen on validation micro-F1 (metric `thr`).",
+            ("Acc = example-based accuracy (Jaccard), F1 = micro-F1; label sets at one decision "
+             "threshold per system x fold x run, chosen on validation micro-F1 (metric `thr`)."),
             "",
         ]
     parts += [condition_table(metrics, head), ""]

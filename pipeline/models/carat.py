@@ -54,7 +54,7 @@ NEG = -1e4  # logit of a modality left out of a max
 class LabelExtractor(nn.Module):
     """x (B, D) -> T tokens -> Transformer -> label-wise attention -> U (B, C, d)."""
 
-    def __init__(self, in_dim: int, n_labels: int, cfg: "CARAT.Config"):
+    def __init__(self, in_dim: int, n_labels: int, cfg: CARAT.Config):
         super().__init__()
         self.t, self.d = cfg.tokens, cfg.d_model
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.tokens * cfg.d_model))
@@ -98,7 +98,7 @@ class CARAT(MERModel):
         shuffle: bool = True  # False = "w/o shf" ablation
         full_targets: bool = True  # missing modalities' reconstruction targets from x_full
 
-    def __init__(self, spec: ModelSpec, cfg: "CARAT.Config"):
+    def __init__(self, spec: ModelSpec, cfg: CARAT.Config):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         M, C, d, z = len(spec.dims), spec.n_out, cfg.d_model, cfg.latent
@@ -176,17 +176,16 @@ class CARAT(MERModel):
 
     def forward(self, batch: Batch) -> Output:
         cfg, avail = self.cfg, batch.avail  # (B, M)
-        B, M, C = avail.shape[0], len(self.spec.dims), self.spec.n_out
         U = torch.stack([ex(x) for ex, x in zip(self.extract, batch.x)], dim=1)  # (B, M, C, d)
         lat = torch.stack([e(U[:, m]) for m, e in enumerate(self.enc)], dim=1)  # (B, M, C, z)
         lat_n = F.normalize(lat, dim=-1)
         everyone = torch.ones_like(avail)
         logits_o = self._heads(U)  # (B, M, C)
         if cfg.reconstruction:
-            dec, alpha, beta = self._reconstruct(lat, lat_n, avail)
+            _, alpha, beta = self._reconstruct(lat, lat_n, avail)
             keep = everyone  # reconstructions exist for every modality
         else:
-            dec, alpha, beta = None, U, U
+            alpha = beta = U
             keep = avail
         logits_b = self._heads(beta)
         mrm_b = self._mrm(logits_b, keep)  # (B, C)

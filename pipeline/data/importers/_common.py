@@ -18,7 +18,7 @@ from pipeline.data.splits import assign_folds
 from pipeline.errors import DataError
 
 Progress = Callable[[int], None] | None
-__all__ = ["sha256_file", "listing_sha256", "offenders", "require", "pool_frames", "publish", "Progress"]
+__all__ = ["Progress", "listing_sha256", "offenders", "pool_frames", "publish", "require", "sha256_file"]
 
 
 def offenders(items: Sequence[object], k: int = 5) -> str:
@@ -51,7 +51,7 @@ def pool_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.
     if seq.ndim == 2:  # already one vector per sample
         seq = seq[:, None, :]
     seq = np.where(np.isinf(seq), 0.0, seq)
-    n, t, _ = seq.shape
+    t = seq.shape[1]
     if lengths is not None:
         valid = np.arange(t)[None, :] < np.minimum(np.asarray(lengths, np.int64), t)[:, None]
     else:

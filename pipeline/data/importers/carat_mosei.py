@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
-from pipeline.data.importers._common import Progress, check_finite, offenders, pool_frames, publish, require, sha256_file
+from pipeline.data.importers._common import (
+    Progress,
+    check_finite,
+    offenders,
+    pool_frames,
+    publish,
+    require,
+    sha256_file,
+)
 from pipeline.errors import DataError
 
 EMOTIONS = ["happy", "sad", "anger", "surprise", "disgust", "fear"]  # tgt ids 4..9
@@ -96,8 +104,8 @@ def import_tgt_file(
             progress(k)
     if bad_ids:
         raise DataError(f"{src}: label id(s) outside {FIRST_ID}..{FIRST_ID + len(classes) - 1} ({classes}): {offenders(bad_ids)}")
-    for m in feats:
-        check_finite(src, m, feats[m], samples)
+    for m, mat in feats.items():
+        check_finite(src, m, mat, samples)
     prov = {"importer": importer, "source": str(src), "sha256": sha256_file(src), "sizes": sizes,
             "official_split": official_split, "label_ids": {c: FIRST_ID + i for i, c in enumerate(classes)},
             "pooling": "mean over non-padding frames; -inf -> 0"}

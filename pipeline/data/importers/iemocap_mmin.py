@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
-from pipeline.data.importers._common import Progress, check_finite, offenders, publish, require, sha256_file
+from pipeline.data.importers._common import (
+    Progress,
+    check_finite,
+    offenders,
+    publish,
+    require,
+    sha256_file,
+)
 from pipeline.errors import DataError
 
 CLASSES = ["angry", "happy", "neutral", "sad"]

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
-from pipeline.data.importers._common import Progress, check_finite, offenders, publish, require, sha256_file
+from pipeline.data.importers._common import (
+    Progress,
+    check_finite,
+    offenders,
+    publish,
+    require,
+    sha256_file,
+)
 from pipeline.data.importers.carat_mosei import import_tgt_file
 from pipeline.errors import DataError
 
@@ -35,7 +42,7 @@ def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: boo
         return import_tgt_file(src, name, out, EMOTIONS, "m3ed", official_split, folds, seed, progress)
     try:
         with src.open("rb") as fh:
-            data = pickle.load(fh)  # noqa: S301 - the source format is a pickle: trusted files only
+            data = pickle.load(fh)
     except (pickle.UnpicklingError, EOFError, OSError) as exc:
         raise DataError(f"{src}: not a readable pickle ({exc})") from None
     if not isinstance(data, (list, tuple)) or len(data) <= max(ITEMS.values()):
@@ -61,8 +68,8 @@ def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: boo
                 bad.append(f"{d}: {e}")
                 continue
             y[i, int(e)] = 1.0
-        for m in dims:
-            seq = np.asarray(data[ITEMS[m]][key[d]], np.float32).reshape(-1, dims[m])
+        for m, dim in dims.items():
+            seq = np.asarray(data[ITEMS[m]][key[d]], np.float32).reshape(-1, dim)
             if len(seq) != len(utt):
                 bad.append(f"{d}: {m} has {len(seq)} rows for {len(utt)} utterances")
             feats[m][i] = np.where(np.isinf(seq), 0.0, seq).mean(0)
@@ -71,8 +78,8 @@ def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: boo
     if bad:
         raise DataError(f"{src}: bad labels or shapes: {offenders(bad)}")
     samples = np.array(ids, dtype=object)
-    for m in feats:
-        check_finite(src, m, feats[m], samples)
+    for m, mat in feats.items():
+        check_finite(src, m, mat, samples)
     prov = {"importer": "m3ed", "source": str(src), "sha256": sha256_file(src), "official_split": official_split,
             "unit": "dialogue; labels = union of utterance emotions; features = mean over utterances"}
     return publish(out, name=name, task="multi_label", classes=EMOTIONS, samples=samples, y=y,

@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
-from pipeline.data.importers._common import Progress, check_finite, listing_sha256, offenders, publish, require, sha256_file
+from pipeline.data.importers._common import (
+    Progress,
+    check_finite,
+    listing_sha256,
+    offenders,
+    publish,
+    require,
+    sha256_file,
+)
 from pipeline.data.scales import scale_tags
 from pipeline.errors import DataError
 

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.dataset import Dataset
-from pipeline.data.importers._common import Progress, check_finite, offenders, pool_frames, publish, require, sha256_file
+from pipeline.data.importers._common import (
+    Progress,
+    check_finite,
+    offenders,
+    pool_frames,
+    publish,
+    require,
+    sha256_file,
+)
 from pipeline.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -30,7 +38,7 @@ CHUNK = 1024
 def _load(path: Path) -> dict:
     try:
         with path.open("rb") as fh:
-            data = pickle.load(fh)  # noqa: S301 - the MMSA format is a pickle: import trusted files only
+            data = pickle.load(fh)
     except (pickle.UnpicklingError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a readable pickle ({exc})") from None
     if not isinstance(data, dict) or any(s not in data for s in SPLITS):
@@ -85,8 +93,8 @@ def import_mmsa(
         start += k
         if progress is not None:
             progress(k)
-    for m in feats:
-        check_finite(src, m, feats[m], samples)
+    for m, mat in feats.items():
+        check_finite(src, m, mat, samples)
     labeled = np.isfinite(target)
     if not labeled.all():
         raise DataError(f"{src}: NaN label for sample(s) {offenders(samples[~labeled])}")

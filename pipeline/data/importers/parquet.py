@@ -52,7 +52,20 @@ def _open(src: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(src)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{src}: not a parquet file ({exc})") from None
+        raise DataError(f"{src}: not a parquet file ({' '.join(str(exc).split())})") from None
+
+
+def _batches(pf: pq.ParquetFile, src: Path, columns: list[str]):
+    """Record batches; corrupt pages (found only while decoding) become a DataError."""
+    batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{src}: unreadable parquet data ({' '.join(str(exc).split())})") from None
+        yield batch
 
 
 def _plan_columns(src: Path, schema: pa.Schema, modalities: Sequence[str] | None) -> list[str]:
@@ -288,7 +301,7 @@ def import_parquet(
     labeled = np.zeros(n, bool)
     extra_cols = {c: np.empty(n, object) for c in keep if c in ("label_name", *PASSTHROUGH)}
     start = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=keep + mods):
+    for batch in _batches(pf, src, keep + mods):
         b = batch.num_rows
         s = batch.column("sample")
         if s.null_count:
