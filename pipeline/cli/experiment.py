@@ -156,29 +156,33 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
 
 
 def summary_table(results_dir: Path) -> Table:
-    """Compact terminal view: systems x conditions, WA means in %, plus average WA/UA."""
+    """Compact terminal view: systems x conditions with the task's first headline metric
+    (WA, Acc or MAE) in %, plus its two headline metrics averaged over missing conditions."""
     import pyarrow.parquet as pq
 
+    from pipeline.evaluation.report import headline_metrics
     from pipeline.evaluation.tables import ordered_unique, summarise
 
     metrics = pq.read_table(results_dir / "metrics.parquet")
+    first, *rest = headline_metrics(metrics)
+    scale = 1 if first == "MAE" else 100  # MAE is in label units, the rest are shares
     summ = summarise(metrics, ["system", "condition", "metric"])
     conds = ordered_unique(metrics.column("condition").to_pylist())
-    missing = [c for c in conds if len(c) < max(map(len, conds))]
-    table = Table(title="test WA (%), mean over folds x runs (UA etc. in the report)", title_justify="left")
+    missing = [c for c in conds if len(c) < max(map(len, conds))] or conds
+    table = Table(title=f"test {first}, mean over folds x runs (all metrics in the report)", title_justify="left")
     table.add_column("system", style="bold", no_wrap=True)
     for c in conds:
         table.add_column(c, justify="right")
-    table.add_column("avg WA", justify="right", style="bold")
-    table.add_column("avg UA", justify="right")
+    for m in (first, *rest):
+        table.add_column(f"avg {m}", justify="right", style="bold" if m == first else None)
     for s in ordered_unique(metrics.column("system").to_pylist()):
-        cells = [f"{100 * summ[(s, c, 'WA')][0]:.1f}" if (s, c, "WA") in summ else "-" for c in conds]
-        for metric in ("WA", "UA"):
-            vals = [summ[(s, c, metric)][0] for c in missing if (s, c, metric) in summ]
-            cells.append(f"{100 * sum(vals) / len(vals):.1f}" if vals else "-")
+        cells = [f"{scale * summ[(s, c, first)][0]:.1f}" if (s, c, first) in summ else "-" for c in conds]
+        for m in (first, *rest):
+            vals = [summ[(s, c, m)][0] for c in missing if (s, c, m) in summ]
+            k = 1 if m == "MAE" else 100
+            cells.append(f"{k * sum(vals) / len(vals):.{3 if k == 1 else 1}f}" if vals else "-")
         table.add_row(s, *cells)
     return table
-
 
 def register(app: typer.Typer) -> None:
     @app.command()
