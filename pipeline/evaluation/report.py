@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from pipeline.evaluation.tables import ordered_unique, summarise
@@ -99,6 +100,37 @@ def winners(metrics: pa.Table, reference: str = "ramer", metric: str = "WA") -> 
         ref = f"{100 * scores[reference]:.2f}" if reference in scores else "–"
         lines.append(f"- `{c}`: best {best} ({100 * scores[best]:.2f}); {reference} {ref}"
                      + (f"; beaten by {', '.join(beat)}" if beat else ""))
+    return lines + [""]
+
+
+def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer") -> list[str]:
+    """Each system vs `reference`, paired over fold x run units on the average over the
+    missing conditions: mean difference, wins, paired t-test and Wilcoxon p-values."""
+    from scipy import stats
+
+    systems = ordered_unique(metrics.column("system").to_pylist())
+    if reference not in systems or len(systems) < 2:
+        return []
+    conds = ordered_unique(metrics.column("condition").to_pylist())
+    missing = [c for c in conds if len(c) < max(map(len, conds))] or conds
+    lines = [f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
+             "fold x run; positive = reference better; p: paired t-test / Wilcoxon):", "",
+             "| system | metric | Δ mean (points) | reference wins | p (t) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+    for metric in head:
+        per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), missing)
+        units = {s: per.get((s, metric)) for s in systems}
+        ref = units.get(reference)
+        for s in systems:
+            other = units.get(s)
+            if s == reference or not ref or not other or len(ref) != len(other):
+                continue
+            a, b = np.array(ref), np.array(other)
+            sign = -1 if metric == "MAE" else 1  # lower MAE is better
+            d = sign * (a - b)
+            p_t = stats.ttest_rel(a, b).pvalue if len(a) > 1 and d.std() > 0 else float("nan")
+            p_w = stats.wilcoxon(a, b).pvalue if len(a) > 1 and np.any(d != 0) else float("nan")
+            scale = 1 if metric == "MAE" else 100
+            lines.append(f"| {s} | {metric} | {scale * d.mean():+.2f} | {(d > 0).sum()}/{len(d)} | {p_t:.3g} | {p_w:.3g} |")
     return lines + [""]
 
 
@@ -192,6 +224,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
             "",
         ]
     parts += [condition_table(metrics, head), ""]
+    parts += winners(metrics, metric=head[0]) + paired_comparison(metrics, head)
     if second:
         parts += [f"{TITLES[head[0]]} ({' / '.join(second)}, %):", "", condition_table(metrics, second), ""]
     parts += [f"![{head[0]} per condition]({plot_name})", ""]
