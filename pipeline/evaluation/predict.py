@@ -104,25 +104,46 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
             values, present = _stored_db(store, collection_name(ds.manifest.name, experiment, fold), list(spec.modalities))
         retr = ModalityRetriever(k=r.k, metric=r.metric).fit(values, present, np.ones(len(next(iter(values.values()))), bool))
         model.filler = RetrievalFiller(retr, list(spec.modalities), values, present, k=r.k, rule=r.two_rule, keys=None)
-    probs = []
+    logits = []
     with torch.no_grad():
         for i in range(0, len(samples), 512):
             sl = slice(i, i + 512)
             b = Batch(x=[torch.as_tensor(x[sl]) for x in xs], avail=torch.as_tensor(avail[sl]),
                       rows=torch.full((len(samples[sl]),), -1, dtype=torch.long))
-            probs.append(torch.softmax(model(b).logits, dim=-1).numpy())
-    p = np.concatenate(probs)
-    classes = ds.manifest.classes
-    table = pa.table({
-        "sample": samples,
-        "pred": pa.array([classes[i] for i in p.argmax(1)]),
-        "pred_index": pa.array(p.argmax(1).astype(np.int32)),
-        "available": pa.array(["".join(ds.manifest.modalities[j].letter for j in np.flatnonzero(a)) for a in avail]),
-        **{f"p_{c}": pa.array(p[:, j]) for j, c in enumerate(classes)},
-    })
+            logits.append(model(b).logits.float())
+    letters = [m.letter for m in ds.manifest.modalities]
+    cols = {"sample": pa.array(samples),
+            "available": pa.array(["".join(letters[j] for j in np.flatnonzero(a)) for a in avail])}
+    cols.update(_outputs(ds.manifest.task, ds.manifest.classes, torch.cat(logits),
+                         _threshold(runs_dir / f"f{fold}_r{run}" / f"{system.slug}.json")))
+    table = pa.table(cols)
     out = out or input_path.with_suffix(".preds.parquet")
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(out)
     return out, len(samples)
 
+
+
+def _threshold(record_path: Path) -> float:
+    """Multi-label decision threshold chosen on validation for this model (metric 'thr')."""
+    if record_path.is_file():
+        for m in load_json(record_path).get("metrics", []):
+            if m["metric"] == "thr":
+                return float(m["value"])
+    return 0.5
+
+
+def _outputs(task: str, classes: list[str], logits: torch.Tensor, threshold: float) -> dict[str, pa.Array]:
+    """Prediction columns per task: class + probabilities, label set + probabilities, or value."""
+    if task == "regression":
+        return {"pred": pa.array(logits[:, 0].numpy())}
+    if task == "multi_label":
+        p = torch.sigmoid(logits).numpy()
+        sets = [[c for c, on in zip(classes, row) if on] for row in p >= threshold]
+        return {"pred": pa.array(sets, pa.list_(pa.string())),
+                **{f"p_{c}": pa.array(p[:, j]) for j, c in enumerate(classes)}}
+    p = torch.softmax(logits, dim=-1).numpy()
+    return {"pred": pa.array([classes[i] for i in p.argmax(1)]),
+            "pred_index": pa.array(p.argmax(1).astype(np.int32)),
+            **{f"p_{c}": pa.array(p[:, j]) for j, c in enumerate(classes)}}
