@@ -102,6 +102,9 @@ def run_experiment(
     ds = load_dataset(cfg.dataset)
     device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
     torch.set_num_threads(max(1, settings.threads))
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, settings.threads))
     runs_dir = settings.runs_dir / cfg.experiment
     results_dir = settings.results_dir / cfg.experiment
     if fresh:
