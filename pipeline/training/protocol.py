@@ -75,13 +75,20 @@ def _resumable(cfg: dict, other: dict) -> dict:
     """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
     so adding systems to a finished experiment reuses its encoders and earlier systems, and
     checkpoints are per (fold, run), so folds and runs can be added later too; an option
-    that a newer version added counts only when it differs from its default."""
-    defaults = load_json_like(ExperimentConfig())
-    return {
-        k: v for k, v in cfg.items()
-        if k not in ("systems", "precision_ks", "folds", "runs") and (k in other or v != defaults.get(k))
-    }
+    that a newer version added (at any depth) counts only when it differs from its default."""
+    top = {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks", "folds", "runs")}
+    return _without_new_defaults(top, other, load_json_like(ExperimentConfig()))
 
+
+def _without_new_defaults(cfg: dict, other: dict, defaults: dict) -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if k not in other and v == defaults.get(k):
+            continue  # an option the other side predates, left at its default
+        if isinstance(v, dict) and isinstance(other.get(k), dict):
+            v = _without_new_defaults(v, other[k], defaults.get(k) or {})
+        out[k] = v
+    return out
 
 def load_json_like(cfg: ExperimentConfig) -> dict:
     import json
