@@ -95,11 +95,10 @@ def _tiny_experiment(tmp_path: Path, name: str, **over):
     data = tmp_path / "tiny"
     if not data.exists():
         write_synthetic(data, SynthConfig(labeled=240, unlabeled=120, dims={"audio": 16, "visual": 12, "text": 20}, seed=3))
-    cfg = load_experiment(
-        None, dataset=str(data), experiment=name, folds=[0], runs=1, ingest=False,
-        **{"train.epochs": 3, "pretrain.epochs": 2, "encoder.d_model": 32, "encoder.hidden": 32,
-           "encoder.heads": 4, "encoder.ff": 64, "retrieval.k": 3, **over},
-    )
+    options = {"folds": [0], "runs": 1, "ingest": False, "train.epochs": 3, "pretrain.epochs": 2,
+               "encoder.d_model": 32, "encoder.hidden": 32, "encoder.heads": 4, "encoder.ff": 64,
+               "retrieval.k": 3, **over}
+    cfg = load_experiment(None, dataset=str(data), experiment=name, **options)
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     return cfg, st_
 
@@ -144,3 +143,23 @@ def test_reference_leak_mode_is_what_the_published_code_does():
     assert (nb == rows[:, None]).any(), "a perturbed query finds itself after rank 1"
     honest = RetrievalFiller(retr, MODS, vecs, present, k=3)
     assert not (honest.neighbours("audio", shifted, rows).rows == rows[:, None]).any()
+
+
+def test_resume_accepts_options_added_later_but_not_changed_ones(tmp_path):
+    import json
+
+    from pipeline.errors import RamerError
+
+    cfg, st_ = _tiny_experiment(tmp_path, "older")
+    protocol.run_experiment(cfg, st_, stop_after="pretrain")
+    saved_path = st_.runs_dir / "older" / "config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["retrieval"]["leak_like_reference"]  # as written by a version before the option
+    del saved["strategy"]
+    saved_path.write_text(json.dumps(saved))
+    protocol.run_experiment(cfg, st_, stop_after="pretrain", resume=True)
+    more_runs, _ = _tiny_experiment(tmp_path, "older", runs=2)
+    protocol.run_experiment(more_runs, st_, stop_after="pretrain", resume=True)  # runs can grow
+    changed, _ = _tiny_experiment(tmp_path, "older", **{"retrieval.k": 4})
+    with pytest.raises(RamerError, match="different config"):
+        protocol.run_experiment(changed, st_, resume=True)
