@@ -77,9 +77,9 @@ def test_noise_evaluation_of_a_finished_experiment(tmp_path):
     protocol.write_results(protocol.run_experiment(cfg, st_), cfg, st_)
     noises = [("gaussian", [50, 100]), ("impulse", [50])]
     report = evaluate_noise(cfg, st_, noises)
-    table = pq.read_table(report.parent / "noise.parquet").to_pandas()
-    assert set(table.system) == {"nmer", "nmer(vae=false)", "mmin", "ramer"}
-    assert set(zip(table.noise, table.intensity)) == {("none", 0), ("gaussian", 50), ("gaussian", 100), ("impulse", 50)}
+    table = pq.read_table(report.parent / "noise.parquet").to_pydict()  # pandas is not a dependency
+    assert set(table["system"]) == {"nmer", "nmer(vae=false)", "mmin", "ramer"}
+    assert set(zip(table["noise"], table["intensity"])) == {("none", 0), ("gaussian", 50), ("gaussian", 100), ("impulse", 50)}
     assert (report.parent / "noise_wa.png").is_file() and "gaussian noise" in report.read_text()
     again = evaluate_noise(cfg, st_, noises)  # seeded noise: a rerun reproduces every number
-    np.testing.assert_array_equal(pq.read_table(again.parent / "noise.parquet").to_pandas().value, table.value)
+    np.testing.assert_array_equal(pq.read_table(again.parent / "noise.parquet").column("value").to_numpy(), table["value"])
