@@ -37,7 +37,14 @@ from torch.func import functional_call
 
 from pipeline.data.spans import Range, apply_spans, range_name, span_masks
 from pipeline.models.base import Batch, MERModel, task_loss
-from pipeline.training.trainer import FeatureBank, FitResult, TrainConfig, predict, seed_everything
+from pipeline.training.trainer import (
+    EarlyStopping,
+    FeatureBank,
+    FitResult,
+    TrainConfig,
+    predict,
+    seed_everything,
+)
 
 STRATEGIES = ("orig", "spl-trn", "m3s")
 
@@ -200,9 +207,7 @@ def fit_strategy(
         b.x = apply_spans(b.x, keep)  # x_full stays clean
         return b
 
-    best = FitResult(best_epoch=-1, best_score=-np.inf)
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
+    keeper = EarlyStopping(model, cfg.patience)
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(train_rows)
@@ -220,19 +225,9 @@ def fit_strategy(
             total += loss * len(rows)
             n += len(rows)
         score = score_fn(predict(model, val_bank, val_rows, everything), y_val)
-        rec = {"epoch": epoch, "loss": total / max(n, 1), "val": score}
-        best.history.append(rec)
-        if on_epoch is not None:
-            on_epoch(epoch, rec)
-        if score > best.best_score:
-            best.best_epoch, best.best_score, stale = epoch, score, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    return best
+        if keeper.update(model, epoch, total / max(n, 1), score, on_epoch):
+            break
+    return keeper.restore(model)
 
 
 @torch.no_grad()

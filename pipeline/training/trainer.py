@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +37,33 @@ class FitResult:
     best_epoch: int
     best_score: float
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val score
+
+
+class EarlyStopping:
+    """Keeps the weights of the best validation epoch; says when patience has run out."""
+
+    def __init__(self, model: MERModel, patience: int):
+        self.result = FitResult(best_epoch=-1, best_score=-np.inf)
+        self.state = copy.deepcopy(model.state_dict())
+        self.patience, self.stale = patience, 0
+
+    def update(self, model: MERModel, epoch: int, loss: float, score: float,
+               on_epoch: Callable[[int, dict], None] | None = None) -> bool:
+        """Record one epoch; True = stop training."""
+        rec = {"epoch": epoch, "loss": loss, "val": score}
+        self.result.history.append(rec)
+        if on_epoch is not None:
+            on_epoch(epoch, rec)
+        if score > self.result.best_score:
+            self.result.best_epoch, self.result.best_score, self.stale = epoch, score, 0
+            self.state = copy.deepcopy(model.state_dict())
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: MERModel) -> FitResult:
+        model.load_state_dict(self.state)
+        return self.result
 
 
 class FeatureBank:
@@ -100,7 +127,7 @@ def fit(
     conds: np.ndarray,
     score_fn: Callable[[np.ndarray, np.ndarray], float],
     cfg: TrainConfig,
-    forward: Callable[[MERModel, Batch], "object"] | None = None,
+    forward: Callable[[MERModel, Batch], object] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
     """Train with random conditions from `conds` (C, M); keep the best validation state.
@@ -115,9 +142,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     y_val = bank.y[torch.as_tensor(bank.pos[val_rows])].cpu().numpy()
-    best = FitResult(best_epoch=-1, best_score=-np.inf)
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
+    keeper = EarlyStopping(model, cfg.patience)
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(train_rows)
@@ -137,16 +162,6 @@ def fit(
             total += float(loss.detach()) * len(rows)
             n += len(rows)
         score = float(np.mean([score_fn(predict(model, bank, val_rows, c), y_val) for c in conds]))
-        rec = {"epoch": epoch, "loss": total / max(n, 1), "val": score}
-        best.history.append(rec)
-        if on_epoch is not None:
-            on_epoch(epoch, rec)
-        if score > best.best_score:
-            best.best_epoch, best.best_score, stale = epoch, score, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    return best
+        if keeper.update(model, epoch, total / max(n, 1), score, on_epoch):
+            break
+    return keeper.restore(model)
