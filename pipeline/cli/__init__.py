@@ -46,6 +46,7 @@ def _register() -> None:
     app.add_typer(data_cli.app, name="data")
     app.add_typer(collections_cli.app, name="collections")
     experiment_cli.register(app)
+    app.add_typer(__import__("pipeline.cli.bench", fromlist=["app"]).app, name="bench")  # issue 8
 
 
 def main() -> None:

@@ -221,3 +221,49 @@ def ingest_cmd(
         n = ingest_hidden(st, name, ds, split, hidden, rows, [tags[r] for r in rows], batch_size=batch_size)
         total = st.count(name)
     _console().print(f"ingested {n} points into {name} ({total} stored) on {st.kind} {st.backend.location}")
+
+
+def _open_destination(url: str, api_key: str | None, spec: Path | None) -> HiddenFeatureStore:
+    """The Qdrant server to migrate to (a function so tests can stand a local store in)."""
+    settings = load_settings().model_copy(update={"qdrant_url": url, "qdrant_api_key": api_key})
+    return HiddenFeatureStore.open(settings, spec=spec)
+
+
+@app.command("migrate")
+def migrate_cmd(
+    to: Annotated[str, typer.Option("--to", help="Destination Qdrant server URL, e.g. http://localhost:6333.")],
+    collection: Annotated[list[str] | None, typer.Option(
+        "--collection", "-c", help="Collection(s) to copy; repeat the flag. Default: every collection.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="QDRANT_API_KEY", show_envvar=True, help="API key of the destination server.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Points per scroll/upsert batch.")] = 256,
+    check: Annotated[int, typer.Option(min=0, help="Sampled points compared vector by vector per collection.")] = 32,
+    shards: Annotated[int | None, typer.Option(
+        min=1, help="shard_number of collections created on the server (default: the spec's).")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        min=1, help="replication_factor of collections created on the server (default: the spec's).")] = None,
+    spec: SpecOpt = None, store: PathOpt = None, engine: EngineOpt = None,
+) -> None:
+    """Copy the embedded store's collections to a Qdrant server, verified.
+
+    Batched scroll/upsert under the same point ids (a re-run completes an interrupted copy,
+    never duplicates); then point counts and sampled vectors are compared.
+
+    The source is always the embedded store (--store/--engine), whatever QDRANT_URL says.
+    """
+    from pipeline.store.migrate import migrate_collections
+
+    src_settings = load_settings(qdrant_path=store, qdrant_engine=engine).model_copy(update={"qdrant_url": None})
+    out = _console()
+    with HiddenFeatureStore.open(src_settings, spec=spec) as src, _open_destination(to, api_key, spec) as dst:
+        if dst.kind != "server":
+            out.print(f"note: destination is a {dst.kind} store ({dst.backend.location}), not a server")
+        results = migrate_collections(src, dst, collection, batch_size=batch_size, check=check,
+                                      shard_number=shards, replication_factor=replicas)
+        where = f"{dst.kind} {dst.backend.location}"
+    table = Table(title=f"migrated {src_settings.store_path} -> {where}")
+    for col in ("collection", "points", "checked", "created"):
+        table.add_column(col, justify="right" if col in ("points", "checked") else "left")
+    for r in results:
+        table.add_row(r.collection, str(r.points), str(r.checked), "yes" if r.created else "existed")
+    out.print(table)

@@ -4,7 +4,7 @@ Qdrant is the store of record; this index is rebuilt from exactly its vectors (o
 same arrays) because training queries thousands of times per epoch. Two measured
 choices (issue 3, 120k x 256 on 2 cores):
 - `distance_compute_blas_threshold = 1`: FAISS's default keeps batches under ~500 queries
-  off BLAS (128 queries: 589 ms -> 65 ms);
+  off BLAS (128 queries: 589 ms -> 65 ms); and wider BLAS blocks (issue 8, `_blas_blocks`);
 - no IDSelector filtering (it also leaves BLAS): the index holds only allowed candidates
   and the query's own id is dropped from k+1 results by id, never by position.
 """
@@ -20,6 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 GPU_MAX_K = 2048  # FAISS GPU flat search limit
+BLAS_BLOCK_FLOATS = 16 << 20  # largest FAISS score block per BLAS call: 64 MB (its default: 16 MB)
 METRICS = ("cosine", "euclidean")
 
 
@@ -59,6 +60,22 @@ def _gpu_id(device: str) -> int | None:
         return None
     _announce("FAISS on GPU %d", ordinal)
     return ordinal
+
+
+def _blas_blocks(b: int) -> None:
+    """Size FAISS's (queries x database rows) score blocks for a batch of `b` queries.
+
+    Each block is one BLAS call plus one OpenMP pass over its scores, a barrier each. With
+    several threads on a busy 2-core machine, FAISS's default 4096 x 1024 blocks made
+    B=128 x N=120k 19x slower than the bare matmul, so multi-threaded searches use wide
+    blocks of up to 64 MB (128 x 131072 for B=128, 1024 x 16384 from B=1024). A single
+    thread has no barriers to wait on and prefers cache-sized 8 MB blocks
+    (benchmarks/bench_retrieval.py, docs/scale.md)."""
+    threads = faiss.omp_get_max_threads()
+    budget = BLAS_BLOCK_FLOATS if threads > 1 else BLAS_BLOCK_FLOATS // 8
+    qbs = min(max(b, 1), 1024)
+    faiss.cvar.distance_compute_blas_query_bs = qbs
+    faiss.cvar.distance_compute_blas_database_bs = max(16384 if threads > 1 else 1024, budget // qbs)
 
 
 def _as_f32(x: np.ndarray, ndim: int, what: str) -> np.ndarray:
@@ -129,6 +146,7 @@ class FastIndex:
         out = np.full((b, k), -1, np.int64)
         if kk == 0 or b == 0:
             return scores, out
+        _blas_blocks(b)
         dist, pos = self.index_.search(q, kk)  # (B, kk) each
         found = np.where(pos >= 0, self.ids_[np.maximum(pos, 0)], -1)  # (B, kk) ids
         if self.metric == "euclidean":

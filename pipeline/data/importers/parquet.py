@@ -50,7 +50,7 @@ def _open(src: Path) -> pq.ParquetFile:
     if not src.is_file():
         raise DataError(f"{src}: not a file")
     try:
-        return pq.ParquetFile(src)
+        return pq.ParquetFile(src, pre_buffer=False)  # default pre-buffering kept every batch read
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{src}: not a parquet file ({' '.join(str(exc).split())})") from None
 
