@@ -156,14 +156,16 @@ class _Reader:
                 "(rule: a modality value is either absent as a whole or fully numeric)"
             )
         vals = flat.to_numpy(zero_copy_only=False).reshape(len(rows), self.dim)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: caught below
+            vals = vals.astype(np.float32, copy=False)
         finite = np.isfinite(vals).all(axis=1)
         if not finite.all():
             i = rows[np.argmin(finite)]
             raise DataError(
                 f"{self.src}: column '{self.name}' row {start + i} '{samples[i]}' contains NaN/inf "
-                "(rule: feature values must be finite)"
+                "or a value beyond float32's range (rule: feature values must be finite float32)"
             )
-        self.mat[start + rows] = vals  # casts to float32
+        self.mat[start + rows] = vals
         self.present[start + rows] = True
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
