@@ -157,6 +157,34 @@ def _chunk(
     return spk, conflict
 
 
+def synth_manifest(cfg: SynthConfig, name: str, generator: str) -> Manifest:
+    """The manifest of a synthetic dataset; `generator` names the function that wrote it."""
+    return Manifest(
+        name=name,
+        classes=CLASSES,
+        modalities=[ModalitySpec(name=m, dim=d) for m, d in cfg.dims.items()],
+        folds=cfg.folds,
+        seed=cfg.seed,
+        provenance={
+            "importer": "synth",
+            "generator": generator,
+            "config": asdict(cfg),
+            "oracle": f"{ORACLE}: true labels of the unlabeled pool, diagnostics only; "
+            "training never reads it",
+        },
+    )
+
+
+def draw_labels(cfg: SynthConfig) -> np.ndarray:
+    """(N,) true classes: labeled rows first (MER2024 proportions), then the pool."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
+    y_lab = rng.permutation(
+        np.repeat(np.arange(len(CLASSES)), class_counts(cfg.labeled, cfg.folds))
+    )
+    y_unl = rng.permutation(np.repeat(np.arange(len(CLASSES)), class_counts(cfg.unlabeled)))
+    return np.concatenate([y_lab, y_unl])
+
+
 def make_synthetic(
     cfg: SynthConfig, name: str = "synth", progress: Callable[[int], None] | None = None
 ) -> tuple[Manifest, pa.Table, pa.Table]:
@@ -169,26 +197,8 @@ def make_synthetic(
         raise DataError(f"synthetic: latent_dim {cfg.latent_dim} < {len(CLASSES)} classes")
     if not 0.0 <= cfg.missing_rate < 1.0:
         raise DataError(f"synthetic: missing rate {cfg.missing_rate} must be in [0, 1)")
-    manifest = Manifest(
-        name=name,
-        classes=CLASSES,
-        modalities=[ModalitySpec(name=m, dim=d) for m, d in cfg.dims.items()],
-        folds=cfg.folds,
-        seed=cfg.seed,
-        provenance={
-            "importer": "synth",
-            "generator": "pipeline.data.synth.make_synthetic",
-            "config": asdict(cfg),
-            "oracle": f"{ORACLE}: true labels of the unlabeled pool, diagnostics only; "
-            "training never reads it",
-        },
-    )
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
-    y_lab = rng.permutation(
-        np.repeat(np.arange(len(CLASSES)), class_counts(cfg.labeled, cfg.folds))
-    )
-    y_unl = rng.permutation(np.repeat(np.arange(len(CLASSES)), class_counts(cfg.unlabeled)))
-    y_true = np.concatenate([y_lab, y_unl])
+    manifest = synth_manifest(cfg, name, "pipeline.data.synth.make_synthetic")
+    y_true = draw_labels(cfg)
     n = len(y_true)
     world = _world(cfg)
     feats = {m: np.empty((n, d), np.float32) for m, d in cfg.dims.items()}

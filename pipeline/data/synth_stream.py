@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.data.dataset import ROW_GROUP_BYTES, build_table, publish_dir
-from pipeline.data.schema import FEATURES, MANIFEST, Manifest, ModalitySpec
+from pipeline.data.schema import FEATURES, MANIFEST
 from pipeline.data.splits import assign_folds
 from pipeline.data.synth import (
     CHUNK,
@@ -31,7 +30,8 @@ from pipeline.data.synth import (
     _chunk,
     _missing,
     _world,
-    class_counts,
+    draw_labels,
+    synth_manifest,
 )
 from pipeline.errors import DataError
 
@@ -63,25 +63,8 @@ def write_synthetic_streamed(
     _check(cfg)
     out = Path(out)
     name = name or out.name
-    manifest = Manifest(
-        name=name,
-        classes=CLASSES,
-        modalities=[ModalitySpec(name=m, dim=d) for m, d in cfg.dims.items()],
-        folds=cfg.folds,
-        seed=cfg.seed,
-        provenance={
-            "importer": "synth",
-            "generator": "pipeline.data.synth_stream.write_synthetic_streamed",
-            "config": asdict(cfg),
-            "oracle": f"{ORACLE}: true labels of the unlabeled pool, diagnostics only; "
-            "training never reads it",
-        },
-    )
-    # Per-row scalars, drawn exactly as make_synthetic draws them.
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
-    y_lab = rng.permutation(np.repeat(np.arange(len(CLASSES)), class_counts(cfg.labeled, cfg.folds)))
-    y_unl = rng.permutation(np.repeat(np.arange(len(CLASSES)), class_counts(cfg.unlabeled)))
-    y_true = np.concatenate([y_lab, y_unl])  # (N,)
+    manifest = synth_manifest(cfg, name, "pipeline.data.synth_stream.write_synthetic_streamed")
+    y_true = draw_labels(cfg)  # (N,) exactly as make_synthetic draws them
     n = len(y_true)
     labeled = np.arange(n) < cfg.labeled
     folds = assign_folds(y_true, labeled, cfg.folds, cfg.seed)
