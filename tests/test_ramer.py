@@ -163,3 +163,16 @@ def test_resume_accepts_options_added_later_but_not_changed_ones(tmp_path):
     changed, _ = _tiny_experiment(tmp_path, "older", **{"retrieval.k": 4})
     with pytest.raises(RamerError, match="different config"):
         protocol.run_experiment(changed, st_, resume=True)
+
+
+def test_toml_config_layers_under_flags(tmp_path):
+    from pipeline.errors import RamerError
+
+    path = tmp_path / "exp.toml"
+    path.write_text('dataset = "d"\nruns = 2\nsystems = ["ramer", "mmin"]\n[train]\nepochs = 7\n[retrieval]\nk = 5\n')
+    cfg = load_experiment(path, **{"retrieval.k": 3, "runs": None})
+    assert (cfg.dataset, cfg.runs, cfg.systems, cfg.train.epochs, cfg.retrieval.k) == ("d", 2, ["ramer", "mmin"], 7, 3)
+    assert cfg.pretrain.epochs == 40  # untouched defaults stay
+    path.write_text("[train]\nepoch = 7\n")
+    with pytest.raises(RamerError, match="unknown option 'epoch'"):
+        load_experiment(path)
