@@ -157,6 +157,18 @@ def _chunk(
     return spk, conflict
 
 
+def check_config(cfg: SynthConfig) -> None:
+    """One DataError line for a config no generator can honour."""
+    if cfg.labeled < 1 or cfg.unlabeled < 0 or not cfg.dims or min(cfg.dims.values()) < 1:
+        raise DataError(
+            f"synthetic: invalid sizes labeled={cfg.labeled} unlabeled={cfg.unlabeled} dims={cfg.dims}"
+        )
+    if cfg.latent_dim < len(CLASSES):
+        raise DataError(f"synthetic: latent_dim {cfg.latent_dim} < {len(CLASSES)} classes")
+    if not 0.0 <= cfg.missing_rate < 1.0:
+        raise DataError(f"synthetic: missing rate {cfg.missing_rate} must be in [0, 1)")
+
+
 def synth_manifest(cfg: SynthConfig, name: str, generator: str) -> Manifest:
     """The manifest of a synthetic dataset; `generator` names the function that wrote it."""
     return Manifest(
@@ -189,14 +201,7 @@ def make_synthetic(
     cfg: SynthConfig, name: str = "synth", progress: Callable[[int], None] | None = None
 ) -> tuple[Manifest, pa.Table, pa.Table]:
     """(manifest, features table, oracle table with the unlabeled pool's labels)."""
-    if cfg.labeled < 1 or cfg.unlabeled < 0 or not cfg.dims or min(cfg.dims.values()) < 1:
-        raise DataError(
-            f"synthetic: invalid sizes labeled={cfg.labeled} unlabeled={cfg.unlabeled} dims={cfg.dims}"
-        )
-    if cfg.latent_dim < len(CLASSES):
-        raise DataError(f"synthetic: latent_dim {cfg.latent_dim} < {len(CLASSES)} classes")
-    if not 0.0 <= cfg.missing_rate < 1.0:
-        raise DataError(f"synthetic: missing rate {cfg.missing_rate} must be in [0, 1)")
+    check_config(cfg)
     manifest = synth_manifest(cfg, name, "pipeline.data.synth.make_synthetic")
     y_true = draw_labels(cfg)
     n = len(y_true)

@@ -30,23 +30,12 @@ from pipeline.data.synth import (
     _chunk,
     _missing,
     _world,
+    check_config,
     draw_labels,
     synth_manifest,
 )
-from pipeline.errors import DataError
 
 __all__ = ["write_synthetic_streamed"]
-
-
-def _check(cfg: SynthConfig) -> None:
-    if cfg.labeled < 1 or cfg.unlabeled < 0 or not cfg.dims or min(cfg.dims.values()) < 1:
-        raise DataError(
-            f"synthetic: invalid sizes labeled={cfg.labeled} unlabeled={cfg.unlabeled} dims={cfg.dims}"
-        )
-    if cfg.latent_dim < len(CLASSES):
-        raise DataError(f"synthetic: latent_dim {cfg.latent_dim} < {len(CLASSES)} classes")
-    if not 0.0 <= cfg.missing_rate < 1.0:
-        raise DataError(f"synthetic: missing rate {cfg.missing_rate} must be in [0, 1)")
 
 
 def write_synthetic_streamed(
@@ -60,7 +49,7 @@ def write_synthetic_streamed(
     Same content as `synth.write_synthetic(out, cfg)`; returns `out`. The directory is
     built under a temporary name and renamed into place, so an interrupted run leaves
     no partial dataset (and a previous good version stays)."""
-    _check(cfg)
+    check_config(cfg)
     out = Path(out)
     name = name or out.name
     manifest = synth_manifest(cfg, name, "pipeline.data.synth_stream.write_synthetic_streamed")
