@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -150,6 +150,7 @@ def test_fuzzed_tables_fail_cleanly(workdir: Path, table: pa.Table, folds: int, 
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(blob=b"\x8f8\x17\xe0\xf9", cut=579, mode="overwritten")  # metadata -> UnicodeDecodeError
 @given(blob=st.one_of(st.binary(max_size=300), st.just(b"PAR1" + b"\0" * 64 + b"PAR1")),
        cut=st.integers(0, 2000), mode=st.sampled_from(["random", "truncated", "overwritten"]))
 def test_fuzzed_bytes_fail_cleanly(workdir: Path, blob: bytes, cut: int, mode: str) -> None:

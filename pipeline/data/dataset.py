@@ -19,6 +19,10 @@ import pyarrow.parquet as pq
 from pipeline.data.schema import FEATURES, MANIFEST, Manifest
 from pipeline.errors import DataError
 
+# What pyarrow raises for a file that is not (valid) parquet: corrupt metadata can also
+# surface as a UnicodeDecodeError of a column name, found by fuzzing.
+UNREADABLE_PARQUET = (pa.ArrowException, OSError, UnicodeDecodeError)
+
 RESERVED = {"sample", "label", "labels", "target", "fold", "label_name", "speaker", "scale"}
 
 
@@ -95,7 +99,7 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
         raise DataError(f"{fpath}: features table not found")
     try:
         table = pq.read_table(fpath, memory_map=True)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except UNREADABLE_PARQUET as exc:
         raise DataError(f"{fpath}: not a readable parquet file ({exc})") from None
     ds = _dataset_from_table(manifest, root, table, fpath)
     if validate:

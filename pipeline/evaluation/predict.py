@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import Settings
-from pipeline.data.dataset import load_dataset
+from pipeline.data.dataset import UNREADABLE_PARQUET, load_dataset
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import Batch
+from pipeline.models.registry import create_model
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.store.ingest import collection_name
@@ -27,7 +28,6 @@ from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
 from pipeline.training.protocol import model_spec
 from pipeline.training.systems import parse_system
-from pipeline.models.registry import create_model
 
 
 def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -35,7 +35,7 @@ def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.
         raise DataError(f"{path}: input file not found")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except UNREADABLE_PARQUET as exc:
         raise DataError(f"{path}: not a readable parquet file ({exc})") from None
     if "sample" not in table.column_names:
         raise DataError(f"{path}: missing column 'sample'")

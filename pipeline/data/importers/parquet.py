@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from pipeline.data.dataset import Dataset, build_table, write_dataset
+from pipeline.data.dataset import UNREADABLE_PARQUET, Dataset, build_table, write_dataset
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.splits import assign_folds
 from pipeline.errors import DataError
@@ -51,7 +51,7 @@ def _open(src: Path) -> pq.ParquetFile:
         raise DataError(f"{src}: not a file")
     try:
         return pq.ParquetFile(src, pre_buffer=False)  # default pre-buffering kept every batch read
-    except (pa.ArrowInvalid, OSError) as exc:
+    except UNREADABLE_PARQUET as exc:
         raise DataError(f"{src}: not a parquet file ({' '.join(str(exc).split())})") from None
 
 
@@ -63,7 +63,7 @@ def _batches(pf: pq.ParquetFile, src: Path, columns: list[str]):
             batch = next(batches)
         except StopIteration:
             return
-        except (pa.ArrowException, OSError) as exc:
+        except UNREADABLE_PARQUET as exc:
             raise DataError(f"{src}: unreadable parquet data ({' '.join(str(exc).split())})") from None
         yield batch
 
