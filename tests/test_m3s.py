@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data.spans import parse_range, range_name, span_keep, span_masks
+from pipeline.data.spans import parse_range, parse_ranges, range_name, span_keep, span_masks
 from pipeline.models.base import Batch, ModelSpec
 from pipeline.models.registry import create_model
 from pipeline.training.strategies import (
@@ -22,6 +22,7 @@ from pipeline.training.strategies import (
     plain_step,
     span_bank,
     split_strategy,
+    train_range_of,
 )
 from pipeline.training.trainer import FeatureBank, TrainConfig
 
@@ -67,6 +68,18 @@ def test_systems_expand_per_strategy():
     assert expand_systems(["mmin", "ramer+m3s"], "orig,m3s") == ["mmin+orig", "mmin+m3s", "ramer+m3s"]
     assert expand_systems(["mmin"], "none") == ["mmin"]
     assert split_strategy("ramer(k=5)+spl-trn") == ("ramer(k=5)", "spl-trn")
+
+
+def test_several_training_ranges_tag_every_system_with_its_range():
+    ranges = parse_ranges("20-40,60-80")
+    assert ranges == [(0.2, 0.4), (0.6, 0.8)]
+    assert parse_ranges([0.4, 0.6]) == [(0.4, 0.6)] and parse_ranges([[0.2, 0.4]]) == [(0.2, 0.4)]
+    assert expand_systems(["mmin"], "orig,m3s", ranges) == [
+        "mmin+orig@20-40", "mmin+m3s@20-40", "mmin+orig@60-80", "mmin+m3s@60-80"]
+    assert expand_systems(["mmin"], "m3s", ranges[:1]) == ["mmin+m3s"]  # one range: no tag
+    assert split_strategy("mmin(embd=8)+m3s@20-40") == ("mmin(embd=8)", "m3s")
+    assert train_range_of("mmin+m3s@20-40") == (0.2, 0.4)
+    assert train_range_of("mmin+m3s") is None and train_range_of("mmin") is None
 
 
 # ---------------------------------------------------------------- the meta step
@@ -176,3 +189,31 @@ def test_protocol_runs_strategies_and_writes_the_m3s_tables(tmp_path):
     # The test spans are seeded per (fold, run) only: identical inputs for every system.
     again = protocol.run_experiment(cfg, st_, resume=True)
     assert sorted(map(str, again.records)) == sorted(map(str, out.records))
+
+
+def test_training_range_x_test_range_grid(tmp_path):
+    """M3S Table 4: one command trains per training range and scores every model on every test range."""
+    from pipeline.config import Settings
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.training import protocol
+    from pipeline.training.config import load_experiment
+
+    data = tmp_path / "tiny"
+    write_synthetic(data, SynthConfig(labeled=150, unlabeled=0, dims={"audio": 16, "visual": 12, "text": 20}, seed=4))
+    cfg = load_experiment(
+        None, dataset=str(data), experiment="grid", folds=[0, 1], runs=1, ingest=False, systems=["ae"],
+        strategy="orig,spl-trn", missing_rate=[[0.2, 0.4], [0.6, 0.8]], test_missing_rate=[[0.2, 0.4], [0.6, 0.8]],
+        **{"train.epochs": 2},
+    )
+    st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    out = protocol.run_experiment(cfg, st_)
+    path = protocol.write_results(out, cfg, st_)
+    table = pq.read_table(path.parent / "metrics.parquet")
+    assert set(table.column("system").to_pylist()) == {
+        "ae+orig@20-40", "ae+spl-trn@20-40", "ae+orig@60-80", "ae+spl-trn@60-80"}
+    assert set(table.column("condition").to_pylist()) == {"span20-40", "span60-80"}
+    text = path.read_text()
+    assert "Training range x test range" in text and "| 20-40 | ORIG |" in text and "| 60-80 | ORIG + SPL-TRN |" in text
+    # every model scored once per (fold, test range)
+    units = [(r["system"], r["condition"], r["fold"]) for r in table.to_pylist() if r["metric"] == "WA"]
+    assert len(units) == len(set(units)) == 4 * 2 * 2

@@ -8,12 +8,20 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pipeline.config import load_settings
 from pipeline.training import protocol
@@ -21,28 +29,28 @@ from pipeline.training.config import ExperimentConfig, load_experiment
 
 console = Console()
 
-ConfigArg = Annotated[Optional[Path], typer.Argument(help="TOML experiment config (optional; flags override it).")]
-DatasetOpt = Annotated[Optional[Path], typer.Option("--dataset", "-d", help="Dataset directory (manifest.json + features.parquet).")]
-ExperimentOpt = Annotated[Optional[str], typer.Option("--experiment", "-e", help="Experiment name: results/<name>, runs/<name>, collection names.")]
-SystemsOpt = Annotated[Optional[str], typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, ...")]
-AblationsOpt = Annotated[Optional[str], typer.Option("--ablations", help="Add the paper's Table-4 ablations as systems: 'all' or a comma list of retrieval, db-source, metric, top1, scale-k, encoders, two-rule.")]
-FoldsOpt = Annotated[Optional[str], typer.Option("--folds", help="Comma list of folds to run (default: all).")]
-RunsOpt = Annotated[Optional[int], typer.Option("--runs", help="Runs per fold (paper: 3).")]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Stage-3 epochs (paper: 40).")]
-PreEpochsOpt = Annotated[Optional[int], typer.Option("--pretrain-epochs", help="Stage-1 epochs per encoder.")]
-KOpt = Annotated[Optional[int], typer.Option("--k", help="Neighbours fused per missing modality (paper: 10).")]
-ScaleOpt = Annotated[Optional[str], typer.Option("--scale", help="DB scale: small | medium | large | turbo.")]
-FinetuneOpt = Annotated[Optional[bool], typer.Option("--finetune/--frozen", help="Fine-tune the stage-1 encoders in stage 3 (live retrieval) or keep them frozen (cached retrieval).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Base seed (env RAMER_SEED).", envvar="RAMER_SEED")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (env RAMER_DEVICE).", envvar="RAMER_DEVICE")]
+ConfigArg = Annotated[Path | None, typer.Argument(help="TOML experiment config (optional; flags override it).")]
+DatasetOpt = Annotated[Path | None, typer.Option("--dataset", "-d", help="Dataset directory (manifest.json + features.parquet).")]
+ExperimentOpt = Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment name: results/<name>, runs/<name>, collection names.")]
+SystemsOpt = Annotated[str | None, typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, ...")]
+AblationsOpt = Annotated[str | None, typer.Option("--ablations", help="Add the paper's Table-4 ablations as systems: 'all' or a comma list of retrieval, db-source, metric, top1, scale-k, encoders, two-rule.")]
+FoldsOpt = Annotated[str | None, typer.Option("--folds", help="Comma list of folds to run (default: all).")]
+RunsOpt = Annotated[int | None, typer.Option("--runs", help="Runs per fold (paper: 3).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Stage-3 epochs (paper: 40).")]
+PreEpochsOpt = Annotated[int | None, typer.Option("--pretrain-epochs", help="Stage-1 epochs per encoder.")]
+KOpt = Annotated[int | None, typer.Option("--k", help="Neighbours fused per missing modality (paper: 10).")]
+ScaleOpt = Annotated[str | None, typer.Option("--scale", help="DB scale: small | medium | large | turbo.")]
+FinetuneOpt = Annotated[bool | None, typer.Option("--finetune/--frozen", help="Fine-tune the stage-1 encoders in stage 3 (live retrieval) or keep them frozen (cached retrieval).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed (env RAMER_SEED).", envvar="RAMER_SEED")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N (env RAMER_DEVICE).", envvar="RAMER_DEVICE")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted experiment from its checkpoints.")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Delete this experiment's checkpoints and start over.")]
 NoIngestOpt = Annotated[bool, typer.Option("--no-ingest", help="Skip writing hidden features to Qdrant (FAISS still serves training).")]
 # span-missing strategies (M3S) and noise robustness (NMER): pipeline.training.strategies, pipeline.evaluation.robustness
-StrategyOpt = Annotated[Optional[str], typer.Option("--strategy", help="Span-missing training: none, or a comma list of orig, spl-trn, m3s (each system once per strategy, e.g. mmin+m3s).")]
-MissingRateOpt = Annotated[Optional[str], typer.Option("--missing-rate", help="Training span missing-rate range LO-HI, e.g. 0.4-0.6 or 40-60 (with --strategy).")]
-TestMissingRateOpt = Annotated[Optional[str], typer.Option("--test-missing-rate", help="Test span missing-rate range (default: the training range).")]
-NoiseOpt = Annotated[Optional[list[str]], typer.Option("--noise", help="Also evaluate the trained models under noise: KIND:T1,T2,... (gaussian | impulse, t in 0..100); repeatable.")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Span-missing training: none, or a comma list of orig, spl-trn, m3s (each system once per strategy, e.g. mmin+m3s).")]
+MissingRateOpt = Annotated[str | None, typer.Option("--missing-rate", help="Training span missing-rate range LO-HI, e.g. 0.4-0.6 or 40-60 (with --strategy); a comma list trains every system once per range (mmin+m3s@20-40).")]
+TestMissingRateOpt = Annotated[str | None, typer.Option("--test-missing-rate", help="Test span missing-rate range(s), comma list allowed: every model is scored on each (default: the training ranges).")]
+NoiseOpt = Annotated[list[str] | None, typer.Option("--noise", help="Also evaluate the trained models under noise: KIND:T1,T2,... (gaussian | impulse, t in 0..100); repeatable.")]
 NoiseScheduleOpt = Annotated[str, typer.Option("--noise-schedule", help="Beta schedule of the noise: linear | scaled-linear | cosine.")]
 
 
@@ -57,9 +65,16 @@ def build_config(
     no_ingest: bool = False, strategy: str | None = None, missing_rate: str | None = None,
     test_missing_rate: str | None = None,
 ) -> ExperimentConfig:
-    from pipeline.data.spans import parse_range
+    from pipeline.data.spans import parse_ranges
 
-    rate = lambda t: None if t is None else list(parse_range(t))
+    def rate(text: str | None) -> list | None:  # '40-60' -> [0.4, 0.6]; '20-40,40-60' -> [[...], [...]]
+        if text is None:
+            return None
+        try:
+            ranges = [list(r) for r in parse_ranges(text)]
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return ranges[0] if len(ranges) == 1 else ranges
     fold_list = _csv(folds)
     return load_experiment(
         config,
@@ -266,7 +281,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         results: Annotated[Path, typer.Argument(help="A results/<experiment> folder (the output folder with --merge).")],
-        merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="Results folders of the same protocol to combine into RESULTS (repeatable).")] = None,
+        merge: Annotated[list[Path] | None, typer.Option("--merge", help="Results folders of the same protocol to combine into RESULTS (repeatable).")] = None,
     ) -> None:
         """Re-render report.md and plots from saved metrics, without training.
 
@@ -298,7 +313,7 @@ def register(app: typer.Typer) -> None:
     def predict(
         experiment: Annotated[str, typer.Option("--experiment", "-e", help="A finished experiment.")],
         input: Annotated[Path, typer.Option("--input", "-i", help="Parquet with `sample` and modality columns (null = missing).")],
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output parquet (default: <input>.preds.parquet).")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="Output parquet (default: <input>.preds.parquet).")] = None,
         fold: Annotated[int, typer.Option(help="Which fold's model and collection to use.")] = 0,
         system: Annotated[str, typer.Option(help="System to predict with.")] = "ramer",
     ) -> None:

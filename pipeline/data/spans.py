@@ -36,6 +36,16 @@ def parse_range(text: str | Sequence[float]) -> Range:
     return lo, hi
 
 
+def parse_ranges(value: str | Sequence) -> list[Range]:
+    """One range or several: '20-40,40-60', [0.4, 0.6] or [[0.2, 0.4], [0.4, 0.6]] -> [(lo, hi), ...]."""
+    if isinstance(value, str):
+        return [parse_range(t.strip()) for t in value.split(",") if t.strip()]
+    items = list(value)
+    if items and all(isinstance(v, (int, float)) for v in items):
+        return [parse_range(items)]  # a single (lo, hi) pair
+    return [parse_range(v) for v in items]
+
+
 def range_name(r: Range) -> str:
     """(0.4, 0.6) -> 'span40-60': the condition name in results tables."""
     return f"span{round(100 * r[0])}-{round(100 * r[1])}"

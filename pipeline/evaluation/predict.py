@@ -93,8 +93,9 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     if not state_path.is_file():
         raise RamerError(f"{state_path}: no trained '{system.label}' model for fold {fold} run {run}")
     e, r = cfg.encoder, system.retrieval or cfg.retrieval
-    kwargs = dict(d_model=e.d_model, hidden=e.hidden, layers=e.layers, heads=e.heads, ff=e.ff, encoder_classifier=tuple(e.classifier), dropout=e.dropout,
-                  retrieval=system.use_retrieval, finetune_encoders=r.finetune_encoders) if system.model == "ramer" else {}
+    kwargs = {"d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
+              "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
+              "retrieval": system.use_retrieval, "finetune_encoders": r.finetune_encoders} if system.model == "ramer" else {}
     model = create_model(system.model, spec, **kwargs, **system.overrides)
     model.load_state_dict(load_torch(state_path))
     model.eval()

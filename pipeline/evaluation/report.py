@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 from pipeline.evaluation.tables import ordered_unique, summarise
@@ -113,8 +113,8 @@ def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str =
         return []
     conds = ordered_unique(metrics.column("condition").to_pylist())
     missing = [c for c in conds if len(c) < max(map(len, conds))] or conds
-    lines = [f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
-             "fold x run; positive = reference better; p: paired t-test / Wilcoxon):", "",
+    lines = [(f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
+              "fold x run; positive = reference better; p: paired t-test / Wilcoxon):"), "",
              "| system | metric | Δ mean (points) | reference wins | p (t) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
     for metric in head:
         per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), missing)
@@ -211,8 +211,8 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
     parts = [
         f"# {title or results_dir.name}",
         "",
-        f"Test-split results, mean ± std over {n_runs} fold x run combinations "
-        "(models selected on validation only). Raw numbers: `metrics.parquet`; config: `config.json`.",
+        (f"Test-split results, mean ± std over {n_runs} fold x run combinations "
+         "(models selected on validation only). Raw numbers: `metrics.parquet`; config: `config.json`."),
         "",
         f"## Missing-modality conditions ({' / '.join(head)}, %)",
         "",

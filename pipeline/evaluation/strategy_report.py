@@ -23,15 +23,22 @@ NAMES = {"orig": "ORIG", "spl-trn": "ORIG + SPL-TRN", "m3s": "ORIG + M3S"}
 LOWER_IS_BETTER = {"MAE"}
 
 
+def _train_tag(system: str) -> str:
+    """'mmin+m3s@20-40' -> '20-40'; '' when the label has no training range."""
+    return system.rpartition("+")[2].partition("@")[2].strip()
+
+
 def _runs(metrics: pa.Table) -> dict[tuple, dict[tuple[int, int], float]]:
-    """(base, strategy, condition, metric) -> {(fold, run): value}."""
+    """(base, strategy, condition, metric) -> {(fold, run): value}; a system trained at its
+    own range ('mmin+m3s@20-40') has base 'mmin @train20-40'."""
     cols = {c: metrics.column(c).to_pylist() for c in ("system", "fold", "run", "condition", "metric", "value")}
     out: dict[tuple, dict] = {}
     for i, system in enumerate(cols["system"]):
         base, strat = split_strategy(system)
         if strat == "none":
             continue
-        key = (base, strat, cols["condition"][i], cols["metric"][i])
+        tag = _train_tag(system)
+        key = (f"{base} @train{tag}" if tag else base, strat, cols["condition"][i], cols["metric"][i])
         out.setdefault(key, {})[(cols["fold"][i], cols["run"][i])] = cols["value"][i]
     return out
 
@@ -54,6 +61,50 @@ def paired_tests(a: dict, b: dict) -> tuple[int, float, float]:
 
 def _pct(metric: str, v: float) -> str:
     return f"{v:.4f}" if metric in ("MAE", "Corr") else f"{100 * v:.2f}"
+
+
+def _cell(values: list[float], metric: str) -> str:
+    return f"{_pct(metric, np.mean(values))} ± {_pct(metric, np.std(values))}" if values else "–"
+
+
+def grid_table(metrics: pa.Table) -> str:
+    """M3S Table 4 layout: per base model, rows = training range x strategy, columns = test
+    ranges, headline metric; '' unless the experiment has several training or test ranges."""
+    from pipeline.evaluation.report import headline_metrics
+
+    runs = _runs(metrics)
+    if not runs:
+        return ""
+    conds = ordered_unique([k[2] for k in runs])
+    bases = ordered_unique([k[0] for k in runs])
+    plain = ordered_unique([b.split(" @train")[0] for b in bases])
+    if len(conds) < 2 and len(bases) == len(plain):
+        return ""
+    metric = headline_metrics(metrics)[0]
+    parts = [f"## Training range x test range (M3S Table 4), {metric}", "",
+             ("Mean ± std over folds x runs" + ("; lower is better" if metric in LOWER_IS_BETTER else "")
+              + ". Rows: training span-rate range and strategy; columns: test range. "
+              "The best strategy per (training range, test range) is in bold."), ""]
+    for model in plain:
+        head = ["train range", "method"] + [f"test {c.replace('span', '')}" for c in conds]
+        lines = [f"**{model}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for base in [b for b in bases if b.split(" @train")[0] == model]:
+            tag = base.partition(" @train")[2] or "(config)"
+            means = {(st, c): np.mean(list(runs[(base, st, c, metric)].values()))
+                     for st in STRATEGIES for c in conds if runs.get((base, st, c, metric))}
+            for st in STRATEGIES:
+                if not any((st, c) in means for c in conds):
+                    continue
+                cells = []
+                for c in conds:
+                    vals = list(runs.get((base, st, c, metric), {}).values())
+                    col = [v for (s_, c_), v in means.items() if c_ == c]
+                    best = min(col) if metric in LOWER_IS_BETTER else max(col)
+                    text = _cell(vals, metric)
+                    cells.append(f"**{text}**" if vals and len(col) > 1 and means[(st, c)] == best else text)
+                lines.append(f"| {tag} | {NAMES[st]} | " + " | ".join(cells) + " |")
+        parts += lines + [""]
+    return "\n".join(parts)
 
 
 def strategy_tables(metrics: pa.Table) -> str:
@@ -85,8 +136,7 @@ def strategy_tables(metrics: pa.Table) -> str:
             for st in STRATEGIES:
                 cells = []
                 for m in mets:
-                    vals = list(runs.get((base, st, cond, m), {}).values())
-                    cells.append(f"{_pct(m, np.mean(vals))} ± {_pct(m, np.std(vals))}" if vals else "–")
+                    cells.append(_cell(list(runs.get((base, st, cond, m), {}).values()), m))
                 lines.append(f"| {NAMES[st]} | " + " | ".join(cells) + " |")
             delta = []
             for m in mets:
@@ -107,7 +157,8 @@ def strategy_tables(metrics: pa.Table) -> str:
                 fmt = lambda p: "–" if math.isnan(p) else f"{p:.3g}"
                 tests.append(f"| {base} | {cond} | {NAMES[st]} vs ORIG | {res[0][0]} | "
                              + " | ".join(fmt(r[1]) for r in res) + " | " + " | ".join(fmt(r[2]) for r in res) + " |")
-    return "\n".join(parts + [""] + tests + [""])
+    grid = grid_table(metrics)
+    return "\n".join(([grid, ""] if grid else []) + parts + [""] + tests + [""])
 
 
 def append_strategy_report(results_dir: Path) -> Path:

@@ -7,7 +7,8 @@ overrides are dropped so unset CLI flags never replace a model's defaults.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.errors import RamerError
 from pipeline.models.base import MERModel, ModelSpec

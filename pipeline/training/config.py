@@ -52,8 +52,10 @@ class ExperimentConfig:
     # whole-modality conditions; else a comma list of orig, spl-trn, m3s: every system is
     # trained once per strategy ('mmin+m3s') and tested on span-missing inputs.
     strategy: str = "none"
-    missing_rate: list[float] = field(default_factory=lambda: [0.4, 0.6])  # training span-rate range
-    test_missing_rate: list[float] | None = None  # test range; None = missing_rate
+    # A range [lo, hi] or several [[lo, hi], ...]: several training ranges train every
+    # system once per range ('mmin+m3s@20-40'); several test ranges score each model on all.
+    missing_rate: list = field(default_factory=lambda: [0.4, 0.6])  # training span-rate range(s)
+    test_missing_rate: list | None = None  # test range(s); None = the training range(s)
     modality_missing_rate: dict[str, list[float]] = field(default_factory=dict)  # per-modality training ranges
     m3s: M3SConfig = field(default_factory=M3SConfig)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -225,30 +225,44 @@ class FoldRun:
         return rows
 
     # ------------------------------------------------------------ span strategies (M3S)
-    def _span_ranges(self, test: bool) -> list:
+    def _train_ranges(self, system: System) -> list:
+        """One (lo, hi) per modality for training `system` (and for its validation spans)."""
+        from pipeline.data.spans import parse_ranges
         from pipeline.training.strategies import modality_ranges
 
         c = self.cfg
-        if test and c.test_missing_rate is not None:
-            return modality_ranges(self.ctx.spec.modalities, c.test_missing_rate, {})
-        return modality_ranges(self.ctx.spec.modalities, c.missing_rate, c.modality_missing_rate)
+        default = system.train_range or parse_ranges(c.missing_rate)[0]
+        return modality_ranges(self.ctx.spec.modalities, default, c.modality_missing_rate)
+
+    def _test_ranges(self) -> list[list]:
+        """Every test condition: per-modality ranges for each test range (default: the
+        training ranges), so all systems are scored on the same span-corrupted inputs."""
+        from pipeline.data.spans import parse_ranges
+        from pipeline.training.strategies import modality_ranges
+
+        c, mods = self.cfg, self.ctx.spec.modalities
+        if c.test_missing_rate is not None:
+            return [modality_ranges(mods, r, {}) for r in parse_ranges(c.test_missing_rate)]
+        return [modality_ranges(mods, r, c.modality_missing_rate) for r in parse_ranges(c.missing_rate)]
 
     def _fit_strategy(self, model: MERModel, system: System, score, cfg, hook):
         from pipeline.training.strategies import fit_strategy
 
         ctx = self.ctx
         return fit_strategy(
-            model, ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._span_ranges(False),
+            model, ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
             score, cfg, self.cfg.m3s, val_seed=ctx.seed("val-spans"), on_epoch=hook,
         )
 
     def _evaluate_spans(self, model: MERModel) -> list[dict]:
-        """The test split with fixed spans at the test range; seeded per (fold, run) only,
-        so every system and strategy sees the same corrupted inputs."""
+        """The test split with fixed spans at each test range; seeded per (fold, run, range)
+        only, so every system and strategy sees the same corrupted inputs."""
         from pipeline.evaluation.metrics import METRICS_BY_TASK
         from pipeline.training.strategies import evaluate_spans
 
         ctx, test = self.ctx, self.ctx.split.test
-        ranges = self._span_ranges(True)
-        return evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges, ctx.seed(f"test-spans-{ranges}"),
-                              METRICS_BY_TASK[ctx.spec.task])
+        rows = []
+        for ranges in self._test_ranges():
+            rows += evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges, ctx.seed(f"test-spans-{ranges}"),
+                                   METRICS_BY_TASK[ctx.spec.task])
+        return rows

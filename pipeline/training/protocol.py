@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from pipeline.training.checkpoint import load_json, save_json
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.fold_run import FoldRun
 from pipeline.training.stages import FoldContext
-from pipeline.training.systems import System, parse_system
+from pipeline.training.systems import parse_system
 from pipeline.training.trainer import FeatureBank
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,16 @@ def run_experiment(
 
 def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
     """Systems x span strategies ('mmin' -> 'mmin+orig', 'mmin+m3s', ...); see strategies.py."""
+    from pipeline.data.spans import parse_ranges
     from pipeline.training.strategies import expand_systems, split_strategy
 
-    names = expand_systems(cfg.systems, cfg.strategy)
+    try:
+        train_ranges = parse_ranges(cfg.missing_rate)
+        if cfg.test_missing_rate is not None:
+            parse_ranges(cfg.test_missing_rate)
+    except ValueError as exc:
+        raise RamerError(f"missing-rate ranges: {exc}") from None
+    names = expand_systems(cfg.systems, cfg.strategy, train_ranges)
     if cfg.strategy == "none" and any(split_strategy(s)[1] != "none" for s in names):
         raise RamerError("systems with a +strategy suffix need --strategy (span-missing training and testing)")
     return names

@@ -7,9 +7,9 @@ hidden-feature database (Qdrant is the store of record, FAISS serves training).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

@@ -67,26 +67,43 @@ def parse_strategies(text: str | Sequence[str]) -> list[str]:
     return out
 
 
-def expand_systems(systems: Sequence[str], strategy: str | Sequence[str]) -> list[str]:
-    """systems x strategies -> 'mmin+orig', 'mmin+m3s', ... (labels already suffixed stay)."""
+def expand_systems(
+    systems: Sequence[str], strategy: str | Sequence[str], train_ranges: Sequence[Range] = ()
+) -> list[str]:
+    """systems x strategies -> 'mmin+orig', 'mmin+m3s', ... (labels already suffixed stay).
+
+    With several training ranges every pair is trained once per range and tagged with it:
+    'mmin+m3s@20-40', 'mmin+m3s@40-60', ... (M3S Table 4: train range x test range)."""
     strats = parse_strategies(strategy)
     if not strats:
         return list(systems)
+    tags = [""] if len(train_ranges) <= 1 else ["@" + range_name(r)[len("span"):] for r in train_ranges]
     out = []
     for s in systems:
         if split_strategy(s)[1] != "none":
             out.append(s)
         else:
-            out += [f"{s}+{st}" for st in strats]
+            out += [f"{s}+{st}{tag}" for tag in tags for st in strats]
     return out
 
 
 def split_strategy(label: str) -> tuple[str, str]:
-    """'mmin(embd=64)+m3s' -> ('mmin(embd=64)', 'm3s'); no suffix -> (label, 'none')."""
+    """'mmin(embd=64)+m3s@20-40' -> ('mmin(embd=64)', 'm3s'); no suffix -> (label, 'none')."""
     base, plus, suffix = label.strip().rpartition("+")
-    if plus and suffix.strip().lower() in STRATEGIES:
-        return base.strip(), suffix.strip().lower()
+    strat = suffix.split("@", 1)[0].strip().lower()
+    if plus and strat in STRATEGIES:
+        return base.strip(), strat
     return label.strip(), "none"
+
+
+def train_range_of(label: str) -> Range | None:
+    """'mmin+m3s@20-40' -> (0.2, 0.4); None when the label carries no training range."""
+    from pipeline.data.spans import parse_range
+
+    _, plus, suffix = label.strip().rpartition("+")
+    if plus and "@" in suffix and split_strategy(label)[1] != "none":
+        return parse_range(suffix.split("@", 1)[1].strip())
+    return None
 
 
 def strategy_overrides(config_fields: set[str], overrides: dict) -> dict:

@@ -6,6 +6,7 @@ A system is named by a string:
     ramer(k=5,metric=euclidean)  RAMER with retrieval settings overridden
     mmin, ae, cra, ...         any registered model, trained by the generic trainer
     mmin+m3s, ramer+orig       ... trained under a span-missing strategy (orig | spl-trn | m3s)
+    mmin+m3s@20-40             ... at that training span-rate range (else the experiment's)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class System:
     use_retrieval: bool = True  # False = "w/o retrieval"
     overrides: dict[str, Any] = field(default_factory=dict)  # model Config overrides
     strategy: str = "none"  # none | orig | spl-trn | m3s (pipeline.training.strategies)
+    train_range: tuple[float, float] | None = None  # span-rate range of 'base+m3s@20-40'; None = the experiment's
 
     @property
     def slug(self) -> str:
@@ -50,13 +52,22 @@ def _value(text: str) -> Any:
 
 def parse_system(text: str, base: RetrievalConfig) -> System:
     from pipeline.models.registry import model_class
-    from pipeline.training.strategies import config_fields, split_strategy, strategy_overrides
+    from pipeline.training.strategies import (
+        config_fields,
+        split_strategy,
+        strategy_overrides,
+        train_range_of,
+    )
 
     core, strategy = split_strategy(text)
     if strategy != "none":
         sys_ = parse_system(core, base)
         over = strategy_overrides(config_fields(model_class(sys_.model)), sys_.overrides)
-        return dataclasses.replace(sys_, label=text.strip(), overrides=over, strategy=strategy)
+        try:
+            train_range = train_range_of(text)
+        except ValueError as exc:
+            raise RamerError(f"system '{text}': {exc}") from None
+        return dataclasses.replace(sys_, label=text.strip(), overrides=over, strategy=strategy, train_range=train_range)
     label = text.strip()
     if label in ("w/o retrieval", "no-retrieval", "ramer(retrieval=false)"):
         return System(label="w/o retrieval", model="ramer", retrieval=base, use_retrieval=False)
