@@ -106,3 +106,28 @@ def test_protocol_on_multilabel_data(tmp_path):
     assert (tmp_path / "results/ml/acc_by_condition.png").is_file()
     prec = [r["precision"] for r in out.precision]
     assert all(0.0 <= p <= 1.0 for p in prec if not np.isnan(p))
+
+
+def test_info_label_sets_per_class(tmp_path):
+    """`ramer data info` on multi-label data: samples carrying each class (x fold), their
+    share, the mean label-set size and the empty set (MOSEI's "None")."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.data import app
+    from pipeline.data.info import dataset_info
+
+    ds = write_multilabel(tmp_path / "ml", MultiLabelSynthConfig(labeled=300, unlabeled=40, dims=SMALL_DIMS, seed=2))
+    info = dataset_info(ds)
+    y = ds.y[ds.labeled]
+    assert info.label_by_fold.shape == (6, 5) and len(info.class_by_fold) == 0
+    assert info.label_by_fold.sum(1).tolist() == y.sum(0).astype(int).tolist()  # unlabeled pool not counted
+    assert info.label_by_fold[:, 0].sum() == y[ds.folds[ds.labeled] == 0].sum()
+    assert info.none_by_fold.sum() == (y.sum(1) == 0).sum() > 0
+    assert abs(info.labels_per_sample - y.sum(1).mean()) < 1e-9
+    res = CliRunner().invoke(app, ["info", str(tmp_path / "ml")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    happy = int(y[:, 0].sum())
+    for word in ("carrying each class", "(no label)", f"{happy} │ {100 * happy / 300:.1f} %",
+                 f"{y.sum(1).mean():.2f} labels per labeled sample",
+                 f"{100 * (y.sum(1) == 0).mean():.1f} % carry none"):
+        assert word in res.output, word

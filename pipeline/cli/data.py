@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pipeline.config import load_settings
 from pipeline.data.dataset import Dataset, load_dataset
-from pipeline.data.info import dataset_info, human_bytes
+from pipeline.data.info import DatasetInfo, dataset_info, human_bytes
 
 app = typer.Typer(help="Datasets: synthesize, import, validate, describe.", no_args_is_help=True)
 import_app = typer.Typer(
@@ -55,9 +55,10 @@ def _summary(ds: Dataset, seconds: float | None = None) -> None:
     info = dataset_info(ds)
     took = f" in {seconds:.1f} s" if seconds is not None else ""
     dims = ", ".join(f"{m}={d}" for m, d in info.dims.items())
+    seqs = f", frames of {', '.join(info.sequences)} kept" if info.sequences else ""
     console.print(
         f"[green]{info.name}[/]: {info.n} samples ({info.n_labeled} labeled, {info.n_unlabeled} "
-        f"unlabeled), {len(info.classes)} classes, {info.folds} folds, dims {dims}; "
+        f"unlabeled), {len(info.classes)} classes, {info.folds} folds, dims {dims}{seqs}; "
         f"{human_bytes(info.total_bytes)} at {info.root}{took}",
         highlight=False,
     )
@@ -189,6 +190,8 @@ def info(
         col = inf.class_by_fold.sum(0)
         t.add_row("[bold]total", *map(str, col), str(col.sum()))
         console.print(t)
+    if len(inf.label_by_fold):
+        console.print(_label_set_table(inf))
     t = Table(title="splits of fold 0, run 0 (test = fold 0, val = 1/8 of the rest)")
     for s in inf.split_sizes:
         t.add_column(s, justify="right")
@@ -208,12 +211,42 @@ def info(
             ),
         )
     console.print(t)
+    if inf.sequences:
+        t = Table(title="frame sequences (sequences/, memory-mapped)")
+        for c in ("modality", "rows x frames x dim", "mean valid frames"):
+            t.add_column(c, justify="left" if c == "modality" else "right")
+        for m, sq in inf.sequences.items():
+            t.add_row(m, " x ".join(map(str, sq["shape"])), f"{sq['mean_frames']:.1f}")
+        console.print(t)
+    else:
+        console.print("frame sequences: none (utterance-level features only)", highlight=False)
     t = Table(title=f"files ({human_bytes(inf.total_bytes)})")
     t.add_column("file")
     t.add_column("size", justify="right")
     for f, b in inf.files.items():
         t.add_row(f, human_bytes(b))
     console.print(t)
+
+
+def _label_set_table(inf: DatasetInfo) -> Table:
+    """Multi-label: labeled samples carrying each class per fold, their share, and the
+    empty label set (CMU-MOSEI's "None"); a sample counts once per label it carries."""
+    n = max(inf.n_labeled, 1)
+    t = Table(
+        title="labeled samples carrying each class x fold (multi-label)",
+        caption=f"{inf.labels_per_sample:.2f} labels per labeled sample on average; "
+        f"{100 * inf.none_by_fold.sum() / n:.1f} % carry none",
+    )
+    t.add_column("class")
+    for f in range(inf.folds):
+        t.add_column(f"fold {f}", justify="right")
+    t.add_column("samples", justify="right", style="bold")
+    t.add_column("share", justify="right")
+    for c, row in zip(inf.classes, inf.label_by_fold):
+        t.add_row(c, *map(str, row), str(row.sum()), f"{100 * row.sum() / n:.1f} %")
+    none = inf.none_by_fold
+    t.add_row("[italic](no label)", *map(str, none), str(none.sum()), f"{100 * none.sum() / n:.1f} %")
+    return t
 
 
 @app.command("synth-regression")
@@ -244,6 +277,9 @@ def synth_regression(
 _OUT = Annotated[Path | None, typer.Option("--out", "-o", help="Dataset directory (default <data_dir>/<name>).")]
 _DATA_DIR = Annotated[Path | None, typer.Option(help="Data directory.", envvar="RAMER_DATA_DIR")]
 _OFFICIAL = Annotated[bool, typer.Option(help="Keep the source's train/valid/test as folds 0/1/2 (then run --folds 2).")]
+_KEEP_SEQ = Annotated[bool, typer.Option(
+    help="Also keep the frame sequences in sequences/ (float32, 4 x N x sum(T*D) bytes) for sequence models "
+    "(CARAT); the pooled vectors are written as always.")]
 
 
 def _run_import(label: str, name: str, out: Path | None, data_dir: Path | None, seed: int | None, fn) -> None:
@@ -311,12 +347,14 @@ def import_mmsa_cmd(
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: Annotated[int, typer.Option(help="Stratified folds (without --official-split).")] = 5,
     seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    keep_sequences: _KEEP_SEQ = False,
 ) -> None:
-    """MMSA pickles: sequences mean-pooled over valid frames."""
+    """MMSA pickles: sequences mean-pooled over valid frames (and kept with --keep-sequences)."""
     from pipeline.data.importers import import_mmsa
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_mmsa(
-        file, name, t, task=task, official_split=official_split, classes=_split_list(classes), folds=folds, seed=s, progress=p))
+        file, name, t, task=task, official_split=official_split, classes=_split_list(classes), folds=folds, seed=s,
+        progress=p, keep_sequences=keep_sequences))
 
 
 @import_app.command("carat-mosei")
@@ -326,12 +364,13 @@ def import_carat_mosei_cmd(
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
     seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    keep_sequences: _KEEP_SEQ = False,
 ) -> None:
     """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file."""
     from pipeline.data.importers import import_carat_mosei
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_carat_mosei(
-        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p))
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences))
 
 
 @import_app.command("iemocap-mmin")

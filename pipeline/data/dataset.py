@@ -1,4 +1,5 @@
-"""Read, validate and write dataset directories (manifest.json + features.parquet).
+"""Read, validate and write dataset directories (manifest.json + features.parquet
++ optional sequences/, see `pipeline.data.sequences`).
 
 Reading returns numpy views of the Arrow buffers (no Python lists, no per-row copies).
 Writing validates everything first and publishes the directory atomically, so a failed
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from pipeline.data.schema import FEATURES, MANIFEST, Manifest
+from pipeline.data.sequences import Sequences, check_sequences, load_sequences, write_sequences
 from pipeline.errors import DataError
 
 # What pyarrow raises for a file that is not (valid) parquet: corrupt metadata can also
@@ -39,6 +42,7 @@ class Dataset:
     features: dict[str, np.ndarray]  # name -> (N, D) float32 (zeros where absent)
     present: dict[str, np.ndarray]  # name -> (N,) bool, False = modality really missing
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # label_name, speaker, scale
+    sequences: dict[str, Sequences] | None = None  # modality -> memory-mapped frames, if kept
 
     @property
     def modalities(self) -> list[str]:
@@ -104,6 +108,7 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
     ds = _dataset_from_table(manifest, root, table, fpath)
     if validate:
         validate_arrays(ds, fpath)
+    ds.sequences = load_sequences(root, manifest, ds.samples, ds.present, validate)
     return ds
 
 
@@ -299,17 +304,34 @@ def _write_features(table: pa.Table, manifest: Manifest, path: Path) -> None:
     pq.write_table(table, path, row_group_size=rows, use_dictionary=strings, compression=compression)
 
 
+def _with_frames(manifest: Manifest, sequences: dict[str, Sequences], out: Path) -> Manifest:
+    """The manifest declaring `sequences` (modality -> frames, manifest order)."""
+    order = {m: i for i, m in enumerate(manifest.modality_names)}
+    frames = {m: sequences[m].frames for m in sorted(sequences, key=lambda m: order.get(m, len(order)))}
+    try:
+        return Manifest.model_validate({**manifest.model_dump(), "sequences": frames})
+    except ValidationError as exc:
+        raise DataError(f"{out / MANIFEST}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
 def write_dataset(
     out: str | Path, manifest: Manifest, table: pa.Table,
     extra_files: dict[str, pa.Table] | None = None,
+    sequences: dict[str, Sequences] | None = None,
 ) -> Dataset:
-    """Validate `table` against `manifest` and publish `out/` atomically.
+    """Validate `table` (and `sequences`) against `manifest` and publish `out/` atomically.
 
     `extra_files` (file name -> table) are written into the same directory before it is
-    published, e.g. the synthetic generator's oracle labels; readers ignore them."""
+    published, e.g. the synthetic generator's oracle labels; readers ignore them.
+    `sequences` (modality -> frames in table row order) go to `sequences/`; the manifest
+    records their frame counts."""
     out = Path(out)
+    if sequences and manifest.sequences is None:
+        manifest = _with_frames(manifest, sequences, out)
     ds = _dataset_from_table(manifest, out, table, out / FEATURES)
     validate_arrays(ds, out / FEATURES)
+    if sequences or manifest.sequences:
+        check_sequences(manifest, sequences or {}, ds.samples, ds.present, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -318,6 +340,8 @@ def write_dataset(
         _write_features(table, manifest, tmp / FEATURES)
         for fname, extra_table in (extra_files or {}).items():
             pq.write_table(extra_table, tmp / fname)
+        if sequences:
+            write_sequences(tmp, sequences)
         publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

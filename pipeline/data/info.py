@@ -1,11 +1,12 @@
-"""What a dataset directory holds: counts per class and fold, splits, presence, sizes.
+"""What a dataset directory holds: counts per class and fold (label sets for
+multi-label), splits, presence, kept frame sequences, sizes.
 
 Pure computation (plain dicts and arrays) so the CLI, notebooks and tests share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,13 @@ class DatasetInfo:
     presence: dict[str, dict[str, float]]  # modality -> {"all", "labeled", "unlabeled"} share
     files: dict[str, int]  # relative path -> bytes
     speakers: int | None
+    # multi_label only: labeled samples carrying each class per fold, (C, K), else (0, K);
+    # labeled samples with an empty label set per fold (CMU-MOSEI's "None"), (K,), else (0,)
+    label_by_fold: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    none_by_fold: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    labels_per_sample: float = float("nan")  # mean label-set size over labeled samples (multi_label)
+    # modality -> {"shape": (N, T, D), "mean_frames": mean valid frames where present}
+    sequences: dict[str, dict] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -49,6 +57,12 @@ def dataset_info(ds: Dataset) -> DatasetInfo:
         np.add.at(cbf, (ds.y[lab], ds.folds[lab]), 1)
     else:
         cbf = np.zeros((0, k), np.int64)
+    lbf, nbf, per_sample = np.zeros((0, k), np.int64), np.zeros(0, np.int64), float("nan")
+    if man.task == "multi_label":
+        y, f = ds.y[lab] > 0.5, ds.folds[lab].astype(np.int64)  # (L, C), (L,)
+        lbf = np.array([np.bincount(f[y[:, c]], minlength=k) for c in range(man.n_classes)], np.int64).reshape(-1, k)
+        nbf = np.bincount(f[~y.any(axis=1)], minlength=k)
+        per_sample = float(y.sum(1).mean()) if len(y) else float("nan")
     try:
         split = make_split(ds.y, lab, ds.folds, fold=0, run=0, seed=man.seed)
         sizes = {s: len(getattr(split, s)) for s in ("train", "val", "test", "unlabeled")}
@@ -74,6 +88,13 @@ def dataset_info(ds: Dataset) -> DatasetInfo:
         if p.is_file()
     }
     spk = ds.extra.get("speaker")
+    seqs = {
+        m: {
+            "shape": tuple(int(d) for d in s.values.shape),
+            "mean_frames": float(s.lengths[s.lengths > 0].mean()) if (s.lengths > 0).any() else 0.0,
+        }
+        for m, s in (ds.sequences or {}).items()
+    }
     return DatasetInfo(
         name=man.name,
         task=man.task,
@@ -89,6 +110,10 @@ def dataset_info(ds: Dataset) -> DatasetInfo:
         presence=presence,
         files=files,
         speakers=None if spk is None else len({s for s in spk if s is not None}),
+        label_by_fold=lbf,
+        none_by_fold=nbf,
+        labels_per_sample=per_sample,
+        sequences=seqs,
     )
 
 

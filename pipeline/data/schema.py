@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import DataError
 
@@ -39,6 +40,8 @@ class Manifest(BaseModel):
     folds: int = Field(5, ge=2)
     seed: int = 0
     provenance: dict = Field(default_factory=dict)
+    # Frame sequences kept in sequences/ (see pipeline.data.sequences): modality -> T_m.
+    sequences: dict[str, int] | None = None
 
     @field_validator("modalities")
     @classmethod
@@ -50,6 +53,17 @@ class Manifest(BaseModel):
         if len(set(letters)) != len(letters):
             raise ValueError(f"modality names must start with distinct letters, got {names}")
         return mods
+
+    @model_validator(mode="after")
+    def _sequences_known(self) -> Manifest:
+        for m, t in (self.sequences or {}).items():
+            if m not in self.modality_names:
+                raise ValueError(f"sequences: '{m}' is not one of the modalities {self.modality_names}")
+            if t < 1:
+                raise ValueError(f"sequences: '{m}' needs at least 1 frame, got {t}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", m) or m.startswith("."):
+                raise ValueError(f"sequences: modality name '{m}' cannot be a file name (letters, digits, _ . -)")
+        return self
 
     @property
     def modality_names(self) -> list[str]:
@@ -64,7 +78,10 @@ class Manifest(BaseModel):
         return len(self.classes)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+        data = self.model_dump()
+        if data["sequences"] is None:  # datasets without frames keep their manifest as before
+            del data["sequences"]
+        path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -77,6 +94,8 @@ class Manifest(BaseModel):
             if first["type"] == "json_invalid":
                 raise DataError(f"{path}: not valid JSON ({first['msg']})") from None
             where = ".".join(str(p) for p in first["loc"])
+            if not where:  # a rule across fields
+                raise DataError(f"{path}: invalid manifest: {first['msg']}") from None
             raise DataError(f"{path}: invalid manifest field '{where}': {first['msg']}") from None
         except ValueError as exc:
             raise DataError(f"{path}: not valid JSON ({exc})") from None

@@ -2,11 +2,14 @@
 
 A model sees a `Batch` whose unavailable modalities are already zeroed (the papers'
 convention) plus the availability mask, and returns an `Output`: logits and its own
-auxiliary loss (reconstruction, cycle, contrastive, KL ...) already weighted.
+auxiliary loss (reconstruction, cycle, contrastive, KL ...) already weighted. A model
+that sets `uses_sequences` also gets the frame sequences (`Batch.seq`) when the
+dataset keeps them; everyone else never pays for reading them.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -24,18 +27,39 @@ class ModelSpec:
 
 
 @dataclass
+class Frames:
+    """Frame sequences of a batch: frames [0, length) of a row are real, the rest is zero
+    padding. A modality kept without frames arrives as its utterance vector (T_m = 1)."""
+
+    x: list[Tensor]  # per modality (B, T_m, D_m)
+    lengths: Tensor  # (B, M) long; 0 = no frame (modality unavailable or absent)
+
+    def to(self, device: torch.device | str) -> Frames:
+        return Frames([t.to(device) for t in self.x], self.lengths.to(device))
+
+    def masked(self, avail: Tensor) -> Frames:
+        """Unavailable modalities (avail (B, M) False) zeroed, with length 0."""
+        xs = [x * avail[:, i, None, None] for i, x in enumerate(self.x)]
+        return Frames(xs, self.lengths * avail)
+
+
+@dataclass
 class Batch:
     x: list[Tensor]  # per modality (B, D_m); zeros where unavailable
     avail: Tensor  # (B, M) bool, True = modality given to the model
     rows: Tensor  # (B,) long, dataset row of each sample (retrieval, caches)
     y: Tensor | None = None  # (B,) long | (B, C) float multi-hot | (B,) float target
     x_full: list[Tensor] | None = None  # complete inputs; training-time targets only
+    seq: Frames | None = None  # frames of the same inputs (unavailable: zeros, length 0)
+    seq_full: Frames | None = None  # complete frames; training-time targets only
 
-    def to(self, device: torch.device | str) -> "Batch":
-        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+    def to(self, device: torch.device | str) -> Batch:
+        mv = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(
             x=[t.to(device) for t in self.x], avail=self.avail.to(device), rows=self.rows,
             y=mv(self.y), x_full=None if self.x_full is None else [t.to(device) for t in self.x_full],
+            seq=None if self.seq is None else self.seq.to(device),
+            seq_full=None if self.seq_full is None else self.seq_full.to(device),
         )
 
 
@@ -51,9 +75,11 @@ class MERModel(nn.Module):
 
     Optional hook: `pretrain_forward(batch) -> Output`, a first training phase on
     full-modality data (MMIN-style teachers); the trainer runs it when present.
+    `uses_sequences = True` asks for `Batch.seq` / `seq_full` (frames, when kept).
     """
 
     spec: ModelSpec
+    uses_sequences: bool = False
 
     def zero_aux(self, ref: Tensor) -> Tensor:
         return ref.new_zeros(())
@@ -71,7 +97,7 @@ def task_loss(task: str, logits: Tensor, y: Tensor) -> Tensor:
 def mlp(sizes: list[int], dropout: float = 0.0, last_act: bool = False) -> nn.Sequential:
     """Linear-ReLU-Dropout stack; no activation after the last layer unless asked."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or last_act:
             layers += [nn.ReLU(), nn.Dropout(dropout)]

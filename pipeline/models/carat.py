@@ -18,9 +18,14 @@ Loss weights: the paper's Table 4, ID 0 (gamma_o 0.01, alpha 0.1, beta 1, shuffl
 contrastive 1, reconstruction 1); the trainer adds BCE on the final prediction.
 
 Adapted here:
-- Utterance vectors instead of frame sequences: each vector is projected to `tokens`
-  learned tokens (+ positions) so the Transformer and the label attention have
-  something to attend over (our encoders' "input as tokens" convention).
+- Frames when the dataset keeps them (`ramer data import ... --keep-sequences`): each
+  modality's Transformer and label attention run over its valid frames (padding masked;
+  sequences longer than `max_frames` are mean-pooled in windows). Otherwise utterance
+  vectors: each vector is projected to `tokens` learned tokens (+ positions) so the
+  Transformer and the label attention have something to attend over (our encoders'
+  "input as tokens" convention). Training on frames sets the `trained_on_frames`
+  buffer; such a model then refuses inputs without frames rather than running its
+  untrained vector path.
 - Missing modalities (zero inputs + `avail`): a missing modality is left out of the
   first-level MRM max, of the contrastive loss and of the prototype updates; its
   intrinsic vectors use the label polarities estimated by the available modalities
@@ -45,14 +50,29 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pipeline.models.base import Batch, MERModel, ModelSpec, Output, mlp, task_loss
+from pipeline.errors import RamerError
+from pipeline.models.base import Batch, Frames, MERModel, ModelSpec, Output, mlp, task_loss
 from pipeline.models.registry import register_model
 
 NEG = -1e4  # logit of a modality left out of a max
 
 
+def pool_windows(x: Tensor, lengths: Tensor, max_frames: int) -> tuple[Tensor, Tensor]:
+    """(B, T, D) frames (valid first) -> means over windows of k = ceil(T / max_frames)
+    frames, so at most `max_frames` remain; (B,) lengths follow (ceil(len / k))."""
+    B, T, D = x.shape
+    if T <= max_frames:
+        return x, lengths
+    k = -(-T // max_frames)
+    w = -(-T // k)  # windows
+    valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, T)
+    sums = F.pad(x * valid[..., None], (0, 0, 0, w * k - T)).view(B, w, k, D).sum(2)  # (B, w, D)
+    cnt = F.pad(valid, (0, w * k - T)).view(B, w, k).sum(2)  # (B, w)
+    return sums / cnt.clamp_min(1)[..., None], (lengths + k - 1) // k
+
+
 class LabelExtractor(nn.Module):
-    """x (B, D) -> T tokens -> Transformer -> label-wise attention -> U (B, C, d)."""
+    """x (B, D) -> T tokens, or frames (B, T, D) -> Transformer -> label-wise attention -> U (B, C, d)."""
 
     def __init__(self, in_dim: int, n_labels: int, cfg: CARAT.Config):
         super().__init__()
@@ -60,6 +80,9 @@ class LabelExtractor(nn.Module):
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.tokens * cfg.d_model))
         self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, cfg.d_model))
         nn.init.trunc_normal_(self.pos, std=0.02)
+        self.frame_proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.d_model))
+        self.frame_pos = nn.Parameter(torch.zeros(1, cfg.max_frames, cfg.d_model))
+        nn.init.trunc_normal_(self.frame_pos, std=0.02)
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.label_query = nn.Linear(cfg.d_model, n_labels, bias=False)  # w_j of the label attention
@@ -70,13 +93,31 @@ class LabelExtractor(nn.Module):
         att = torch.softmax(self.label_query(h), dim=1)  # (B, T, C), over tokens
         return torch.einsum("btc,btd->bcd", att, h)  # (B, C, d)
 
+    def frames(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Frames (B, T, D) with (B,) valid counts -> U (B, C, d); padding is never read.
+        A row without frames (modality unavailable) sees one zero frame, as the vector
+        path sees a zero vector."""
+        x, lengths = pool_windows(x, lengths, self.frame_pos.shape[1])
+        T = x.shape[1]
+        pad = torch.arange(T, device=x.device)[None, :] >= lengths[:, None]  # (B, T) True = padding
+        x = x.masked_fill(pad[..., None], 0.0)
+        pad[:, 0] = False
+        h = self.frame_proj(x) + self.frame_pos[:, :T]  # (B, T, d)
+        h = self.transformer(h, src_key_padding_mask=pad)  # (B, T, d)
+        score = self.label_query(h).masked_fill(pad[..., None], float("-inf"))  # (B, T, C)
+        att = torch.softmax(score, dim=1)  # over valid frames
+        return torch.einsum("btc,btd->bcd", att, h)  # (B, C, d)
+
 
 @register_model("carat")
 class CARAT(MERModel):
+    uses_sequences = True  # frames when the dataset keeps them
+
     @dataclass
     class Config:
         d_model: int = 128  # extractor / label-vector width (paper: 256)
         tokens: int = 4  # tokens an utterance vector is expanded into
+        max_frames: int = 64  # longer frame sequences are mean-pooled in windows (aligned MOSEI: 60)
         layers: int = 2  # Transformer layers per modality (paper: 6 text, 4 audio/visual)
         heads: int = 4  # attention heads
         ff: int = 256  # Transformer feed-forward width
@@ -115,6 +156,7 @@ class CARAT(MERModel):
         self.register_buffer("queue", torch.zeros(cfg.queue, z))
         self.register_buffer("queue_label", torch.full((cfg.queue,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("trained_on_frames", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------ pieces
 
@@ -172,11 +214,41 @@ class CARAT(MERModel):
             return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         return 0.5 * ((agg * w).sum(1) + mrm)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints saved before the frame path existed load as vector-path models."""
+        for k, v in self.state_dict(keep_vars=True).items():
+            if "frame" in k:  # frame_proj, frame_pos, trained_on_frames
+                state_dict.setdefault(prefix + k, v.detach())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _extract(self, xs: list[Tensor], frames: Frames | None) -> Tensor:
+        """Label vectors U (B, M, C, d) from utterance vectors, or from frames if given."""
+        if frames is None:
+            return torch.stack([ex(x) for ex, x in zip(self.extract, xs)], dim=1)
+        return torch.stack(
+            [ex.frames(f, frames.lengths[:, m]) for m, (ex, f) in enumerate(zip(self.extract, frames.x))], dim=1
+        )
+
+    def _on_frames(self, batch: Batch) -> bool:
+        """Frames in training whenever given (and remembered); at prediction time exactly
+        when the model was trained on them."""
+        if self.training and batch.seq is not None:
+            self.trained_on_frames.fill_(True)
+        if not bool(self.trained_on_frames):
+            return False
+        if batch.seq is None:
+            raise RamerError(
+                "carat: this model was trained on frame sequences but the input has none (utterance vectors "
+                "only, or features perturbed by a span / noise transform); use inputs with frames"
+            )
+        return True
+
     # ------------------------------------------------------------ forward
 
     def forward(self, batch: Batch) -> Output:
         cfg, avail = self.cfg, batch.avail  # (B, M)
-        U = torch.stack([ex(x) for ex, x in zip(self.extract, batch.x)], dim=1)  # (B, M, C, d)
+        frames = batch.seq if self._on_frames(batch) else None
+        U = self._extract(batch.x, frames)  # (B, M, C, d)
         lat = torch.stack([e(U[:, m]) for m, e in enumerate(self.enc)], dim=1)  # (B, M, C, z)
         lat_n = F.normalize(lat, dim=-1)
         everyone = torch.ones_like(avail)
@@ -193,12 +265,12 @@ class CARAT(MERModel):
         logits = self._final(mrm_b, agg, keep)
         aux = self.zero_aux(logits)
         if self.training and batch.y is not None:
-            aux = aux + self._losses(batch, U, lat, lat_n, logits_o, alpha, beta, mrm_b, agg, keep)
+            aux = aux + self._losses(batch, frames is not None, U, lat, lat_n, logits_o, alpha, beta, mrm_b, agg, keep)
         return Output(logits=logits, aux_loss=aux, hidden=beta.mean(1).flatten(1))
 
     # ------------------------------------------------------------ training losses
 
-    def _losses(self, batch, U, lat, lat_n, logits_o, alpha, beta, mrm_b, agg, keep) -> Tensor:
+    def _losses(self, batch, on_frames, U, lat, lat_n, logits_o, alpha, beta, mrm_b, agg, keep) -> Tensor:
         cfg, task, y, avail = self.cfg, self.spec.task, batch.y, batch.avail
         B, M = avail.shape
         loss = cfg.w_o * task_loss(task, self._mrm(logits_o, avail), y)
@@ -215,10 +287,13 @@ class CARAT(MERModel):
             lat_d = torch.stack([e(U[:, m]) for m, e in enumerate(self.enc)], dim=1)
             dec, alpha_d, _ = self._reconstruct(lat_d, F.normalize(lat_d, dim=-1), avail)
             target = U
-            if cfg.full_targets and batch.x_full is not None:
+            if cfg.full_targets and (batch.seq_full if on_frames else batch.x_full) is not None:
                 with torch.no_grad():
-                    full = torch.stack([ex(x) for ex, x in zip(self.extract, batch.x_full)], dim=1)
-                has = torch.stack([x.abs().sum(1) > 0 for x in batch.x_full], dim=1)  # really present
+                    full = self._extract(batch.x_full, batch.seq_full if on_frames else None)
+                if on_frames:
+                    has = batch.seq_full.lengths > 0  # really present
+                else:
+                    has = torch.stack([x.abs().sum(1) > 0 for x in batch.x_full], dim=1)
                 target = torch.where(avail[:, :, None, None], U, full)
                 tmask = avail | has
             else:

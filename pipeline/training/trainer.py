@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import Dataset
-from pipeline.models.base import Batch, MERModel, task_loss
+from pipeline.data.sequences import Sequences
+from pipeline.models.base import Batch, Frames, MERModel, task_loss
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,12 @@ class EarlyStopping:
 
 
 class FeatureBank:
-    """Dataset rows as float32 tensors on the device, addressed by dataset row."""
+    """Dataset rows as float32 tensors on the device, addressed by dataset row.
+
+    Frame sequences (if the dataset keeps them) stay memory-mapped: a batch asked
+    `with_seq` reads only its own rows' frames. Replacing `x` (span or noise
+    perturbations of a copy) drops them, so frames never show an input other than `x`.
+    """
 
     def __init__(self, ds: Dataset, rows: np.ndarray, device: torch.device | str = "cpu"):
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
@@ -78,18 +84,55 @@ class FeatureBank:
         y = ds.y[self.rows]
         self.y = torch.tensor(y, device=device)
         self.device = device
+        # per modality, in manifest order; None = no frames kept for that modality
+        self.seq: list[Sequences | None] | None = (
+            None if ds.sequences is None else [ds.sequences.get(m) for m in ds.modalities]
+        )
 
-    def batch(self, rows: np.ndarray, avail: np.ndarray | torch.Tensor, with_full: bool) -> Batch:
+    @property
+    def x(self) -> list[torch.Tensor]:
+        return self._x
+
+    @x.setter
+    def x(self, xs: list[torch.Tensor]) -> None:
+        if hasattr(self, "_x"):  # new inputs: the stored frames no longer match them
+            self.seq = None
+        self._x = xs
+
+    def batch(self, rows: np.ndarray, avail: np.ndarray | torch.Tensor, with_full: bool,
+              with_seq: bool = False) -> Batch:
         p = torch.as_tensor(self.pos[rows], device=self.device)
         if (p < 0).any():
             raise IndexError("rows outside the feature bank")
         av = torch.as_tensor(np.array(avail, dtype=bool), device=self.device) & self.present[p]  # (B, M)
         full = [x[p] for x in self.x]  # M x (B, D_m)
         xs = [xm * av[:, i : i + 1] for i, xm in enumerate(full)]  # zero the unavailable
+        seq_full = self.frames(rows, p, full) if with_seq and self.seq is not None else None
         return Batch(
             x=xs, avail=av, rows=torch.as_tensor(rows), y=self.y[p],
             x_full=full if with_full else None,
+            seq=None if seq_full is None else seq_full.masked(av),
+            seq_full=seq_full if with_full else None,
         )
+
+    def frames(self, rows: np.ndarray, p: torch.Tensor, full: list[torch.Tensor]) -> Frames:
+        """Complete frames of `rows`, trimmed to the batch's longest; a modality kept
+        without frames is its utterance vector as one frame."""
+        rows = np.asarray(rows)
+        order = np.argsort(rows, kind="stable")  # read the map in file order
+        xs, lens = [], []
+        for i, s in enumerate(self.seq):
+            if s is None:
+                xs.append(full[i][:, None, :])  # (B, 1, D_m)
+                lens.append(self.present[p, i].long())
+                continue
+            ln = np.asarray(s.lengths[rows], np.int64)
+            t = max(1, int(ln.max(initial=0)))
+            vals = np.empty((len(rows), t, s.values.shape[2]), np.float32)
+            vals[order] = s.values[rows[order], :t]
+            xs.append(torch.from_numpy(vals).to(self.device))  # (B, t, D_m)
+            lens.append(torch.from_numpy(ln).to(self.device))
+        return Frames(xs, torch.stack(lens, dim=1))  # lengths (B, M)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -114,7 +157,8 @@ def predict(model: MERModel, bank: FeatureBank, rows: np.ndarray, avail: np.ndar
     avail = np.broadcast_to(avail, (len(rows), avail.shape[-1]))
     outs = []
     for i in range(0, len(rows), batch_size):
-        b = bank.batch(rows[i : i + batch_size], avail[i : i + batch_size], with_full=False)
+        b = bank.batch(rows[i : i + batch_size], avail[i : i + batch_size], with_full=False,
+                       with_seq=getattr(model, "uses_sequences", False))
         outs.append(model(b).logits.float().cpu())
     return torch.cat(outs).numpy()
 
@@ -143,6 +187,7 @@ def fit(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     y_val = bank.y[torch.as_tensor(bank.pos[val_rows])].cpu().numpy()
     keeper = EarlyStopping(model, cfg.patience)
+    with_seq = getattr(model, "uses_sequences", False)
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(train_rows)
@@ -152,7 +197,7 @@ def fit(
             rows = order[i : i + cfg.batch_size]
             if len(rows) < 2:
                 continue  # BatchNorm-free models are fine, but a 1-row step is pure noise
-            batch = bank.batch(rows, avail[i : i + cfg.batch_size], with_full=True)
+            batch = bank.batch(rows, avail[i : i + cfg.batch_size], with_full=True, with_seq=with_seq)
             out = fwd(model, batch)
             loss = task_loss(model.spec.task, out.logits, batch.y) + out.aux_loss
             opt.zero_grad(set_to_none=True)

@@ -14,11 +14,15 @@ from pydantic import ValidationError
 from pipeline.data.dataset import Dataset, build_table, write_dataset
 from pipeline.data.importers.parquet import sha256_file
 from pipeline.data.schema import Manifest, ModalitySpec
+from pipeline.data.sequences import Sequences
 from pipeline.data.splits import assign_folds
 from pipeline.errors import DataError
 
 Progress = Callable[[int], None] | None
-__all__ = ["Progress", "listing_sha256", "offenders", "pool_frames", "publish", "require", "sha256_file"]
+__all__ = [
+    "Progress", "clean_frames", "listing_sha256", "offenders", "pool_frames", "pool_valid", "publish", "require",
+    "sha256_file",
+]
 
 
 def offenders(items: Sequence[object], k: int = 5) -> str:
@@ -43,22 +47,33 @@ def listing_sha256(folder: Path, names: Iterable[str], suffix: str = ".npy") -> 
     return h.hexdigest()
 
 
-def pool_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(n, T, D) frames -> (n, D) float32 mean over the valid frames, and (n,) bool "has a
-    valid frame". Valid = within `lengths` if given, else not an all-zero (padding) frame.
-    -inf/+inf (CMU-MOSEI's COVAREP audio has -inf) count as 0, as CARAT's loader does."""
+def clean_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T, D) float32 frames with -inf/+inf set to 0 (CMU-MOSEI's COVAREP audio has -inf;
+    CARAT's loader does the same) and the (n, T) valid mask: within `lengths` if given,
+    else not an all-zero (padding) frame. (n, D) input is one frame per sample."""
     seq = np.asarray(seq, np.float32)
     if seq.ndim == 2:  # already one vector per sample
         seq = seq[:, None, :]
-    seq = np.where(np.isinf(seq), 0.0, seq)
+    seq = np.where(np.isinf(seq), np.float32(0.0), seq)
     t = seq.shape[1]
     if lengths is not None:
         valid = np.arange(t)[None, :] < np.minimum(np.asarray(lengths, np.int64), t)[:, None]
     else:
         valid = np.abs(seq).sum(-1) > 0
+    return seq, valid
+
+
+def pool_valid(seq: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, D) float32 mean over the valid frames, and (n,) bool "has a valid frame"."""
     cnt = valid.sum(1)
     pooled = (seq * valid[..., None]).sum(1) / np.maximum(cnt, 1)[:, None]
     return pooled.astype(np.float32), cnt > 0
+
+
+def pool_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T, D) frames -> (n, D) float32 mean over the valid frames (see `clean_frames`),
+    and (n,) bool "has a valid frame"."""
+    return pool_valid(*clean_frames(seq, lengths))
 
 
 def check_finite(src: Path, modality: str, mat: np.ndarray, samples: np.ndarray) -> None:
@@ -71,10 +86,10 @@ def publish(
     out: str | Path, *, name: str, task: str, classes: list[str], samples: np.ndarray, y: np.ndarray,
     labeled: np.ndarray, feats: dict[str, np.ndarray], present: dict[str, np.ndarray] | None,
     folds: int, seed: int, provenance: dict, fixed_folds: np.ndarray | None = None,
-    extra: dict[str, np.ndarray] | None = None,
+    extra: dict[str, np.ndarray] | None = None, sequences: dict[str, Sequences] | None = None,
 ) -> Dataset:
     """Assign folds (stratified, or the source's own split in `fixed_folds`), build the
-    table and publish `out/` atomically after full validation."""
+    table and publish `out/` (with `sequences/` if given) atomically after full validation."""
     src = provenance.get("source", "?")
     dup = np.unique(samples, return_counts=True)
     if (dup[1] > 1).any():
@@ -102,4 +117,4 @@ def publish(
         names = np.array(classes, dtype=object)
         ex["label_name"] = np.where(labeled, names[np.maximum(y, 0)], None)
     table = build_table(manifest, samples, y, labeled, fold, feats, present, ex)
-    return write_dataset(out, manifest, table)
+    return write_dataset(out, manifest, table, sequences=sequences)

@@ -6,7 +6,9 @@ Source (chengzju/CARAT, data/): a torch-saved dict {'train', 'valid', 'test'} of
 ids 4..9 are happy, sad, anger, surprise, disgust, fear. A sample without an emotion id
 is labeled with the empty set (MOSEI's "None"). Frames are mean-pooled over the
 non-padding ones (-inf -> 0, as CARAT's loader). `official_split`: folds 0/1/2 = train /
-valid / test (run with `--folds 2`). The same reader serves M3ED's `m3ed_data_60.pt`
+valid / test (run with `--folds 2`). `keep_sequences` also writes the non-padding
+frames to `sequences/`, moved to the front (the file pads on the left; see
+`pipeline.data.sequences`). The same reader serves M3ED's `m3ed_data_60.pt`
 (ids 4..10, seven emotions; see `m3ed.py`).
 """
 
@@ -20,12 +22,14 @@ from pipeline.data.dataset import Dataset
 from pipeline.data.importers._common import (
     Progress,
     check_finite,
+    clean_frames,
     offenders,
-    pool_frames,
+    pool_valid,
     publish,
     require,
     sha256_file,
 )
+from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
 
 EMOTIONS = ["happy", "sad", "anger", "surprise", "disgust", "fear"]  # tgt ids 4..9
@@ -59,6 +63,7 @@ def _stack(path: Path, split: str, key: str, seqs, start: int, stop: int) -> np.
 def import_tgt_file(
     src: str | Path, name: str, out: str | Path, classes: list[str], importer: str,
     official_split: bool = False, folds: int = 5, seed: int = 0, progress: Progress = None,
+    keep_sequences: bool = False,
 ) -> Dataset:
     """Shared reader of CARAT-style (src-*, tgt) torch files; `classes` = emotions of ids 4, 5, ..."""
     src = require(Path(src).resolve(), "CARAT data file")
@@ -73,48 +78,62 @@ def import_tgt_file(
     sizes = {s: len(data[s]["tgt"]) for s in SPLITS}
     n = sum(sizes.values())
     dims = {m: int(np.shape(data["train"][k][0])[-1]) for m, k in KEYS.items()}
-    feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
-    present = {m: np.zeros(n, bool) for m in dims}
-    y = np.zeros((n, len(classes)), np.float32)
-    samples = np.empty(n, dtype=object)
-    split_of = np.empty(n, np.int8)
-    bad_ids: list[str] = []
-    start = 0
-    for si, s in enumerate(SPLITS):
-        part, k = data[s], sizes[s]
-        for i, tgt in enumerate(part["tgt"]):
-            for t in tgt:
-                t = int(t)
-                if FIRST_ID <= t < FIRST_ID + len(classes):
-                    y[start + i, t - FIRST_ID] = 1.0
-                elif t >= FIRST_ID:
-                    bad_ids.append(f"{s}[{i}]: {t}")
-        samples[start : start + k] = [f"{s}_{i:05d}" for i in range(k)]
-        split_of[start : start + k] = si
-        for m, key in KEYS.items():
-            for c in range(0, k, CHUNK):
-                arr = _stack(src, s, key, part[key], c, c + CHUNK)
-                if arr.shape[-1] != dims[m]:
-                    raise DataError(f"{src}: '{s}/{key}' has dim {arr.shape[-1]}, train has {dims[m]}")
-                pooled, ok = pool_frames(arr)
-                feats[m][start + c : start + c + len(arr)] = pooled
-                present[m][start + c : start + c + len(arr)] = ok
-        start += k
-        if progress is not None:
-            progress(k)
-    if bad_ids:
-        raise DataError(f"{src}: label id(s) outside {FIRST_ID}..{FIRST_ID + len(classes) - 1} ({classes}): {offenders(bad_ids)}")
-    for m, mat in feats.items():
-        check_finite(src, m, mat, samples)
-    prov = {"importer": importer, "source": str(src), "sha256": sha256_file(src), "sizes": sizes,
-            "official_split": official_split, "label_ids": {c: FIRST_ID + i for i, c in enumerate(classes)},
-            "pooling": "mean over non-padding frames; -inf -> 0"}
-    return publish(out, name=name, task="multi_label", classes=list(classes), samples=samples, y=y,
-                   labeled=np.ones(n, bool), feats=feats, present=present,
-                   folds=3 if official_split else folds, seed=seed, provenance=prov,
-                   fixed_folds=split_of if official_split else None)
+    shapes = {}
+    if keep_sequences:  # (n, T, D) with T the longest sample's frames
+        frames = {m: max(np.shape(x)[0] if np.ndim(x) == 2 else 1 for s in SPLITS for x in data[s][k])
+                  for m, k in KEYS.items()}
+        shapes = {m: (n, int(frames[m]), d) for m, d in dims.items()}
+    with stage_sequences(out, shapes, keep_sequences) as stage:
+        feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
+        present = {m: np.zeros(n, bool) for m in dims}
+        y = np.zeros((n, len(classes)), np.float32)
+        samples = np.empty(n, dtype=object)
+        split_of = np.empty(n, np.int8)
+        bad_ids: list[str] = []
+        start = 0
+        for si, s in enumerate(SPLITS):
+            part, k = data[s], sizes[s]
+            for i, tgt in enumerate(part["tgt"]):
+                for t in tgt:
+                    t = int(t)
+                    if FIRST_ID <= t < FIRST_ID + len(classes):
+                        y[start + i, t - FIRST_ID] = 1.0
+                    elif t >= FIRST_ID:
+                        bad_ids.append(f"{s}[{i}]: {t}")
+            samples[start : start + k] = [f"{s}_{i:05d}" for i in range(k)]
+            split_of[start : start + k] = si
+            for m, key in KEYS.items():
+                for c in range(0, k, CHUNK):
+                    arr = _stack(src, s, key, part[key], c, c + CHUNK)
+                    if arr.shape[-1] != dims[m]:
+                        raise DataError(f"{src}: '{s}/{key}' has dim {arr.shape[-1]}, train has {dims[m]}")
+                    seq, valid = clean_frames(arr)
+                    pooled, ok = pool_valid(seq, valid)
+                    feats[m][start + c : start + c + len(arr)] = pooled
+                    present[m][start + c : start + c + len(arr)] = ok
+                    if stage is not None:
+                        stage.put(m, start + c, seq, valid)
+            start += k
+            if progress is not None:
+                progress(k)
+        if bad_ids:
+            raise DataError(f"{src}: label id(s) outside {FIRST_ID}..{FIRST_ID + len(classes) - 1} ({classes}): {offenders(bad_ids)}")
+        for m, mat in feats.items():
+            check_finite(src, m, mat, samples)
+        prov = {"importer": importer, "source": str(src), "sha256": sha256_file(src), "sizes": sizes,
+                "official_split": official_split, "label_ids": {c: FIRST_ID + i for i, c in enumerate(classes)},
+                "pooling": "mean over non-padding frames; -inf -> 0"}
+        if stage is not None:
+            prov["sequences"] = "non-padding frames, moved to the front; -inf -> 0"
+        return publish(out, name=name, task="multi_label", classes=list(classes), samples=samples, y=y,
+                       labeled=np.ones(n, bool), feats=feats, present=present,
+                       folds=3 if official_split else folds, seed=seed, provenance=prov,
+                       fixed_folds=split_of if official_split else None,
+                       sequences=None if stage is None else stage.result())
 
 
 def import_carat_mosei(src: str | Path, name: str, out: str | Path, official_split: bool = False,
-                       folds: int = 5, seed: int = 0, progress: Progress = None) -> Dataset:
-    return import_tgt_file(src, name, out, EMOTIONS, "carat-mosei", official_split, folds, seed, progress)
+                       folds: int = 5, seed: int = 0, progress: Progress = None,
+                       keep_sequences: bool = False) -> Dataset:
+    return import_tgt_file(src, name, out, EMOTIONS, "carat-mosei", official_split, folds, seed, progress,
+                           keep_sequences)

@@ -8,7 +8,8 @@ lengths; text: non-zero tokens), -inf counts as 0. Task `regression` (default, t
 sentiment score) or `single_label` (the classification labels). `official_split`
 keeps MMSA's split as fixed folds 0 = train, 1 = valid, 2 = test (run with `--folds 2`).
 The pickle is loaded whole (that is the format); pooling runs chunk by chunk into
-preallocated float32 matrices.
+preallocated float32 matrices. `keep_sequences` also writes the valid frames of every
+modality to `sequences/` (padded to the longest split's T; see `pipeline.data.sequences`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from pipeline.data.dataset import Dataset
 from pipeline.data.importers._common import (
     Progress,
     check_finite,
+    clean_frames,
     offenders,
-    pool_frames,
+    pool_valid,
     publish,
     require,
     sha256_file,
 )
+from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
 
 SPLITS = ("train", "valid", "test")
@@ -49,6 +52,7 @@ def _load(path: Path) -> dict:
 def import_mmsa(
     src: str | Path, name: str, out: str | Path, task: str = "regression", official_split: bool = False,
     classes: list[str] | None = None, folds: int = 5, seed: int = 0, progress: Progress = None,
+    keep_sequences: bool = False,
 ) -> Dataset:
     src = require(Path(src).resolve(), "MMSA pickle")
     if task not in ("regression", "single_label"):
@@ -61,7 +65,7 @@ def import_mmsa(
             raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
     sizes = {s: len(data[s]["id"]) for s in SPLITS}
     n = sum(sizes.values())
-    dims = {}
+    dims, frames = {}, {}
     for m, (key, _) in MODALITIES.items():
         shapes = {s: np.shape(data[s][key]) for s in SPLITS}
         bad = [f"{s} {sh}" for s, sh in shapes.items() if len(sh) not in (2, 3) or sh[0] != sizes[s]]
@@ -71,46 +75,54 @@ def import_mmsa(
         if len(ds_) != 1:
             raise DataError(f"{src}: '{key}' feature dim differs across splits: {shapes}")
         dims[m] = ds_.pop()
-    feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
-    present = {m: np.zeros(n, bool) for m in dims}
-    samples = np.empty(n, dtype=object)
-    split_of = np.empty(n, np.int8)
-    target = np.zeros(n, np.float32)
-    start = 0
-    for si, s in enumerate(SPLITS):
-        part = data[s]
-        k = sizes[s]
-        samples[start : start + k] = [str(i) for i in part["id"]]
-        split_of[start : start + k] = si
-        lab_key = "regression_labels" if task == "regression" else "classification_labels"
-        target[start : start + k] = np.asarray(part[lab_key], np.float32).reshape(k)
-        for m, (key, len_key) in MODALITIES.items():
-            lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
-            for c in range(0, k, CHUNK):
-                pooled, ok = pool_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
-                feats[m][start + c : start + c + len(pooled)] = pooled
-                present[m][start + c : start + c + len(pooled)] = ok
-        start += k
-        if progress is not None:
-            progress(k)
-    for m, mat in feats.items():
-        check_finite(src, m, mat, samples)
-    labeled = np.isfinite(target)
-    if not labeled.all():
-        raise DataError(f"{src}: NaN label for sample(s) {offenders(samples[~labeled])}")
-    if task == "single_label":
-        y = target.astype(np.int64)
-        if (y != target).any() or (y < 0).any():
-            raise DataError(f"{src}: classification_labels must be class indices >= 0, e.g. {offenders(target[y != target])}")
-        n_cls = int(y.max()) + 1
-        classes = classes or (["negative", "neutral", "positive"] if n_cls == 3 else [str(i) for i in range(n_cls)])
-        if len(classes) < n_cls:
-            raise DataError(f"{src}: {n_cls} classes in the labels but --classes lists {len(classes)}")
-    else:
-        y, classes = target, []
-    prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
-            "sizes": sizes, "official_split": official_split,
-            "pooling": "mean over valid frames (lengths; text: non-zero tokens); -inf -> 0"}
-    return publish(out, name=name, task=task, classes=classes, samples=samples, y=y, labeled=labeled,
-                   feats=feats, present=present, folds=3 if official_split else folds, seed=seed,
-                   provenance=prov, fixed_folds=split_of if official_split else None)
+        frames[m] = max(sh[1] if len(sh) == 3 else 1 for sh in shapes.values())
+    with stage_sequences(out, {m: (n, frames[m], d) for m, d in dims.items()}, keep_sequences) as stage:
+        feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
+        present = {m: np.zeros(n, bool) for m in dims}
+        samples = np.empty(n, dtype=object)
+        split_of = np.empty(n, np.int8)
+        target = np.zeros(n, np.float32)
+        start = 0
+        for si, s in enumerate(SPLITS):
+            part = data[s]
+            k = sizes[s]
+            samples[start : start + k] = [str(i) for i in part["id"]]
+            split_of[start : start + k] = si
+            lab_key = "regression_labels" if task == "regression" else "classification_labels"
+            target[start : start + k] = np.asarray(part[lab_key], np.float32).reshape(k)
+            for m, (key, len_key) in MODALITIES.items():
+                lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
+                for c in range(0, k, CHUNK):
+                    seq, valid = clean_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
+                    pooled, ok = pool_valid(seq, valid)
+                    feats[m][start + c : start + c + len(pooled)] = pooled
+                    present[m][start + c : start + c + len(pooled)] = ok
+                    if stage is not None:
+                        stage.put(m, start + c, seq, valid)
+            start += k
+            if progress is not None:
+                progress(k)
+        for m, mat in feats.items():
+            check_finite(src, m, mat, samples)
+        labeled = np.isfinite(target)
+        if not labeled.all():
+            raise DataError(f"{src}: NaN label for sample(s) {offenders(samples[~labeled])}")
+        if task == "single_label":
+            y = target.astype(np.int64)
+            if (y != target).any() or (y < 0).any():
+                raise DataError(f"{src}: classification_labels must be class indices >= 0, e.g. {offenders(target[y != target])}")
+            n_cls = int(y.max()) + 1
+            classes = classes or (["negative", "neutral", "positive"] if n_cls == 3 else [str(i) for i in range(n_cls)])
+            if len(classes) < n_cls:
+                raise DataError(f"{src}: {n_cls} classes in the labels but --classes lists {len(classes)}")
+        else:
+            y, classes = target, []
+        prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
+                "sizes": sizes, "official_split": official_split,
+                "pooling": "mean over valid frames (lengths; text: non-zero tokens); -inf -> 0"}
+        if stage is not None:
+            prov["sequences"] = "valid frames (as pooled), moved to the front; -inf -> 0"
+        return publish(out, name=name, task=task, classes=classes, samples=samples, y=y, labeled=labeled,
+                       feats=feats, present=present, folds=3 if official_split else folds, seed=seed,
+                       provenance=prov, fixed_folds=split_of if official_split else None,
+                       sequences=None if stage is None else stage.result())
