@@ -213,6 +213,11 @@ def test_m3ed_pickle_and_pt(tmp_path):
     write_carat_pt(tmp_path / "m3ed_data_60.pt", n_ids=7, dims=(12, 10, 16), t=8)
     ds2 = import_m3ed(tmp_path / "m3ed_data_60.pt", "m3ed60", tmp_path / "m3ed60", folds=2)
     assert ds2.manifest.classes[-1] == "surprise" and ds2.y.shape[1] == 7
+    ds3 = import_m3ed(tmp_path / "m3ed_data_60.pt", "m3ed60s", tmp_path / "m3ed60s", folds=2, keep_sequences=True)
+    assert ds3.sequences is not None and ds3.sequences["text"].values.shape[1:] == (8, 16)
+    with pytest.raises(DataError, match="--keep-sequences needs"):
+        import_m3ed(tmp_path / "m3ed.pkl", "m3eds", tmp_path / "m3eds", keep_sequences=True)
+    assert not (tmp_path / "m3eds").exists()
 
 
 # ---------------------------------------------------------------- IEMOCAP (MMIN layout)

@@ -397,9 +397,11 @@ def import_m3ed_cmd(
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
     seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    keep_sequences: _KEEP_SEQ = False,
 ) -> None:
     """M3ED, dialogue-level multi-label (7 emotions)."""
     from pipeline.data.importers import import_m3ed
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_m3ed(
-        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p))
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p,
+        keep_sequences=keep_sequences))

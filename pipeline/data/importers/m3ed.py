@@ -36,10 +36,14 @@ ITEMS = {"labels": 2, "text": 3, "visual": 4, "audio": 5, "train": 7, "val": 8, 
 
 
 def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: bool = False,
-                folds: int = 5, seed: int = 0, progress: Progress = None) -> Dataset:
+                folds: int = 5, seed: int = 0, progress: Progress = None,
+                keep_sequences: bool = False) -> Dataset:
     src = require(Path(src).resolve(), "M3ED file")
     if src.suffix == ".pt":
-        return import_tgt_file(src, name, out, EMOTIONS, "m3ed", official_split, folds, seed, progress)
+        return import_tgt_file(src, name, out, EMOTIONS, "m3ed", official_split, folds, seed, progress,
+                               keep_sequences)
+    if keep_sequences:  # the pickle holds dialogue-level vectors only
+        raise DataError(f"{src}: --keep-sequences needs the padded m3ed_data_60.pt file, not the feature pickle")
     try:
         with src.open("rb") as fh:
             data = pickle.load(fh)
