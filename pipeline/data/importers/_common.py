@@ -21,7 +21,7 @@ from pipeline.errors import DataError
 Progress = Callable[[int], None] | None
 __all__ = [
     "Progress", "clean_frames", "listing_sha256", "offenders", "pool_frames", "pool_valid", "publish", "require",
-    "sha256_file",
+    "sha256_file", "store_frames",
 ]
 
 
@@ -68,6 +68,16 @@ def pool_valid(seq: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     cnt = valid.sum(1)
     pooled = (seq * valid[..., None]).sum(1) / np.maximum(cnt, 1)[:, None]
     return pooled.astype(np.float32), cnt > 0
+
+
+def store_frames(feats: dict, present: dict, stage, m: str, pos: int, seq: np.ndarray, valid: np.ndarray) -> None:
+    """Write a chunk of frames (n, T, D) starting at row `pos`: pooled into `feats[m]` with
+    its presence into `present[m]`, and staged as frames too when sequences are kept."""
+    pooled, ok = pool_valid(seq, valid)
+    feats[m][pos : pos + len(pooled)] = pooled
+    present[m][pos : pos + len(pooled)] = ok
+    if stage is not None:
+        stage.put(m, pos, seq, valid)
 
 
 def pool_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

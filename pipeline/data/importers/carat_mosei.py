@@ -24,10 +24,10 @@ from pipeline.data.importers._common import (
     check_finite,
     clean_frames,
     offenders,
-    pool_valid,
     publish,
     require,
     sha256_file,
+    store_frames,
 )
 from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
@@ -107,12 +107,7 @@ def import_tgt_file(
                     arr = _stack(src, s, key, part[key], c, c + CHUNK)
                     if arr.shape[-1] != dims[m]:
                         raise DataError(f"{src}: '{s}/{key}' has dim {arr.shape[-1]}, train has {dims[m]}")
-                    seq, valid = clean_frames(arr)
-                    pooled, ok = pool_valid(seq, valid)
-                    feats[m][start + c : start + c + len(arr)] = pooled
-                    present[m][start + c : start + c + len(arr)] = ok
-                    if stage is not None:
-                        stage.put(m, start + c, seq, valid)
+                    store_frames(feats, present, stage, m, start + c, *clean_frames(arr))
             start += k
             if progress is not None:
                 progress(k)

@@ -25,10 +25,10 @@ from pipeline.data.importers._common import (
     check_finite,
     clean_frames,
     offenders,
-    pool_valid,
     publish,
     require,
     sha256_file,
+    store_frames,
 )
 from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
@@ -94,11 +94,7 @@ def import_mmsa(
                 lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
                 for c in range(0, k, CHUNK):
                     seq, valid = clean_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
-                    pooled, ok = pool_valid(seq, valid)
-                    feats[m][start + c : start + c + len(pooled)] = pooled
-                    present[m][start + c : start + c + len(pooled)] = ok
-                    if stage is not None:
-                        stage.put(m, start + c, seq, valid)
+                    store_frames(feats, present, stage, m, start + c, seq, valid)
             start += k
             if progress is not None:
                 progress(k)
