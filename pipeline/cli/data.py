@@ -276,6 +276,8 @@ def synth_regression(
 
 _OUT = Annotated[Path | None, typer.Option("--out", "-o", help="Dataset directory (default <data_dir>/<name>).")]
 _DATA_DIR = Annotated[Path | None, typer.Option(help="Data directory.", envvar="RAMER_DATA_DIR")]
+_FOLDS = Annotated[int, typer.Option(help="Folds (without --official-split).")]
+_FOLD_SEED = Annotated[int | None, typer.Option(help="Fold seed.")]
 _OFFICIAL = Annotated[bool, typer.Option(help="Keep the source's train/valid/test as folds 0/1/2 (then run --folds 2).")]
 _KEEP_SEQ = Annotated[bool, typer.Option(
     help="Also keep the frame sequences in sequences/ (float32, 4 x N x sum(T*D) bytes) for sequence models "
@@ -327,7 +329,7 @@ def import_mer2024_cmd(
     unlisted: Annotated[bool, typer.Option(help="Add feature files listed in no corpus to the unlabeled pool.")] = False,
     allow_missing: Annotated[bool, typer.Option(help="Import missing feature files as absent modalities.")] = False,
     out: _OUT = None, folds: Annotated[int, typer.Option(help="Stratified folds.")] = 5,
-    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
 ) -> None:
     """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/{name}.npy per modality."""
     from pipeline.data.importers import import_mer2024
@@ -346,7 +348,7 @@ def import_mmsa_cmd(
     classes: Annotated[str | None, typer.Option(help="Class names for single_label, a,b,c.")] = None,
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: Annotated[int, typer.Option(help="Stratified folds (without --official-split).")] = 5,
-    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
 ) -> None:
     """MMSA pickles: sequences mean-pooled over valid frames (and kept with --keep-sequences)."""
@@ -362,8 +364,8 @@ def import_carat_mosei_cmd(
     file: Annotated[Path, typer.Argument(help="CARAT's aligned CMU-MOSEI train_valid_test.pt.")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
     official_split: _OFFICIAL = False, out: _OUT = None,
-    folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
-    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    folds: _FOLDS = 5,
+    seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
 ) -> None:
     """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file."""
@@ -395,8 +397,8 @@ def import_m3ed_cmd(
     file: Annotated[Path, typer.Argument(help="CARAT's M3ED feature pickle, or the m3ed_data_60.pt it writes.")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
     official_split: _OFFICIAL = False, out: _OUT = None,
-    folds: Annotated[int, typer.Option(help="Folds (without --official-split).")] = 5,
-    seed: Annotated[int | None, typer.Option(help="Fold seed.")] = None, data_dir: _DATA_DIR = None,
+    folds: _FOLDS = 5,
+    seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
 ) -> None:
     """M3ED, dialogue-level multi-label (7 emotions)."""
