@@ -120,6 +120,14 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_metrics(tmp_path
     assert set(table.column("condition").to_pylist()) == {"a", "v", "l", "av", "al", "vl", "avl"}
     assert (path.parent / "wa_by_condition.png").is_file()
     assert "ramer" in path.read_text()
+    import csv
+
+    with (path.parent / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    wa = [r for r in rows if r["system"] == "ramer" and r["condition"] == "a" and r["metric"] == "WA"]
+    mine = [v for (s, c, m, v) in _metrics(resumed) if (s, c, m) == ("ramer", "a", "WA")]
+    assert len(wa) == 1 and int(wa[0]["n"]) == len(mine)
+    assert abs(float(wa[0]["mean"]) - sum(mine) / len(mine)) < 1e-5
 
 
 def test_rerun_without_resume_is_refused(tmp_path):

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 
-from pipeline.evaluation.tables import ordered_unique, summarise
+from pipeline.evaluation.tables import ordered_unique, summarise, write_summary_csv
 
 # The RAMER paper's Table 3 (MER2024; WA/UA in %), shown beside ours, never mixed in.
 PAPER_TABLE3 = {
@@ -203,6 +203,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
     prec_path = results_dir / "precision.parquet"
     precision = pq.read_table(prec_path) if prec_path.is_file() else None
     n_runs = len(set(zip(metrics.column("fold").to_pylist(), metrics.column("run").to_pylist())))
+    write_summary_csv(metrics, results_dir / "summary.csv")
     head = headline_metrics(metrics)
     present = set(metrics.column("metric").to_pylist())
     second = tuple(m for m in SECONDARY.get(head[0], ()) if m in present)
@@ -212,7 +213,8 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
         f"# {title or results_dir.name}",
         "",
         (f"Test-split results, mean ± std over {n_runs} fold x run combinations "
-         "(models selected on validation only). Raw numbers: `metrics.parquet`; config: `config.json`."),
+         "(models selected on validation only). Raw numbers: `metrics.parquet`; the same as "
+         "mean / std / n per system, condition and metric: `summary.csv`; config: `config.json`."),
         "",
         f"## Missing-modality conditions ({' / '.join(head)}, %)",
         "",

@@ -50,6 +50,21 @@ def summarise(table: pa.Table, by: list[str], value: str = "value") -> dict[tupl
     }
 
 
+def write_summary_csv(metrics: pa.Table, path: Path) -> None:
+    """summary.csv: one row per (system, condition, metric) with mean, std and n over the
+    fold x run units, in the report's order; for spreadsheets and other tools."""
+    import csv
+
+    stats = summarise(metrics, ["system", "condition", "metric"])
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["system", "condition", "metric", "mean", "std", "n"])
+        for (system, cond, metric), (mean, std, n) in stats.items():
+            out.writerow([system, cond, metric, f"{mean:.6g}", f"{std:.6g}", n])
+    tmp.replace(path)
+
+
 def ordered_unique(values: list) -> list:
     seen: dict = {}
     for v in values:

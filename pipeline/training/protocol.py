@@ -1,7 +1,7 @@
 """The whole RAMER protocol: K folds x R runs x systems, resumable, with one progress bar.
 
 Outputs (see README): results/<experiment>/{config.json, metrics.parquet,
-precision.parquet, timings.json, report.md, *.png}; checkpoints in runs/<experiment>/.
+precision.parquet, timings.json, report.md, summary.csv, *.png}; checkpoints in runs/<experiment>/.
 """
 
 from __future__ import annotations
