@@ -19,7 +19,7 @@ def ramer(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env.pop("QDRANT_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=600, stdin=subprocess.DEVNULL,
+        text=True, timeout=600, stdin=subprocess.DEVNULL, check=False,  # callers assert on the exit code
     )
 
 

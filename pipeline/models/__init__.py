@@ -4,6 +4,12 @@ from pipeline.models.base import Batch, MERModel, ModelSpec, Output, task_loss
 from pipeline.models.registry import create_model, list_models, register_model
 
 __all__ = [
-    "Batch", "MERModel", "ModelSpec", "Output", "task_loss",
-    "create_model", "list_models", "register_model",
+    "Batch",
+    "MERModel",
+    "ModelSpec",
+    "Output",
+    "create_model",
+    "list_models",
+    "register_model",
+    "task_loss",
 ]

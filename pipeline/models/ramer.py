@@ -45,7 +45,7 @@ class RAMER(MERModel):
         l2_available: bool = False  # L2-normalise available h too (lower validation WA on synth data)
         finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
 
-    def __init__(self, spec: ModelSpec, cfg: "RAMER.Config"):
+    def __init__(self, spec: ModelSpec, cfg: RAMER.Config):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         enc_cfg = EncoderConfig(
@@ -68,7 +68,7 @@ class RAMER(MERModel):
         for p in self.encoders.parameters():
             p.requires_grad_(self.cfg.finetune_encoders)
 
-    def train(self, mode: bool = True) -> "RAMER":
+    def train(self, mode: bool = True) -> RAMER:
         super().train(mode)
         if not self.cfg.finetune_encoders:
             # Frozen encoders stay in eval mode: their outputs must equal the stored vectors.
