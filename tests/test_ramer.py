@@ -184,3 +184,17 @@ def test_toml_config_layers_under_flags(tmp_path):
     path.write_text("[train]\nepoch = 7\n")
     with pytest.raises(RamerError, match="unknown option 'epoch'"):
         load_experiment(path)
+
+
+def test_systems_override_stage3_training_options(tmp_path):
+    """'ae(epochs=1,lr=0.01)': training keys go to the trainer, the rest to the model Config."""
+    from pipeline.training.config import RetrievalConfig
+    from pipeline.training.systems import parse_system
+
+    s = parse_system("carat(lr=0.0003,d_model=64)", RetrievalConfig())
+    assert s.train == {"lr": 0.0003} and s.overrides == {"d_model": 64}
+    assert parse_system("ramer(k=5,epochs=7)", RetrievalConfig()).train == {"epochs": 7}
+    cfg, st_ = _tiny_experiment(tmp_path, "over", systems=["ae", "ae(epochs=1)"], **{"train.patience": 50})
+    out = protocol.run_experiment(cfg, st_)
+    runs = {r["system"]: r["epochs_run"] for r in out.records}
+    assert runs == {"ae": 3, "ae(epochs=1)": 1}

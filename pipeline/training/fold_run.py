@@ -162,7 +162,7 @@ class FoldRun:
             cfg0 = replace(self.cfg.pretrain, seed=ctx.seed(f"{system.slug}-teacher"))
             fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg0,
                 forward=lambda m, b: m.pretrain_forward(b))
-        cfg = replace(self.cfg.train, seed=ctx.seed(f"train-{system.slug}"))
+        cfg = replace(self.cfg.train, **system.train, seed=ctx.seed(f"train-{system.slug}"))
         filler = getattr(model, "filler", None)
         searched0 = filler.seconds if filler is not None else 0.0
         t_fit = time.perf_counter()

@@ -4,6 +4,8 @@ A system is named by a string:
     ramer                      RAMER with the experiment's retrieval settings
     w/o retrieval              the same model, missing slots keep h^miss
     ramer(k=5,metric=euclidean)  RAMER with retrieval settings overridden
+    carat(lr=0.0003,epochs=60) a model with stage-3 training options overridden (lr, epochs,
+                               batch_size, weight_decay, patience); other keys: its Config
     mmin, ae, cra, ...         any registered model, trained by the generic trainer
     mmin+m3s, ramer+orig       ... trained under a span-missing strategy (orig | spl-trn | m3s)
     mmin+m3s@20-40             ... at that training span-rate range (else the experiment's)
@@ -20,6 +22,9 @@ from pipeline.errors import RamerError
 from pipeline.models.registry import list_models
 from pipeline.training.config import RetrievalConfig
 
+# Stage-3 training options a system may override, e.g. 'carat(lr=0.0003,epochs=60)' (the
+# seed stays derived from the system's name, so it is never an override).
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience"}
 _CALL = re.compile(r"^(?P<name>[\w\-/ .]+?)\s*(\((?P<args>.*)\))?$")
 
 
@@ -32,6 +37,7 @@ class System:
     overrides: dict[str, Any] = field(default_factory=dict)  # model Config overrides
     strategy: str = "none"  # none | orig | spl-trn | m3s (pipeline.training.strategies)
     train_range: tuple[float, float] | None = None  # span-rate range of 'base+m3s@20-40'; None = the experiment's
+    train: dict[str, Any] = field(default_factory=dict)  # stage-3 TrainConfig overrides: 'carat(lr=0.0003)'
 
     @property
     def slug(self) -> str:
@@ -86,7 +92,9 @@ def parse_system(text: str, base: RetrievalConfig) -> System:
         retr = {k: v for k, v in kv.items() if k in known}
         model_over = {k: v for k, v in kv.items() if k not in known}
         use = bool(model_over.pop("retrieval", True))
-        return System(label, "ramer", dataclasses.replace(base, **retr), use, model_over)
+        train = {k: model_over.pop(k) for k in TRAIN_KEYS & set(model_over)}
+        return System(label, "ramer", dataclasses.replace(base, **retr), use, model_over, train=train)
     if name not in list_models():
         raise RamerError(f"unknown system '{name}'; use ramer, 'w/o retrieval' or one of {list_models()}")
-    return System(label, name, None, True, kv)
+    train = {k: kv.pop(k) for k in TRAIN_KEYS & set(kv) if k not in config_fields(model_class(name))}
+    return System(label, name, None, True, kv, train=train)
