@@ -217,3 +217,39 @@ def test_training_range_x_test_range_grid(tmp_path):
     # every model scored once per (fold, test range)
     units = [(r["system"], r["condition"], r["fold"]) for r in table.to_pylist() if r["metric"] == "WA"]
     assert len(units) == len(set(units)) == 4 * 2 * 2
+
+
+def test_m3s_options_per_system(tmp_path, monkeypatch):
+    """'mmin(inner_lr=0.01)+m3s' carries its own alpha; M3S options without +m3s are refused."""
+    from pipeline.config import Settings
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.errors import RamerError
+    from pipeline.training import protocol
+    from pipeline.training.config import RetrievalConfig, load_experiment
+    from pipeline.training.systems import parse_system
+
+    s = parse_system("mmin(inner_lr=0.01,embd=8)+m3s", RetrievalConfig())
+    assert s.m3s == {"inner_lr": 0.01} and s.overrides["embd"] == 8 and s.strategy == "m3s"
+    with pytest.raises(RamerError, match="only apply with the \\+m3s"):
+        parse_system("mmin(inner_lr=0.01)+orig", RetrievalConfig())
+    data = tmp_path / "tiny"
+    write_synthetic(data, SynthConfig(labeled=120, unlabeled=0, dims={"audio": 8, "visual": 6, "text": 10}, seed=5))
+    st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    cfg = load_experiment(None, dataset=str(data), experiment="bad", folds=[0], runs=1, ingest=False,
+                          systems=["ae(inner_lr=0.1)"])
+    with pytest.raises(RamerError, match="need --strategy m3s"):
+        protocol.run_experiment(cfg, st_)
+    from pipeline.training import strategies
+
+    seen, original = {}, strategies.fit_strategy
+
+    def spy(model, *args, **kw):
+        seen[len(seen)] = args[7].inner_lr  # fit_strategy(model, bank, train, val, strategy, ranges, score, cfg, m3s)
+        return original(model, *args, **kw)
+
+    monkeypatch.setattr(strategies, "fit_strategy", spy)
+    cfg = load_experiment(None, dataset=str(data), experiment="alpha", folds=[0], runs=1, ingest=False,
+                          systems=["ae", "ae(inner_lr=0.5)"], strategy="m3s", **{"train.epochs": 1})
+    out = protocol.run_experiment(cfg, st_)
+    assert {r["system"] for r in out.records} == {"ae+m3s", "ae(inner_lr=0.5)+m3s"}
+    assert sorted(seen.values()) == [cfg.m3s.inner_lr, 0.5]  # the experiment's alpha, then the system's

@@ -251,7 +251,7 @@ class FoldRun:
         ctx = self.ctx
         return fit_strategy(
             model, ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
-            score, cfg, self.cfg.m3s, val_seed=ctx.seed("val-spans"), on_epoch=hook,
+            score, cfg, replace(self.cfg.m3s, **system.m3s), val_seed=ctx.seed("val-spans"), on_epoch=hook,
         )
 
     def _evaluate_spans(self, model: MERModel) -> list[dict]:

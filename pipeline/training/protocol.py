@@ -120,6 +120,9 @@ def run_experiment(
     runs_dir.mkdir(parents=True, exist_ok=True)
     save_json(load_json_like(cfg), runs_dir / "config.json")
     systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
+    if stray:
+        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
     bad = [f for f in folds if not 0 <= f < ds.manifest.folds]
     if bad:
