@@ -32,7 +32,7 @@ console = Console()
 ConfigArg = Annotated[Path | None, typer.Argument(help="TOML experiment config (optional; flags override it).")]
 DatasetOpt = Annotated[Path | None, typer.Option("--dataset", "-d", help="Dataset directory (manifest.json + features.parquet).")]
 ExperimentOpt = Annotated[str | None, typer.Option("--experiment", "-e", help="Experiment name: results/<name>, runs/<name>, collection names.")]
-SystemsOpt = Annotated[str | None, typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, ...")]
+SystemsOpt = Annotated[str | None, typer.Option("--systems", help="Comma list: ramer, 'w/o retrieval', ramer(k=5,metric=euclidean), mmin, carat(lr=0.0003,epochs=60), mmin(inner_lr=0.01)+m3s, ... (NAME(key=value): retrieval, model Config, training or M3S options for that system)")]
 AblationsOpt = Annotated[str | None, typer.Option("--ablations", help="Add the paper's Table-4 ablations as systems: 'all' or a comma list of retrieval, db-source, metric, top1, scale-k, encoders, two-rule.")]
 FoldsOpt = Annotated[str | None, typer.Option("--folds", help="Comma list of folds to run (default: all).")]
 RunsOpt = Annotated[int | None, typer.Option("--runs", help="Runs per fold (paper: 3).")]
