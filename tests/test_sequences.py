@@ -286,3 +286,31 @@ def test_span_strategy_keeps_carat_on_pooled_vectors(carat_ds):
     assert not bool(m.trained_on_frames)
     rows = evaluate_spans(m, bank, np.arange(72, 88), carat_ds.y[72:88], ranges, 3, multilabel_metrics)
     assert rows and all(np.isfinite(r["value"]) for r in rows)
+
+
+def test_noise_evaluation_reaches_the_frames(carat_ds):
+    """A CARAT trained on frames is scored under noise: the frames get seeded noise too."""
+    from pipeline.evaluation.robustness import frame_stats, noise_rows, train_stats
+
+    ds = carat_ds
+    bank = FeatureBank(ds, np.flatnonzero(ds.labeled))
+    spec = ModelSpec(tuple(ds.modalities), tuple(ds.manifest.dims), 6, "multi_label")
+    torch.manual_seed(0)
+    m = create_model("carat", spec, **SMALL)
+    fit(m, bank, np.arange(60), np.arange(60, 72), np.ones((1, 3), bool), micro_f1_from_logits,
+        TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
+    assert bool(m.trained_on_frames)
+    train, test = np.arange(60), np.arange(72, 88)
+    stats, fstats = train_stats(bank, train), frame_stats(bank, train)
+    assert fstats is not None and all(s > 0 for s in fstats.std)
+
+    def run():
+        return noise_rows(m, bank, test, ds.y[test], "multi_label", [("gaussian", [100]), ("impulse", [60])],
+                          lambda name: 7, stats, frames=fstats)
+
+    rows = run()
+    assert rows == run()  # seeded: identical on a rerun
+    value = {(r["noise"], r["intensity"], r["metric"]): r["value"] for r in rows}
+    assert value[("gaussian", 100, "F1")] != value[("none", 0, "F1")]
+    with pytest.raises(RamerError, match="trained on frame sequences"):  # without frame noise: refused
+        noise_rows(m, bank, test, ds.y[test], "multi_label", [("gaussian", [50])], lambda name: 7, stats)

@@ -7,6 +7,8 @@ modality present and noisy (`pipeline.data.noise`) at each requested type and in
 Noise is seeded per (fold, run, type, intensity) only: every system sees the very same
 noisy inputs and a rerun reproduces them. Its scale (feature std, max |x| per modality)
 comes from the fold's training rows. Intensity 0 (clean) is always evaluated too.
+Kept frame sequences (a CARAT trained on frames reads only them) get the same noise as
+they are read, at the scale of the training rows' frames.
 
 RAMER here encodes the noisy inputs (its stored clean hidden vectors are not used);
 its retrieval, which fills whole-missing modalities only, does not act with every
@@ -43,27 +45,60 @@ def train_stats(bank: FeatureBank, rows: np.ndarray) -> NoiseStats:
     return NoiseStats.of(xs)
 
 
+def frame_stats(bank: FeatureBank, rows: np.ndarray, limit: int = 512) -> NoiseStats | None:
+    """Per-modality std and max |x| over the valid frames of (at most `limit` of) `rows`;
+    None when the dataset keeps no frames. A modality without frames gets its vector scale."""
+    if bank.seq is None:
+        return None
+    rows = np.sort(np.asarray(rows))[:limit]
+    vec = train_stats(bank, rows)
+    std, maxabs = list(vec.std), list(vec.maxabs)
+    for i, s in enumerate(bank.seq):
+        if s is None:
+            continue
+        ln = np.asarray(s.lengths[rows])
+        valid = np.arange(s.frames)[None, :] < ln[:, None]  # (n, T)
+        frames = torch.from_numpy(np.asarray(s.values[rows])[valid])  # (valid frames, D)
+        if frames.numel():
+            one = NoiseStats.of([frames])
+            std[i], maxabs[i] = one.std[0], one.maxabs[0]
+    return NoiseStats(tuple(std), tuple(maxabs))
+
+
 def noisy_bank(
-    bank: FeatureBank, rows: np.ndarray, scheduler: NoiseScheduler, t: int, seed: int, stats: NoiseStats
+    bank: FeatureBank, rows: np.ndarray, scheduler: NoiseScheduler, t: int, seed: int, stats: NoiseStats,
+    frames: NoiseStats | None = None,
 ) -> FeatureBank:
-    """A shallow copy of `bank` whose `rows` carry seeded noise at intensity t."""
+    """A shallow copy of `bank` whose `rows` carry seeded noise at intensity t. With
+    `frames` (their scale, see `frame_stats`) the kept frame sequences get the same kind
+    and intensity of noise as they are read, seeded by (seed, modality, batch rows)."""
     rows = np.sort(np.asarray(rows))
     p = torch.as_tensor(bank.pos[rows])
     gen = torch.Generator().manual_seed(seed)
     noisy = scheduler([x[p] for x in bank.x], t, gen, stats)
     out = copy.copy(bank)
-    out.x = []
+    out.x = []  # drops the frames: they no longer match x ...
     for x, nx in zip(bank.x, noisy):
         x = x.clone()
         x[p] = nx
         out.x.append(x)
+    if frames is not None and bank.seq is not None:  # ... unless they get the noise too
+        out.seq = bank.seq
+
+        def frame_noise(i: int, batch_rows: np.ndarray, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
+            words = [seed, i, len(batch_rows), *np.asarray(batch_rows[:8], np.int64).tolist()]
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+            flat = x.reshape(-1, x.shape[-1])  # padding frames are all-zero rows: left as they are
+            return scheduler.one(flat, t, g, frames.std[i], frames.maxabs[i]).reshape(x.shape)
+
+        out.frame_noise = frame_noise
     return out
 
 
 def noise_rows(
     model, bank: FeatureBank, rows: np.ndarray, y: np.ndarray, task: str,
     noises: Sequence[tuple[str, list[int]]], seed_of: Callable[[str], int], stats: NoiseStats,
-    schedule: str = "linear",
+    schedule: str = "linear", frames: NoiseStats | None = None,
 ) -> list[dict]:
     """Metric rows (noise, intensity, metric, value) for one model; clean = ('none', 0)."""
     every = np.ones(len(bank.x), bool)
@@ -72,7 +107,7 @@ def noise_rows(
     for kind, ts in noises:
         sched = NoiseScheduler(kind, schedule)
         for t in ts:
-            nb = noisy_bank(bank, rows, sched, t, seed_of(f"noise-{kind}-{t}"), stats)
+            nb = noisy_bank(bank, rows, sched, t, seed_of(f"noise-{kind}-{t}"), stats, frames)
             logits = predict(model, nb, rows, every)
             out += [{"noise": kind, "intensity": t, "metric": k, "value": v}
                     for k, v in task_metrics(task, y, logits).items()]
@@ -110,6 +145,7 @@ def evaluate_noise(
                               run_dir=runs_dir / f"f{fold}_r{run}", base_seed=cfg.seed)
             fr = FoldRun(ctx, cfg)
             stats = train_stats(bank, split.train)
+            fstats = frame_stats(bank, split.train)  # None unless the dataset keeps frames
             for system in systems:
                 path = ctx.run_dir / f"{system.slug}.pt"
                 if not path.is_file():
@@ -122,7 +158,7 @@ def evaluate_noise(
                 if hasattr(model, "stored_hidden"):
                     model.stored_hidden = None  # encode the noisy inputs, not the stored clean h
                 test = split.test
-                for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule):
+                for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule, fstats):
                     rows.append({"system": system.label, "fold": fold, "run": run, **r})
     if not rows:
         from pipeline.errors import RamerError

@@ -239,7 +239,7 @@ class CARAT(MERModel):
         if batch.seq is None:
             raise RamerError(
                 "carat: this model was trained on frame sequences but the input has none (utterance vectors "
-                "only, or features perturbed by a span / noise transform); use inputs with frames"
+                "only, or features perturbed by a span transform); use inputs with frames"
             )
         return True
 

@@ -88,6 +88,9 @@ class FeatureBank:
         self.seq: list[Sequences | None] | None = (
             None if ds.sequences is None else [ds.sequences.get(m) for m in ds.modalities]
         )
+        # (modality index, rows, frames (B, T, D)) -> perturbed frames; set on a noisy copy
+        # (pipeline.evaluation.robustness) so frames carry the same kind of noise as `x`
+        self.frame_noise: Callable[[int, np.ndarray, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def x(self) -> list[torch.Tensor]:
@@ -130,7 +133,10 @@ class FeatureBank:
             t = max(1, int(ln.max(initial=0)))
             vals = np.empty((len(rows), t, s.values.shape[2]), np.float32)
             vals[order] = s.values[rows[order], :t]
-            xs.append(torch.from_numpy(vals).to(self.device))  # (B, t, D_m)
+            frames = torch.from_numpy(vals)  # (B, t, D_m)
+            if self.frame_noise is not None:
+                frames = self.frame_noise(i, rows, frames)
+            xs.append(frames.to(self.device))
             lens.append(torch.from_numpy(ln).to(self.device))
         return Frames(xs, torch.stack(lens, dim=1))  # lengths (B, M)
 
