@@ -59,3 +59,18 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     strip = lambda c: c.replace(" -q", "")
     assert strip(commands[1]) in strip(ci)
+
+
+def test_benchmark_experiment_configs_parse():
+    """The README's report commands use these configs: each must load and name valid systems."""
+    from pipeline.training.config import load_experiment
+    from pipeline.training.protocol import _expand_strategies
+    from pipeline.training.systems import parse_system
+
+    paths = sorted((Path(__file__).parent.parent / "benchmarks" / "experiments").glob("*.toml"))
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = load_experiment(path)
+        systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+        assert systems, path
+        assert "ramer data" in path.read_text() and "ramer run" in path.read_text(), f"{path}: no command to rerun"
