@@ -46,9 +46,14 @@ def parse_ranges(value: str | Sequence) -> list[Range]:
     return [parse_range(v) for v in items]
 
 
+def range_tag(r: Range) -> str:
+    """(0.4, 0.6) -> '40-60': a range in percent, as labels and tables write it."""
+    return f"{round(100 * r[0])}-{round(100 * r[1])}"
+
+
 def range_name(r: Range) -> str:
     """(0.4, 0.6) -> 'span40-60': the condition name in results tables."""
-    return f"span{round(100 * r[0])}-{round(100 * r[1])}"
+    return f"span{range_tag(r)}"
 
 
 def draw_rates(n: int, ranges: Sequence[Range], gen: torch.Generator) -> Tensor:

@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.data.spans import range_tag
 from pipeline.evaluation.tables import ordered_unique
-from pipeline.training.strategies import STRATEGIES, split_strategy
+from pipeline.training.strategies import STRATEGIES, split_strategy, train_range_of
 
 NAMES = {"orig": "ORIG", "spl-trn": "ORIG + SPL-TRN", "m3s": "ORIG + M3S"}
 LOWER_IS_BETTER = {"MAE"}
@@ -25,7 +26,8 @@ LOWER_IS_BETTER = {"MAE"}
 
 def _train_tag(system: str) -> str:
     """'mmin+m3s@20-40' -> '20-40'; '' when the label has no training range."""
-    return system.rpartition("+")[2].partition("@")[2].strip()
+    r = train_range_of(system)
+    return "" if r is None else range_tag(r)
 
 
 def _runs(metrics: pa.Table) -> dict[tuple, dict[tuple[int, int], float]]:

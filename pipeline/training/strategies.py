@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from pipeline.data.spans import Range, apply_spans, range_name, span_masks
+from pipeline.data.spans import Range, apply_spans, range_name, range_tag, span_masks
 from pipeline.models.base import Batch, MERModel, task_loss
 from pipeline.training.trainer import (
     EarlyStopping,
@@ -77,7 +77,7 @@ def expand_systems(
     strats = parse_strategies(strategy)
     if not strats:
         return list(systems)
-    tags = [""] if len(train_ranges) <= 1 else ["@" + range_name(r)[len("span"):] for r in train_ranges]
+    tags = [""] if len(train_ranges) <= 1 else ["@" + range_tag(r) for r in train_ranges]
     out = []
     for s in systems:
         if split_strategy(s)[1] != "none":
@@ -255,7 +255,7 @@ def evaluate_spans(
     """Metric rows for `rows` under fixed seeded spans; condition named 'span40-60'."""
     noisy = span_bank(bank, rows, ranges, seed)
     logits = predict(model, noisy, rows, np.ones(len(bank.x), bool))
-    name = range_name(ranges[0]) if len(set(ranges)) == 1 else "span-" + "_".join(range_name(r)[4:] for r in ranges)
+    name = range_name(ranges[0]) if len(set(ranges)) == 1 else "span-" + "_".join(range_tag(r) for r in ranges)
     return [{"condition": name, "metric": k, "value": v} for k, v in metrics_fn(y, logits).items()]
 
 
