@@ -301,7 +301,8 @@ def test_noise_evaluation_reaches_the_frames(carat_ds):
         TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
     assert bool(m.trained_on_frames)
     train, test = np.arange(60), np.arange(72, 88)
-    stats, fstats = train_stats(bank, train), frame_stats(bank, train)
+    stats = train_stats(bank, train)
+    fstats = frame_stats(bank, train, stats)
     assert fstats is not None and all(s > 0 for s in fstats.std)
 
     def run():

@@ -45,14 +45,14 @@ def train_stats(bank: FeatureBank, rows: np.ndarray) -> NoiseStats:
     return NoiseStats.of(xs)
 
 
-def frame_stats(bank: FeatureBank, rows: np.ndarray, limit: int = 512) -> NoiseStats | None:
+def frame_stats(bank: FeatureBank, rows: np.ndarray, vectors: NoiseStats, limit: int = 512) -> NoiseStats | None:
     """Per-modality std and max |x| over the valid frames of (at most `limit` of) `rows`;
-    None when the dataset keeps no frames. A modality without frames gets its vector scale."""
+    None when the dataset keeps no frames. A modality without frames keeps its vector
+    scale from `vectors` (`train_stats`): its one "frame" is the already noisy vector."""
     if bank.seq is None:
         return None
     rows = np.sort(np.asarray(rows))[:limit]
-    vec = train_stats(bank, rows)
-    std, maxabs = list(vec.std), list(vec.maxabs)
+    std, maxabs = list(vectors.std), list(vectors.maxabs)
     for i, s in enumerate(bank.seq):
         if s is None:
             continue
@@ -145,7 +145,7 @@ def evaluate_noise(
                               run_dir=runs_dir / f"f{fold}_r{run}", base_seed=cfg.seed)
             fr = FoldRun(ctx, cfg)
             stats = train_stats(bank, split.train)
-            fstats = frame_stats(bank, split.train)  # None unless the dataset keeps frames
+            fstats = frame_stats(bank, split.train, stats)  # None unless the dataset keeps frames
             for system in systems:
                 path = ctx.run_dir / f"{system.slug}.pt"
                 if not path.is_file():
