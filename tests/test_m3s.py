@@ -253,3 +253,17 @@ def test_m3s_options_per_system(tmp_path, monkeypatch):
     out = protocol.run_experiment(cfg, st_)
     assert {r["system"] for r in out.records} == {"ae+m3s", "ae(inner_lr=0.5)+m3s"}
     assert sorted(seen.values()) == [cfg.m3s.inner_lr, 0.5]  # the experiment's alpha, then the system's
+
+
+def test_grid_table_with_cells_missing_for_a_training_range():
+    """Merged or partial results: a (training range, test range) with no runs shows '–'."""
+    import pyarrow as pa
+
+    from pipeline.evaluation.strategy_report import grid_table
+
+    rows = [{"system": s, "fold": f, "run": 0, "condition": c, "metric": "WA", "value": 0.5 + 0.1 * f + d}
+            for s, c, d in [("ae+orig@20-40", "span20-40", 0.0), ("ae+m3s@20-40", "span20-40", 0.1),
+                            ("ae+orig@60-80", "span60-80", 0.0)] for f in (0, 1)]
+    text = grid_table(pa.Table.from_pylist(rows))
+    assert "| 20-40 | ORIG + M3S | **65.00 ± 5.00** | – |" in text
+    assert "| 60-80 | ORIG | – | 55.00 ± 5.00 |" in text  # a lone strategy is not "best"

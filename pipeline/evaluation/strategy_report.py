@@ -100,10 +100,10 @@ def grid_table(metrics: pa.Table) -> str:
                 cells = []
                 for c in conds:
                     vals = list(runs.get((base, st, c, metric), {}).values())
-                    col = [v for (s_, c_), v in means.items() if c_ == c]
-                    best = min(col) if metric in LOWER_IS_BETTER else max(col)
+                    col = [v for (s_, c_), v in means.items() if c_ == c]  # this base's strategies at c
                     text = _cell(vals, metric)
-                    cells.append(f"**{text}**" if vals and len(col) > 1 and means[(st, c)] == best else text)
+                    best = (min if metric in LOWER_IS_BETTER else max)(col) if len(col) > 1 else None
+                    cells.append(f"**{text}**" if vals and means[(st, c)] == best else text)
                 lines.append(f"| {tag} | {NAMES[st]} | " + " | ".join(cells) + " |")
         parts += lines + [""]
     return "\n".join(parts)
