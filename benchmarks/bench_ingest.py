@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "machine": info, "rows": rows, "store_folder": str(work), "peak_rss_mib": peak_rss_mib(),
               "point": "3 named 256-d vectors (~10% of samples lack one) + full payload"}
     md = md_table(rows, ["store", "points", "batch", "parallel", "seconds", "points/s", "bytes/point"])
-    path = save("ingest", result, md, args.out)
-    print(md)
-    print(f"written {path}")
+    save("ingest", result, md, args.out)
     return result
 
 

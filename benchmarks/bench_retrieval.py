@@ -308,9 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     md += "\nTarget (fast path within 1.5x of the matmul at N = 120k): " + ", ".join(
         f"{k}: {v['x matmul']}x {'yes' if v['within 1.5x'] else 'NO'}" for k, v in target.items()) + "\n"
     md = f"Threads: {result['threads']}.\n\n" + md
-    path = save(args.name, result, md, args.out)
-    print(md)
-    print(f"written {path}")
+    save(args.name, result, md, args.out)
     return result
 
 

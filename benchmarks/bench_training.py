@@ -113,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            f"~{40 / max(1, args.epochs):.0f}x the epochs.  \nRAMER stage 3: {100 * share:.1f} % of its time in retrieval "
            f"({pre:.2f} s neighbour precompute + {ramer.get('retrieval_seconds', 0.0):.2f} s fusion during fit, "
            f"of {stage3_ramer:.1f} s).\n")
-    path = save("training", result, md, args.out)
-    print(md)
-    print(f"written {path}")
+    save("training", result, md, args.out)
     return result
 
 

@@ -128,7 +128,8 @@ def md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def save(name: str, result: dict[str, Any], markdown: str, out_dir: Path | None = None) -> Path:
-    """results/<name>.json (everything) and results/<name>.md (the table + machine line)."""
+    """results/<name>.json (everything) and results/<name>.md (the table + machine line);
+    prints the table and where it was written."""
     out = Path(out_dir) if out_dir else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     result = {**result, "load_average_at_end": load_average()}
@@ -137,5 +138,8 @@ def save(name: str, result: dict[str, Any], markdown: str, out_dir: Path | None 
     md = (f"<!-- written by benchmarks/{result.get('script', name)} -->\n"
           f"{header}  \nload average at end: {result['load_average_at_end']}  \n"
           f"command: `{result.get('command', '')}`\n\n{markdown}")
-    (out / f"{name}.md").write_text(md)
-    return out / f"{name}.md"
+    path = out / f"{name}.md"
+    path.write_text(md)
+    print(markdown)
+    print(f"written {path}")
+    return path

@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            f"{st2['points']:,} points in the edge collection, {(st2['disk_bytes'] or 0) / 2**20:,.0f} MiB on disk "
            f"({(st2['disk_bytes'] or 0) / max(1, st2['points']):,.0f} B/point); FAISS candidates {st2['candidates']:,}; "
            f"{threads} threads; encoders: {st2['encoder']}.\n")
-    path = save("turbo_stage2", result, md, args.out)
-    print(md)
-    print(f"written {path}")
+    save("turbo_stage2", result, md, args.out)
     return result
 
 
