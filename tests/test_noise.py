@@ -82,10 +82,12 @@ def test_absent_modalities_stay_zero():
 
 def test_noisy_bank_is_seeded_per_call_and_identical_across_runs():
     from pipeline.evaluation.robustness import noisy_bank
+    from pipeline.training.trainer import FeatureBank
 
-    class Bank:  # the attributes noisy_bank reads
+    class Bank:  # the attributes noisy_bank reads, and FeatureBank's copy-with-rows
         pos = np.arange(16)
         x = _xs(b=16)
+        with_rows = FeatureBank.with_rows
 
     stats = NoiseStats.of(Bank.x)
     rows = np.arange(0, 16, 2)

@@ -18,7 +18,6 @@ system, fold, run, noise, intensity, metric, value), noise_report.md, noise_wa.p
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -76,23 +75,16 @@ def noisy_bank(
     p = torch.as_tensor(bank.pos[rows])
     gen = torch.Generator().manual_seed(seed)
     noisy = scheduler([x[p] for x in bank.x], t, gen, stats)
-    out = copy.copy(bank)
-    out.x = []  # drops the frames: they no longer match x ...
-    for x, nx in zip(bank.x, noisy):
-        x = x.clone()
-        x[p] = nx
-        out.x.append(x)
-    if frames is not None and bank.seq is not None:  # ... unless they get the noise too
-        out.seq = bank.seq
+    if frames is None or bank.seq is None:
+        return bank.with_rows(p, noisy)
 
-        def frame_noise(i: int, batch_rows: np.ndarray, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
-            words = [seed, i, len(batch_rows), *np.asarray(batch_rows[:8], np.int64).tolist()]
-            g = torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
-            flat = x.reshape(-1, x.shape[-1])  # padding frames are all-zero rows: left as they are
-            return scheduler.one(flat, t, g, frames.std[i], frames.maxabs[i]).reshape(x.shape)
+    def frame_noise(i: int, batch_rows: np.ndarray, x: torch.Tensor) -> torch.Tensor:  # x (B, T, D)
+        words = [seed, i, len(batch_rows), *np.asarray(batch_rows[:8], np.int64).tolist()]
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+        flat = x.reshape(-1, x.shape[-1])  # padding frames are all-zero rows: left as they are
+        return scheduler.one(flat, t, g, frames.std[i], frames.maxabs[i]).reshape(x.shape)
 
-        out.frame_noise = frame_noise
-    return out
+    return bank.with_rows(p, noisy, frame_noise)
 
 
 def noise_rows(

@@ -26,7 +26,6 @@ inputs (the stored clean vectors are not used) and the classifier is trained on 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,13 +132,7 @@ def span_bank(bank: FeatureBank, rows: np.ndarray, ranges: Sequence[Range], seed
     rows = np.sort(np.asarray(rows))
     pos = torch.as_tensor(bank.pos[rows])
     keep = span_masks(len(rows), [x.shape[1] for x in bank.x], ranges, gen)  # M x (n, D_m)
-    out = copy.copy(bank)
-    out.x = []
-    for x, k in zip(bank.x, keep):
-        x = x.clone()
-        x[pos] = x[pos] * k.to(x.device, x.dtype)
-        out.x.append(x)
-    return out
+    return bank.with_rows(pos, [x[pos] * k.to(x.device, x.dtype) for x, k in zip(bank.x, keep)])
 
 
 def batch_loss(model: MERModel, batch: Batch, params: dict | None = None) -> torch.Tensor:

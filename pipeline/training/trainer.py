@@ -102,6 +102,25 @@ class FeatureBank:
             self.seq = None
         self._x = xs
 
+    def with_rows(
+        self, pos: torch.Tensor, values: list[torch.Tensor],
+        frame_noise: Callable[[int, np.ndarray, torch.Tensor], torch.Tensor] | None = None,
+    ) -> FeatureBank:
+        """A shallow copy whose bank positions `pos` hold `values` (M x (n, D_m)): the
+        perturbed val / test inputs of the span and noise transforms. Its frames are
+        dropped (they would show the unperturbed input) unless `frame_noise` perturbs
+        them the same way as they are read."""
+        out = copy.copy(self)
+        xs = []
+        for x, v in zip(self.x, values):
+            x = x.clone()
+            x[pos] = v.to(x.device, x.dtype)
+            xs.append(x)
+        out.x = xs  # the setter drops the frames ...
+        if frame_noise is not None:  # ... unless they get the same perturbation
+            out.seq, out.frame_noise = self.seq, frame_noise
+        return out
+
     def batch(self, rows: np.ndarray, avail: np.ndarray | torch.Tensor, with_full: bool,
               with_seq: bool = False) -> Batch:
         p = torch.as_tensor(self.pos[rows], device=self.device)
