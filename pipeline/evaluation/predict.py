@@ -17,6 +17,7 @@ import torch
 
 from pipeline.config import Settings
 from pipeline.data.dataset import UNREADABLE_PARQUET, load_dataset
+from pipeline.data.preprocess import Scaler
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import Batch
 from pipeline.models.registry import create_model
@@ -27,6 +28,7 @@ from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
 from pipeline.training.protocol import model_spec
+from pipeline.training.stages import PREPROCESS_FILE
 from pipeline.training.systems import parse_system
 
 
@@ -100,6 +102,8 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     model.load_state_dict(load_torch(state_path))
     model.eval()
     samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))
+    scaler = _fold_scaler(runs_dir / f"f{fold}_r{run}", spec)
+    xs = [scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
     if system.model == "ramer" and system.use_retrieval:
         with HiddenFeatureStore.open(settings) as store:
             values, present = _stored_db(store, collection_name(ds.manifest.name, experiment, fold), list(spec.modalities))
@@ -124,6 +128,14 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     tmp.replace(out)
     return out, len(samples)
 
+
+
+def _fold_scaler(run_dir: Path, spec) -> Scaler:
+    """The stage-0 scaling the model was trained with (saved beside its checkpoints)."""
+    path = run_dir / PREPROCESS_FILE
+    if not path.is_file():
+        raise RamerError(f"{path}: no preprocessing statistics (the experiment predates stage 0; rerun it)")
+    return Scaler.load(path, spec.modalities, spec.dims)
 
 
 def _threshold(record_path: Path) -> float:
