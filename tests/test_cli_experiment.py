@@ -31,7 +31,7 @@ def test_demo_then_predict_with_missing_modalities(tmp_path: Path) -> None:
         assert (results / name).is_file(), name
     assert "w/o retrieval" in res.stdout and "report.md" in res.stdout
     metrics = pq.read_table(results / "metrics.parquet")
-    assert set(metrics.column("system").to_pylist()) == {"ramer", "w/o retrieval"}
+    assert set(metrics.column("system").to_pylist()) == {"ramer", "w/o retrieval", "lr", "lr-knn"}
     # the embedded store holds the fold's collection
     listed = ramer(tmp_path, "collections", "list")
     assert listed.returncode == 0 and "demo__demo__f0" in listed.stdout
