@@ -58,7 +58,7 @@ def test_demo_then_predict_with_missing_modalities(tmp_path: Path) -> None:
 
 def test_every_command_explains_itself(tmp_path: Path) -> None:
     for cmd in ([], ["run"], ["demo"], ["predict"], ["report"], ["pretrain"], ["index"], ["train"], ["evaluate"],
-                ["data"], ["data", "synth"], ["collections"], ["collections", "search"]):
+                ["data"], ["data", "synth"], ["collections"], ["collections", "search"], ["collections", "explore"]):
         res = ramer(tmp_path, *cmd, "--help")
         assert res.returncode == 0, (cmd, res.stderr)
         assert "Usage" in res.stdout and len(res.stdout) > 200, cmd

@@ -28,8 +28,8 @@ def explore_cmd(
         "--max-points", help="Samples drawn at most; larger collections are sampled, stratified by split "
         "and label (the page says so). Neighbours are always searched among all candidates.")] = DEFAULT_MAX_POINTS,
     projection: Annotated[str, typer.Option(
-        "--projection", help=f"2-D map ({', '.join(PROJECTIONS)}): pca (fast), tsne (scikit-learn, ~1 min per 5k points on 2 cores) "
-        "or umap (needs the [umap] extra).")] = "pca",
+        "--projection", help=f"2-D map ({', '.join(PROJECTIONS)}): pca (seconds), tsne (scikit-learn, "
+        "~1 min per modality at 4,200 points on 2 cores) or umap (pip install 'ramer\\[umap]').")] = "pca",
     k: Annotated[int, typer.Option("-k", "--k", help="Neighbours listed per point (RAMER's K, paper: 10).")] = 10,
     scale: Annotated[str | None, typer.Option(
         help=f"Candidates of one DB scale only ({', '.join(SCALES)}), as the experiment used; default: any.")] = None,

@@ -320,7 +320,7 @@ def build_figure(view: ExploreView) -> tuple[Any, dict[str, dict[str, int]]]:
         fig.update_yaxes(title_text=mv.axes[1], showticklabels=False, zeroline=False, row=1, col=col)
     legend_title = {"label_name": "label", "split": "split", "fold": "fold"}[view.color]
     fig.update_layout(
-        template="plotly_white", height=620, margin={"l": 30, "r": 10, "t": 60, "b": 40},
+        template="plotly_white", height=590, margin={"l": 30, "r": 10, "t": 60, "b": 40},
         legend={"title": {"text": legend_title}, "font": {"size": 14}, "itemsizing": "constant"},
         hoverlabel={"font": {"size": 13}}, clickmode="event",
     )
@@ -407,7 +407,8 @@ body {{ font-family: system-ui, sans-serif; margin: 16px 24px; color: #222; }}
 h1 {{ font-size: 20px; margin: 0 0 6px 0; }}
 p {{ margin: 4px 0; font-size: 14px; max-width: 1200px; }}
 #{panel_id} {{ display: flex; gap: 24px; flex-wrap: wrap; font-size: 13px; }}
-#{panel_id} > p {{ flex-basis: 100%; font-weight: bold; }}
+#{panel_id} > p {{ flex-basis: 100%; font-weight: bold; margin: 0; }}
+#{panel_id} div p {{ margin: 0 0 2px 0; }}
 #{panel_id} table {{ border-collapse: collapse; }}
 #{panel_id} td, #{panel_id} th {{ padding: 1px 8px; text-align: left; }}
 #{panel_id} tr.off td {{ color: #888; }}
@@ -416,7 +417,7 @@ p {{ margin: 4px 0; font-size: 14px; max-width: 1200px; }}
 <body>
 {header}
 <script type="application/json" id="{data_id}">{data}</script>
-<div style="height:640px">{plot}</div>
+<div style="height:600px">{plot}</div>
 <div id="{panel_id}"><p>Click a point to list its neighbours.</p></div>
 </body>
 </html>
