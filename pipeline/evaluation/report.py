@@ -246,6 +246,23 @@ def modality_section(results_dir: Path) -> list[str]:
     return lines + [""]
 
 
+def view_links(results_dir: Path) -> list[str]:
+    """Report lines linking the per-fold collection views (`views/*.html`), if any."""
+    pages = sorted((results_dir / "views").glob("*.html"))
+    if not pages:
+        return []
+    return [
+        "## Hidden-feature maps",
+        "",
+        ("One interactive page per fold's collection (open offline in a browser): per modality a "
+         "2-D map of the stored hidden vectors, and each point's top-K neighbours under the "
+         "leakage filter. Another view: `ramer collections explore NAME --out FILE.html`."),
+        "",
+        *(f"- [{p.stem}](views/{p.name})" for p in pages),
+        "",
+    ]
+
+
 def render_report(results_dir: Path, title: str | None = None) -> Path:
     """Write report.md + PNGs in `results_dir` from its metrics/precision parquet files."""
     metrics = pq.read_table(results_dir / "metrics.parquet")
@@ -293,6 +310,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
             "",
         ]
     parts += modality_section(results_dir)
+    parts += view_links(results_dir)
     if head == ("WA", "UA"):
         parts += [
             "## For reference: the paper's Table 3 (MER2024, different data; not comparable number-for-number)",

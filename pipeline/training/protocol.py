@@ -230,6 +230,17 @@ def _fit_row(record: dict) -> dict:
     return {k: record.get(k, float("nan")) for k in keys}
 
 
+def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d: Path) -> None:
+    """The report links these; a store that cannot be reached now costs the links, not the results."""
+    from pipeline.evaluation.explore import write_experiment_views
+
+    try:
+        write_experiment_views(settings, Path(cfg.dataset), cfg.experiment, folds, d,
+                               scale=cfg.retrieval.scale, k=cfg.retrieval.k)
+    except RamerError as exc:
+        log.warning("no collection views in the report: %s", exc)
+
+
 def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
     """results/<experiment>/: config, raw metrics, precision, timings, report + plots."""
     from pipeline.evaluation.report import render_report
@@ -255,6 +266,8 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
     if out.diagnostics:
         write_parquet(rows_to_table(out.diagnostics), d / "diagnostics.parquet")
     write_parquet(rows_to_table([_fit_row(r) for r in out.records]), d / "fits.parquet")
+    if cfg.ingest and out.precision:  # RAMER wrote its collections: one browsable view per fold
+        _write_views(cfg, settings, sorted({r["fold"] for r in out.precision}), d)
     report = render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
     if cfg.strategy != "none":  # M3S tables + paired significance tests, appended
         from pipeline.evaluation.strategy_report import append_strategy_report
