@@ -142,13 +142,14 @@ def evaluate_noise(
             stats = train_stats(bank, split.train)
             fstats = frame_stats(bank, split.train, stats)  # None unless the dataset keeps frames
             for system in systems:
-                path = ctx.run_dir / f"{system.slug}.pt"
-                if not path.is_file():
+                trained = fr.chosen(system, train=False)  # a selection's variant chosen on validation
+                path = ctx.run_dir / f"{(trained or system).slug}.pt"
+                if trained is None or not path.is_file():
                     log.warning("%s: no saved model, skipped", path)
                     continue
                 on_stage(f"fold {fold} run {run} · noise · {system.label}")
-                seed_everything(ctx.seed(f"init-{system.slug}"))
-                model = fr.build_model(system, inputs_as_stored=False)  # encode + retrieve the noisy inputs
+                seed_everything(ctx.seed(f"init-{trained.slug}"))
+                model = fr.build_model(trained, inputs_as_stored=False)  # encode + retrieve the noisy inputs
                 model.load_state_dict(load_torch(path))
                 test = split.test
                 for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule, fstats):

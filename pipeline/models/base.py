@@ -96,9 +96,10 @@ class FoldResources(Protocol):
         ...
 
     def filler(self, vectors: dict[str, np.ndarray], retrieval: Any, *, stored_queries: bool,
-               fuse: str = "sum-l2") -> Any:
-        """A `RetrievalFiller` over `vectors` with the system's retrieval options;
-        `stored_queries`: the model's queries are `vectors` themselves (cacheable)."""
+               fuse: str = "sum-l2", keys: dict[str, np.ndarray] | None = None) -> Any:
+        """A `RetrievalFiller` that fills with `vectors`, searching `keys` (default: the
+        vectors) with the system's retrieval options; `stored_queries`: the model's
+        queries are the stored keys of its rows (cacheable)."""
         ...
 
 

@@ -157,13 +157,14 @@ class FoldRun:
         return self._dbs["scaled"].vectors
 
     def filler(self, vectors: dict[str, np.ndarray], r: RetrievalConfig, *, stored_queries: bool,
-               fuse: str = "sum-l2") -> RetrievalFiller:
-        """A filler over the fold's candidates; with stored queries every labeled row's
-        neighbour lists are computed once here (timed as retrieval)."""
-        db = Database("given", vectors, [])
+               fuse: str = "sum-l2", keys: dict[str, np.ndarray] | None = None) -> RetrievalFiller:
+        """A filler over the fold's candidates that fills with `vectors`, searching `keys`
+        (default: `vectors` themselves); with stored queries every labeled row's neighbour
+        lists are computed once here (timed as retrieval)."""
+        keys = vectors if keys is None else keys
         filler = RetrievalFiller(
-            self.retriever(r, db), list(self.ctx.spec.modalities), vectors, self.ctx.ds.present,
-            k=r.k, rule=r.two_rule, keys=vectors if stored_queries else None,
+            self.retriever(r, Database("keys", keys, [])), list(self.ctx.spec.modalities), vectors,
+            self.ctx.ds.present, k=r.k, rule=r.two_rule, keys=keys if stored_queries else None,
             drop_first_hit=r.leak_like_reference, fuse=fuse,
         )
         if stored_queries:
@@ -193,7 +194,10 @@ class FoldRun:
         return model
 
     def train(self, system: System) -> tuple[MERModel, dict]:
-        """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json."""
+        """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json.
+        A selection system trains every variant and returns the one chosen here."""
+        if system.candidates:
+            return self.train(self.chosen(system))
         ctx, spec = self.ctx, self.ctx.spec
         seed_everything(ctx.seed(f"init-{system.slug}"))  # weights independent of what ran before
         model = self.build_model(system)
@@ -234,12 +238,30 @@ class FoldRun:
         save_json(record, fit_path)
         return model, record
 
+    def chosen(self, system: System, train: bool = True) -> System | None:
+        """The variant of a selection system ('ramer(k=5|10)') with the best validation
+        score of THIS (fold, run) - nested selection: no other fold's labels decide it.
+        Variants are trained if needed (`train=False`: None until they were)."""
+        if not system.candidates:
+            return system
+        path = self.ctx.run_dir / f"{system.slug}.choice.json"
+        if not path.is_file():
+            if not train:
+                return None
+            scores = {c.label: self.train(c)[1]["val_score"] for c in system.candidates}
+            best = max(scores, key=scores.get)  # ties: the first listed variant
+            save_json({"chosen": best, "val_scores": scores}, path)
+        label = load_json(path)["chosen"]
+        return next(c for c in system.candidates if c.label == label)
+
     def train_and_evaluate(self, system: System) -> dict:
         """Stages 3-4 for one system; the result is cached as <slug>.json."""
         out_path = self.ctx.run_dir / f"{system.slug}.json"
         if out_path.is_file():
             return load_json(out_path)
         model, record = self.train(system)
+        if system.candidates:  # reported under the selection's name, with what it chose
+            record = {**record, "system": system.label, "chosen": record["system"]}
         t0 = time.perf_counter()
         record = {**record, "metrics": self.evaluate(model)}
         self._timed("evaluate", t0)
