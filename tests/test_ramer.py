@@ -198,3 +198,22 @@ def test_systems_override_stage3_training_options(tmp_path):
     out = protocol.run_experiment(cfg, st_)
     runs = {r["system"]: r["epochs_run"] for r in out.records}
     assert runs == {"ae": 3, "ae(epochs=1)": 1}
+
+
+def test_resume_refuses_checkpoints_of_regenerated_data(tmp_path):
+    """Same path, other data (regenerated: other rows, other folds): the encoders of the
+    old data must not be reused - neither by --resume nor by a unit's own checkpoints."""
+    import shutil
+
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.errors import RamerError
+
+    cfg, st_ = _tiny_experiment(tmp_path, "fp")
+    protocol.run_experiment(cfg, st_, stop_after="pretrain")
+    shutil.rmtree(tmp_path / "tiny")
+    write_synthetic(tmp_path / "tiny", SynthConfig(labeled=240, unlabeled=120, dims={"audio": 16, "visual": 12, "text": 20}, seed=4))
+    with pytest.raises(RamerError, match="other data"):
+        protocol.run_experiment(cfg, st_, resume=True)
+    (st_.runs_dir / "fp" / "config.json").unlink()  # the experiment record gone: the unit still knows
+    with pytest.raises(RamerError, match="other data"):
+        protocol.run_experiment(cfg, st_, resume=True)

@@ -21,6 +21,7 @@ import torch
 
 from pipeline.config import Settings
 from pipeline.data.dataset import UNREADABLE_PARQUET, load_dataset
+from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.errors import DataError, RamerError
@@ -28,7 +29,7 @@ from pipeline.models.base import Batch
 from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
 from pipeline.training.fold_run import FoldRun
-from pipeline.training.protocol import model_spec
+from pipeline.training.protocol import check_fingerprint, model_spec
 from pipeline.training.stages import PREPROCESS_FILE, fold_context
 from pipeline.training.systems import parse_system
 
@@ -109,8 +110,11 @@ def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: s
     runs_dir = settings.runs_dir / experiment
     if not (runs_dir / "config.json").is_file():
         raise RamerError(f"{runs_dir}: no such experiment (run `ramer run -e {experiment}` first)")
-    cfg = experiment_from_dict(load_json(runs_dir / "config.json"), str(runs_dir / "config.json"))
+    saved = load_json(runs_dir / "config.json")
+    recorded = saved.pop("data_fingerprint", None)
+    cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
     ds = load_dataset(cfg.dataset)
+    check_fingerprint({"data_fingerprint": recorded}, dataset_fingerprint(cfg.dataset), runs_dir / "config.json", cfg.dataset)
     if not 0 <= fold < ds.manifest.folds:
         raise RamerError(f"--fold {fold}: {cfg.dataset} has folds 0..{ds.manifest.folds - 1}")
     run = cfg.runs - 1
@@ -119,7 +123,7 @@ def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: s
         raise RamerError(f"{run_dir / PREPROCESS_FILE}: no preprocessing statistics (train fold {fold} first)")
     split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
     ctx = fold_context(ds, split, model_spec(ds), condition_matrix(ds.manifest), "cpu", run_dir,
-                       cfg.seed, cfg.preprocess)
+                       cfg.seed, cfg.preprocess, recorded)
     fr = FoldRun(ctx, cfg)
     system = parse_system(system_name, cfg.retrieval)
     chosen = fr.chosen(system, train=False)

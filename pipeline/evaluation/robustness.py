@@ -117,6 +117,7 @@ def evaluate_noise(
     """Every saved model of the experiment under every noise; writes the noise report."""
     from pipeline.config import resolve_device
     from pipeline.data.dataset import load_dataset
+    from pipeline.data.fingerprint import dataset_fingerprint
     from pipeline.data.missing import condition_matrix
     from pipeline.data.splits import make_split
     from pipeline.training.checkpoint import load_torch
@@ -131,12 +132,14 @@ def evaluate_noise(
     spec, conds = model_spec(ds), condition_matrix(ds.manifest)
     systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
     runs_dir = settings.runs_dir / cfg.experiment
+    fingerprint = dataset_fingerprint(cfg.dataset)
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
     rows: list[dict] = []
     for fold in folds:
         for run in range(cfg.runs):
             split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed, cfg.preprocess)
+            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed,
+                               cfg.preprocess, fingerprint)
             bank = ctx.bank
             fr = FoldRun(ctx, cfg)
             stats = train_stats(bank, split.train)

@@ -39,7 +39,8 @@ class RetrievalConfig:
     # (fold, run) is used there (nested selection, `FoldRun.chosen`): which is better
     # depends on the data (features + stored on UCI mfeat, hidden + unit on synthetic).
     # DIAGNOSTIC ONLY - reproduces the published code's leak to measure it: val/test rows
-    # (and the query) stay in the DB and "the first hit" is dropped by position.
+    # (and the query) stay in the DB and "the first hit" is dropped by position. Set only
+    # by a 'leaky[db]:ramer' system (systems.LEAK_KINDS), never by a config file or flag.
     leak_like_reference: bool = False
 
 
@@ -118,7 +119,11 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = val
-    return _merge(cfg, nested, "command line")
+    cfg = _merge(cfg, nested, "command line")
+    if cfg.retrieval.leak_like_reference:
+        raise RamerError("retrieval.leak_like_reference is a diagnostic: add a 'leaky[db]:ramer' system "
+                         "instead, so every report labels the leaky row as such")
+    return cfg
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:

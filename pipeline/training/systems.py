@@ -84,15 +84,41 @@ def selection_variants(text: str) -> list[str]:
 AUTO_CHOICES = {"query_space": ("hidden", "features"), "fill_norm": ("unit", "stored")}
 
 
+# Diagnostics that reproduce a departure of the published code from the honest protocol,
+# to measure what it inflates. Only as 'leaky[KIND]:SYSTEM', so the label says so in
+# every table and plot; no option or config file can switch one on under a plain name.
+LEAK_KINDS = {"db": "val/test rows and the query itself in the DB, 'the first hit' dropped"}
+LEAKY = re.compile(r"^leaky\[(?P<kinds>[\w+-]+)\]:(?P<system>.+)$")
+
+
 def parse_system(text: str, base: RetrievalConfig) -> System:
     """One system from its string; a '|' in an option makes a selection system whose
     variant is chosen per (fold, run) on that unit's own validation split, and so does
     an 'auto' RAMER retrieval option (`AUTO_CHOICES`)."""
+    leaky = LEAKY.match(text.strip())
+    if leaky:
+        return _leaky(text.strip(), leaky.group("kinds").split("+"), leaky.group("system"), base)
+    if "leak_like_reference" in text:
+        raise RamerError(f"system '{text}': the reference code's leak is a diagnostic; write it as "
+                         f"'leaky[db]:{text.split('(')[0].strip()}' so every report labels it")
     variants = selection_variants(text)
     if variants:
         parsed = tuple(parse_system(v, base) for v in variants)
         return dataclasses.replace(parsed[0], label=text.strip(), candidates=parsed)
     return _resolve_auto(_parse_one(text, base))
+
+
+def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig) -> System:
+    """A diagnostic system: `inner` with the given leaks, labelled 'leaky[...]:inner'."""
+    unknown = sorted(set(kinds) - set(LEAK_KINDS))
+    if unknown:
+        raise RamerError(f"system '{label}': unknown leak {unknown}; known: {', '.join(LEAK_KINDS)}")
+    system = parse_system(inner, dataclasses.replace(base, leak_like_reference="db" in kinds))
+    if system.retrieval is None:
+        raise RamerError(f"system '{label}': the 'db' leak needs a retrieving system (ramer)")
+    relabel = lambda s: dataclasses.replace(s, label=f"leaky[{'+'.join(kinds)}]:{s.label}",
+                                            candidates=tuple(relabel(c) for c in s.candidates))
+    return relabel(system)
 
 
 def _resolve_auto(system: System) -> System:
