@@ -87,14 +87,14 @@ def test_the_check_fails_when_the_candidate_rule_is_widened(fold, monkeypatch):
 
 def test_the_reference_leak_is_a_labelled_diagnostic_only(fold):
     leaky = parse_system("leaky[db]:ramer(query_space=hidden,fill_norm=unit)", fold.cfg.retrieval)
-    assert leaky.label.startswith("leaky[db]:") and leaky.retrieval.leak_like_reference
+    assert leaky.label.startswith("leaky[db]:") and leaky.retrieval.leaks == ("db",) == leaky.leaks
     model = fold.build_model(leaky)
     with pytest.raises(AssertionError):
         assert_no_leak(fold, model)  # it does leak, which is what it is there to measure
     with pytest.raises(RamerError, match="diagnostic"):
         parse_system("ramer(leak_like_reference=true)", fold.cfg.retrieval)
     with pytest.raises(RamerError, match="diagnostic"):
-        load_experiment(None, **{"retrieval.leak_like_reference": True})
+        load_experiment(None, **{"retrieval.leaks": ["db"]})
 
 
 def test_batch_rows_reach_retrieval_unchanged(fold):
@@ -103,3 +103,21 @@ def test_batch_rows_reach_retrieval_unchanged(fold):
     batch = fold.ctx.bank.batch(rows, np.ones((5, 3), bool), with_full=False)
     assert isinstance(batch, Batch) and batch.rows.tolist() == rows.tolist()
 
+
+
+def test_stage_leaks_train_apart_and_see_test_rows(fold):
+    """'encoders-test' trains stage 1 on the test rows too, in its own folder; the honest
+    encoders of the fold are untouched; 'stage3-test' selects its epoch on the test rows."""
+    honest = fold.encoders()
+    leaky = fold.encoders(leaks=("encoders-test",))
+    assert (fold.ctx.run_dir / "leaky-encoders-test" / "encoders.pt").is_file()
+    diff = [not torch.equal(a, b) for e1, e2 in zip(honest, leaky)
+            for a, b in zip(e1.state_dict().values(), e2.state_dict().values())]
+    assert any(diff)
+    ctx = fold._leaky_context(("encoders-test", "stage1-test"))
+    assert set(fold.ctx.split.test) <= set(ctx.split.train) and np.array_equal(ctx.split.val, fold.ctx.split.test)
+    system = parse_system("leaky[stage3-test]:lr", fold.cfg.retrieval)
+    _, record = fold.train(system)
+    assert record["system"] == "leaky[stage3-test]:lr" and system.leaks == ("stage3-test",)
+    with pytest.raises(RamerError, match="stage 1"):
+        parse_system("leaky[encoders-test]:lr", fold.cfg.retrieval)

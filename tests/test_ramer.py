@@ -162,7 +162,7 @@ def test_resume_accepts_options_added_later_but_not_changed_ones(tmp_path):
     protocol.run_experiment(cfg, st_, stop_after="pretrain")
     saved_path = st_.runs_dir / "older" / "config.json"
     saved = json.loads(saved_path.read_text())
-    del saved["retrieval"]["leak_like_reference"]  # as written by a version before the option
+    del saved["retrieval"]["leaks"]  # as written by a version before the option
     del saved["strategy"]
     saved_path.write_text(json.dumps(saved))
     protocol.run_experiment(cfg, st_, stop_after="pretrain", resume=True)

@@ -81,9 +81,9 @@ class FoldResources(Protocol):
 
     device: str
 
-    def database(self, source: str) -> Any:
+    def database(self, source: str, leaks: tuple[str, ...] = ()) -> Any:
         """The fold's retrieval DB: `.vectors` (m -> (N, H) by dataset row) and
-        `.encoders` (the stage-1 encoders that made them)."""
+        `.encoders` (the stage-1 encoders that made them); `leaks`: a diagnostic's."""
         ...
 
     def scaled_features(self) -> dict[str, np.ndarray]:

@@ -85,7 +85,7 @@ class RAMER(MERModel):
         if raw and not inputs_as_stored and self.cfg.retrieval:
             raise RamerError("the raw-feature DB ablation retrieves with stored projections only; "
                              "it cannot be evaluated on span or noise inputs")
-        db = fold.database(retrieval.db_source)
+        db = fold.database(retrieval.db_source, retrieval.leaks)
         self.load_encoders(db.encoders)
         self.to(fold.device)
         if inputs_as_stored and not self.cfg.finetune_encoders and not raw:

@@ -38,10 +38,10 @@ class RetrievalConfig:
     # "auto": every value is trained and the one with the best validation score of each
     # (fold, run) is used there (nested selection, `FoldRun.chosen`): which is better
     # depends on the data (features + stored on UCI mfeat, hidden + unit on synthetic).
-    # DIAGNOSTIC ONLY - reproduces the published code's leak to measure it: val/test rows
-    # (and the query) stay in the DB and "the first hit" is dropped by position. Set only
-    # by a 'leaky[db]:ramer' system (systems.LEAK_KINDS), never by a config file or flag.
-    leak_like_reference: bool = False
+    # DIAGNOSTIC ONLY - departures of the published code from the honest protocol, to
+    # measure what they inflate (systems.LEAK_KINDS). Set only by a 'leaky[KIND]:ramer'
+    # system, never by a config file or flag.
+    leaks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -120,9 +120,9 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
             node = node.setdefault(part, {})
         node[leaf] = val
     cfg = _merge(cfg, nested, "command line")
-    if cfg.retrieval.leak_like_reference:
-        raise RamerError("retrieval.leak_like_reference is a diagnostic: add a 'leaky[db]:ramer' system "
-                         "instead, so every report labels the leaky row as such")
+    if cfg.retrieval.leaks:
+        raise RamerError("retrieval.leaks are diagnostics: add a 'leaky[KIND]:SYSTEM' system instead, "
+                         "so every report labels the leaky row as such")
     return cfg
 
 

@@ -46,6 +46,7 @@ class System:
     m3s: dict[str, Any] = field(default_factory=dict)  # M3SConfig overrides: 'mmin(inner_lr=0.01)+m3s'
     # 'ramer(k=5|10|15)': the variants, one chosen per (fold, run) on its own validation split
     candidates: tuple[System, ...] = ()
+    leaks: tuple[str, ...] = ()  # DIAGNOSTIC departures from the protocol ('leaky[KIND]:...')
 
     @property
     def slug(self) -> str:
@@ -87,7 +88,13 @@ AUTO_CHOICES = {"query_space": ("hidden", "features"), "fill_norm": ("unit", "st
 # Diagnostics that reproduce a departure of the published code from the honest protocol,
 # to measure what it inflates. Only as 'leaky[KIND]:SYSTEM', so the label says so in
 # every table and plot; no option or config file can switch one on under a plain name.
-LEAK_KINDS = {"db": "val/test rows and the query itself in the DB, 'the first hit' dropped"}
+LEAK_KINDS = {
+    "db": "val/test rows and the query itself in the DB, 'the first hit' dropped",
+    "encoders-test": "stage-1 encoders trained on every labeled row, test included",
+    "stage1-test": "the stage-1 epoch chosen on the test rows",
+    "stage3-test": "the stage-3 epoch chosen on the test rows",
+}
+STAGE1_LEAKS = ("encoders-test", "stage1-test")  # these change the encoders (and the DB)
 LEAKY = re.compile(r"^leaky\[(?P<kinds>[\w+-]+)\]:(?P<system>.+)$")
 
 
@@ -98,9 +105,10 @@ def parse_system(text: str, base: RetrievalConfig) -> System:
     leaky = LEAKY.match(text.strip())
     if leaky:
         return _leaky(text.strip(), leaky.group("kinds").split("+"), leaky.group("system"), base)
-    if "leak_like_reference" in text:
-        raise RamerError(f"system '{text}': the reference code's leak is a diagnostic; write it as "
-                         f"'leaky[db]:{text.split('(')[0].strip()}' so every report labels it")
+    if "leak" in text:
+        raise RamerError(f"system '{text}': leaks are diagnostics; write one as "
+                         f"'leaky[KIND]:{text.split('(')[0].strip()}' (KIND: {', '.join(LEAK_KINDS)}) "
+                         "so every report labels it")
     variants = selection_variants(text)
     if variants:
         parsed = tuple(parse_system(v, base) for v in variants)
@@ -110,13 +118,16 @@ def parse_system(text: str, base: RetrievalConfig) -> System:
 
 def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig) -> System:
     """A diagnostic system: `inner` with the given leaks, labelled 'leaky[...]:inner'."""
+    from pipeline.models.registry import model_class
+
     unknown = sorted(set(kinds) - set(LEAK_KINDS))
     if unknown:
         raise RamerError(f"system '{label}': unknown leak {unknown}; known: {', '.join(LEAK_KINDS)}")
-    system = parse_system(inner, dataclasses.replace(base, leak_like_reference="db" in kinds))
-    if system.retrieval is None:
-        raise RamerError(f"system '{label}': the 'db' leak needs a retrieving system (ramer)")
-    relabel = lambda s: dataclasses.replace(s, label=f"leaky[{'+'.join(kinds)}]:{s.label}",
+    system = parse_system(inner, dataclasses.replace(base, leaks=tuple(kinds)))
+    needs_db = sorted(set(kinds) & {"db", *STAGE1_LEAKS})
+    if needs_db and (system.retrieval is None or model_class(system.model).uses_stage1_encoders is False):
+        raise RamerError(f"system '{label}': the {needs_db} leak(s) need a system built on stage 1 (ramer)")
+    relabel = lambda s: dataclasses.replace(s, label=f"leaky[{'+'.join(kinds)}]:{s.label}", leaks=tuple(kinds),
                                             candidates=tuple(relabel(c) for c in s.candidates))
     return relabel(system)
 
