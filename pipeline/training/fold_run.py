@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.scales import candidate_mask
-from pipeline.evaluation.metrics import chance_score, task_metrics, task_score
+from pipeline.evaluation.metrics import task_metrics
 from pipeline.models.base import MERModel
 from pipeline.models.encoders import UnimodalEncoder
 from pipeline.models.registry import create_model, model_class
@@ -24,6 +24,7 @@ from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
+from pipeline.training.scores import chance_score, task_score
 from pipeline.training.stages import (
     FoldContext,
     encode_rows,

@@ -18,10 +18,10 @@ from pipeline.data.dataset import Dataset
 from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
 from pipeline.errors import RamerError
-from pipeline.evaluation.metrics import chance_score, task_score
 from pipeline.models.base import Batch, MERModel, ModelSpec, Output
 from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
+from pipeline.training.scores import chance_score, task_score
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
