@@ -11,20 +11,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.spans import parse_range, parse_ranges, range_name, span_keep, span_masks
 from pipeline.models.base import Batch, ModelSpec
 from pipeline.models.registry import create_model
 from pipeline.training.strategies import (
     M3SConfig,
+    SpanBatches,
     expand_systems,
     fit_strategy,
     m3s_step,
-    plain_step,
     span_bank,
     split_strategy,
     train_range_of,
 )
-from pipeline.training.trainer import FeatureBank, TrainConfig
+from pipeline.training.trainer import TrainConfig, plain_step
 
 DIMS = (16, 12, 20)
 
@@ -106,7 +107,7 @@ def test_m3s_with_alpha_zero_is_a_plain_step_on_the_query_batch(second_order):
     cfg = M3SConfig(inner_lr=0.0, inner_steps=1, second_order=second_order)
     for step in range(3):  # several steps: the optimizer states must agree too
         support, query = _batch(100 + step), _batch(200 + step)
-        lp = plain_step(plain, opt_p, query)
+        lp = plain_step(plain, opt_p, lambda m, b: m(b))(query, np.random.default_rng(0))
         lm = m3s_step(meta, opt_m, support, query, cfg)
         assert lm == pytest.approx(lp, rel=1e-6)
     for (n, a), b in zip(plain.named_parameters(), meta.parameters()):
@@ -121,7 +122,7 @@ def test_m3s_inner_step_changes_the_update_and_second_order_differs_from_first()
         m3s_step(m, opt, _batch(1), _batch(2), M3SConfig(inner_lr=0.5, inner_steps=2, second_order=so))
         results.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     ref = _model()
-    plain_step(ref, torch.optim.SGD(ref.parameters(), lr=0.1), _batch(2))
+    plain_step(ref, torch.optim.SGD(ref.parameters(), lr=0.1), lambda m, b: m(b))(_batch(2), np.random.default_rng(0))
     ref_v = torch.cat([p.detach().flatten() for p in ref.parameters()])
     assert torch.isfinite(results[1]).all()
     assert not torch.allclose(results[0], ref_v) and not torch.allclose(results[0], results[1])
@@ -159,8 +160,9 @@ def test_every_strategy_trains_a_registered_model(tiny, strategy):
     spec = ModelSpec(tuple(tiny.modalities), tuple(tiny.manifest.dims), 6)
     torch.manual_seed(0)
     model = create_model("mmin", spec, embd=16, enc_hidden=32, ae_layers=(32, 16), n_blocks=2, classifier=(16,), target_full=True)
-    res = fit_strategy(model, bank, train, val, strategy, [(0.4, 0.6)] * 3, score_accuracy,
-                       TrainConfig(epochs=2, batch_size=64, patience=5, seed=0), M3SConfig(inner_lr=1e-3))
+    source = SpanBatches(bank, train, val, strategy, [(0.4, 0.6)] * 3, seed=0, val_seed=1)
+    res = fit_strategy(model, source, score_accuracy, TrainConfig(epochs=2, batch_size=64, patience=5, seed=0),
+                       M3SConfig(inner_lr=1e-3))
     assert len(res.history) == 2 and all(np.isfinite(h["loss"]) for h in res.history)
 
 
@@ -244,7 +246,7 @@ def test_m3s_options_per_system(tmp_path, monkeypatch):
     seen, original = {}, strategies.fit_strategy
 
     def spy(model, *args, **kw):
-        seen[len(seen)] = args[7].inner_lr  # fit_strategy(model, bank, train, val, strategy, ranges, score, cfg, m3s)
+        seen[len(seen)] = args[3].inner_lr  # fit_strategy(model, source, score, cfg, m3s)
         return original(model, *args, **kw)
 
     monkeypatch.setattr(strategies, "fit_strategy", spy)

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.dataset import build_table, write_dataset
 from pipeline.data.missing import condition_matrix
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.models.base import Batch, ModelSpec, task_loss
+from pipeline.models.inference import predict
 from pipeline.models.registry import create_model, list_models, model_class
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.config import RetrievalConfig
 from pipeline.training.scores import score_accuracy
-from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
+from pipeline.training.trainer import ConditionBatches, TrainConfig, fit
 
 BASELINES = ["ae", "cra", "mmin", "if-mmin", "cif-mmin"]
 DIMS = {"audio": 16, "visual": 12, "text": 20}
@@ -138,7 +140,7 @@ def test_forward_backward_every_condition(name, task):
     model = build(name, spec)
     avail = all_conditions()
     b = len(avail)
-    if hasattr(model, "pretrain_forward"):  # full-modality first phase
+    if model.has_teacher_phase:  # full-modality first phase
         model.train()
         full = make_batch(task, np.ones_like(avail), seed=1)
         out = model.pretrain_forward(full)
@@ -187,7 +189,7 @@ def test_rows_independent_in_eval(name):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in BASELINES if hasattr(model_class(n), "pretrain_forward")]
+    "name", [n for n in BASELINES if model_class(n).has_teacher_phase]
 )
 def test_teacher_frozen_after_pretraining(name):
     torch.manual_seed(0)
@@ -246,18 +248,10 @@ def test_learns_tiny_task(name, tiny):
     torch.manual_seed(0)
     model = build(name, spec, TinyFold(features={m: np.asarray(ds.features[m]) for m in ds.modalities}))
     cfg = TrainConfig(epochs=12, batch_size=64, lr=2e-3, patience=12, seed=0)
-    if hasattr(model, "pretrain_forward"):
-        fit(
-            model,
-            bank,
-            train,
-            val,
-            np.ones((1, m), bool),
-            score_accuracy,
-            cfg,
-            forward=lambda mdl, b: mdl.pretrain_forward(b),
-        )
-    res = fit(model, bank, train, val, conds, score_accuracy, cfg)
+    if model.has_teacher_phase:
+        fit(model, ConditionBatches(bank, train, val, np.ones((1, m), bool)), score_accuracy, cfg,
+            forward=lambda mdl, b: mdl.pretrain_forward(b))
+    res = fit(model, ConditionBatches(bank, train, val, conds), score_accuracy, cfg)
     avail = conds[np.random.default_rng(1).integers(0, len(conds), len(test))]  # random conditions
     acc = score_accuracy(ds.y[test], predict(model, bank, test, avail))
     assert acc > 2.0 / N_CLASSES, f"{name}: test accuracy {acc:.3f} (val {res.best_score:.3f})"

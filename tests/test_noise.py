@@ -81,8 +81,8 @@ def test_absent_modalities_stay_zero():
 
 
 def test_noisy_bank_is_seeded_per_call_and_identical_across_runs():
+    from pipeline.data.bank import FeatureBank
     from pipeline.evaluation.robustness import noisy_bank
-    from pipeline.training.trainer import FeatureBank
 
     class Bank:  # the attributes noisy_bank reads, and FeatureBank's copy-with-rows
         pos = np.arange(16)

@@ -15,13 +15,13 @@ from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.evaluation.predict import predict_file
+from pipeline.models.inference import predict
 from pipeline.training import protocol
 from pipeline.training.config import load_experiment
 from pipeline.training.fold_run import FoldRun
 from pipeline.training.protocol import model_spec
 from pipeline.training.stages import fold_context
 from pipeline.training.systems import parse_system
-from pipeline.training.trainer import predict
 
 DIMS = {"audio": 12, "visual": 8, "text": 10}
 SYSTEMS = ["ramer(query_space=hidden,fill_norm=unit)", "ramer(query_space=features,fill_norm=stored)", "lr-knn"]

@@ -19,15 +19,17 @@ from test_importers import (  # fixture writers in the source formats
 )
 from typer.testing import CliRunner
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.dataset import build_table, load_dataset, write_dataset
 from pipeline.data.importers import import_carat_mosei, import_mmsa
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.sequences import Sequences
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import ModelSpec, task_loss
+from pipeline.models.inference import predict
 from pipeline.models.registry import create_model
 from pipeline.training.scores import score_micro_f1
-from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
+from pipeline.training.trainer import ConditionBatches, TrainConfig, fit
 
 SMALL = {"d_model": 16, "tokens": 2, "layers": 1, "heads": 2, "ff": 32, "latent": 8, "queue": 64, "anchors": 32}
 CARAT_DIMS = (7, 5, 9)
@@ -234,7 +236,7 @@ def test_carat_trains_on_frames_under_missing_modalities(carat_ds):
     assert any(n.endswith("frame_proj.1.weight") for n in grads)
     assert all(torch.isfinite(g).all() for g in grads.values())
     conds = np.array([[True, False, False], [False, True, True], [True, True, True]])
-    fit(m, bank, np.arange(60), np.arange(60, 72), conds, score_micro_f1,
+    fit(m, ConditionBatches(bank, np.arange(60), np.arange(60, 72), conds), score_micro_f1,
         TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
     test = np.arange(72, 88)
     logits = predict(m, bank, test, np.array([True, False, True]))
@@ -274,15 +276,15 @@ def test_span_strategy_keeps_carat_on_pooled_vectors(carat_ds):
     """Spans act on the pooled vectors: under a strategy CARAT trains and is tested on
     them (never on clean frames beside span-corrupted vectors)."""
     from pipeline.evaluation.metrics import multilabel_metrics
-    from pipeline.training.strategies import evaluate_spans, fit_strategy
+    from pipeline.training.strategies import SpanBatches, evaluate_spans, fit_strategy
 
     bank = FeatureBank(carat_ds, np.flatnonzero(carat_ds.labeled))
     spec = ModelSpec(tuple(carat_ds.modalities), tuple(carat_ds.manifest.dims), 6, "multi_label")
     torch.manual_seed(0)
     m = create_model("carat", spec, **SMALL)
     ranges = [(0.4, 0.6)] * 3
-    fit_strategy(m, bank, np.arange(60), np.arange(60, 72), "spl-trn", ranges, score_micro_f1,
-                 TrainConfig(epochs=1, batch_size=16, seed=0))
+    fit_strategy(m, SpanBatches(bank, np.arange(60), np.arange(60, 72), "spl-trn", ranges, seed=0, val_seed=1),
+                 score_micro_f1, TrainConfig(epochs=1, batch_size=16, seed=0))
     assert not bool(m.trained_on_frames)
     rows = evaluate_spans(m, bank, np.arange(72, 88), carat_ds.y[72:88], ranges, 3, multilabel_metrics)
     assert rows and all(np.isfinite(r["value"]) for r in rows)
@@ -297,7 +299,7 @@ def test_noise_evaluation_reaches_the_frames(carat_ds):
     spec = ModelSpec(tuple(ds.modalities), tuple(ds.manifest.dims), 6, "multi_label")
     torch.manual_seed(0)
     m = create_model("carat", spec, **SMALL)
-    fit(m, bank, np.arange(60), np.arange(60, 72), np.ones((1, 3), bool), score_micro_f1,
+    fit(m, ConditionBatches(bank, np.arange(60), np.arange(60, 72), np.ones((1, 3), bool)), score_micro_f1,
         TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
     assert bool(m.trained_on_frames)
     train, test = np.arange(60), np.arange(72, 88)

@@ -29,10 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.noise import NoiseScheduler, NoiseStats
 from pipeline.evaluation.metrics import task_metrics
 from pipeline.evaluation.tables import ordered_unique, summarise, write_parquet
-from pipeline.training.trainer import FeatureBank, predict, seed_everything
+from pipeline.models.inference import predict
+from pipeline.training.trainer import seed_everything
 
 log = logging.getLogger(__name__)
 NOISE_COLUMNS = ["system", "fold", "run", "noise", "intensity", "metric", "value"]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from torch import Tensor, nn
+
+from pipeline.data.batch import Batch, Frames  # noqa: F401  (what models consume; re-exported)
 
 
 @dataclass(frozen=True)
@@ -26,43 +27,6 @@ class ModelSpec:
     dims: tuple[int, ...]  # input dim per modality
     n_out: int  # classes (single/multi-label) or 1 (regression)
     task: str = "single_label"  # single_label | multi_label | regression
-
-
-@dataclass
-class Frames:
-    """Frame sequences of a batch: frames [0, length) of a row are real, the rest is zero
-    padding. A modality kept without frames arrives as its utterance vector (T_m = 1)."""
-
-    x: list[Tensor]  # per modality (B, T_m, D_m)
-    lengths: Tensor  # (B, M) long; 0 = no frame (modality unavailable or absent)
-
-    def to(self, device: torch.device | str) -> Frames:
-        return Frames([t.to(device) for t in self.x], self.lengths.to(device))
-
-    def masked(self, avail: Tensor) -> Frames:
-        """Unavailable modalities (avail (B, M) False) zeroed, with length 0."""
-        xs = [x * avail[:, i, None, None] for i, x in enumerate(self.x)]
-        return Frames(xs, self.lengths * avail)
-
-
-@dataclass
-class Batch:
-    x: list[Tensor]  # per modality (B, D_m); zeros where unavailable
-    avail: Tensor  # (B, M) bool, True = modality given to the model
-    rows: Tensor  # (B,) long, dataset row of each sample (retrieval, caches)
-    y: Tensor | None = None  # (B,) long | (B, C) float multi-hot | (B,) float target
-    x_full: list[Tensor] | None = None  # complete inputs; training-time targets only
-    seq: Frames | None = None  # frames of the same inputs (unavailable: zeros, length 0)
-    seq_full: Frames | None = None  # complete frames; training-time targets only
-
-    def to(self, device: torch.device | str) -> Batch:
-        mv = lambda t: None if t is None else t.to(device, non_blocking=True)
-        return Batch(
-            x=[t.to(device) for t in self.x], avail=self.avail.to(device), rows=self.rows,
-            y=mv(self.y), x_full=None if self.x_full is None else [t.to(device) for t in self.x_full],
-            seq=None if self.seq is None else self.seq.to(device),
-            seq_full=None if self.seq_full is None else self.seq_full.to(device),
-        )
 
 
 @dataclass
@@ -107,27 +71,33 @@ class MERModel(nn.Module):
     """Base class: subclasses set `spec` and implement `forward(batch) -> Output`.
 
     Optional hooks, each found on the model (the trainer never asks for a model's name):
-    - `pretrain_forward(batch) -> Output`: a first training phase on full-modality data
-      (MMIN-style teachers); the trainer runs it when present;
+    - `pretrain_forward(batch) -> Output` with `has_teacher_phase`: a first training phase
+      on full-modality data (MMIN-style teachers);
     - `attach(fold, retrieval, inputs_as_stored)`: take what the model needs from its
       (fold, run) (`FoldResources`: stage-1 encoders, the retrieval DB) before training
       or evaluation; `inputs_as_stored` is False when the inputs are perturbed (spans,
       noise), so nothing cached from the clean stored features may stand in for them;
-    - `fit_direct(bank, train_rows, val_rows, conds, score_fn, cfg) -> FitResult`: a
-      closed-form / scikit-learn fit that replaces the epoch loop (linear references).
+    - `fit_direct(source, score_fn, cfg) -> FitResult`: a closed-form / scikit-learn fit
+      of the trainer's batch source that replaces the epoch loop (linear references).
     `uses_sequences = True` asks for `Batch.seq` / `seq_full` (frames, when kept).
     `uses_stage1_encoders = True` builds the model with the experiment's encoder shape.
+    `has_teacher_phase = True` runs `pretrain_forward` (a full-modality first phase) first.
     """
 
     spec: ModelSpec
     uses_sequences: bool = False
     uses_stage1_encoders: bool = False
+    has_teacher_phase: bool = False
 
     def zero_aux(self, ref: Tensor) -> Tensor:
         return ref.new_zeros(())
 
     def attach(self, fold: FoldResources, retrieval: Any, inputs_as_stored: bool = True) -> None:
         """Set up from the (fold, run); most models need nothing from it."""
+
+    def prepare_functional(self) -> None:
+        """Called before training through `torch.func` calls (M3S): take every state
+        change a first forward would make now, outside the functional calls."""
 
 
 def task_loss(task: str, logits: Tensor, y: Tensor) -> Tensor:

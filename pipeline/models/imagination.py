@@ -132,9 +132,15 @@ class TeacherStudent(MERModel):
     dict (saved with the model) and always runs in eval mode.
     """
 
+    has_teacher_phase = True
+
     def __init__(self):
         super().__init__()
         self.register_buffer("teacher_ready", torch.zeros((), dtype=torch.bool))
+
+    def prepare_functional(self) -> None:
+        if not bool(self.teacher_ready):
+            self.freeze_teacher()  # the snapshot a first imagination step would take
 
     def teacher_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(student, teacher) module pairs; the teacher is a `frozen_copy` of the student."""

@@ -74,10 +74,11 @@ class _Linear(MERModel):
         return np.concatenate(xs), np.concatenate(ys)
 
     @torch.no_grad()
-    def fit_direct(self, bank: Any, train_rows: np.ndarray, val_rows: np.ndarray, conds: np.ndarray,
-                   score_fn: Any, cfg: Any) -> FitRecord:
-        x, y = self.design(bank, train_rows, conds)
-        val = [self.design(bank, val_rows, c[None]) for c in conds]  # per condition (x, y)
+    def fit_direct(self, source: Any, score_fn: Any, cfg: Any) -> FitRecord:
+        """`source`: the trainer's `ConditionBatches` (bank, train / val rows, conditions)."""
+        bank, conds = source.bank, source.conds
+        x, y = self.design(bank, source.train_rows, conds)
+        val = [self.design(bank, source.val_rows, c[None]) for c in conds]  # per condition (x, y)
         best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         history = []
         for i, strength in enumerate(self.cfg.strengths):

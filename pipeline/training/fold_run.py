@@ -18,6 +18,7 @@ from pipeline.data.scales import candidate_mask
 from pipeline.evaluation.metrics import task_metrics
 from pipeline.models.base import MERModel
 from pipeline.models.encoders import UnimodalEncoder
+from pipeline.models.inference import predict
 from pipeline.models.registry import create_model, model_class
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.health import vector_health
@@ -33,7 +34,7 @@ from pipeline.training.stages import (
     scaled_chunks,
 )
 from pipeline.training.systems import STAGE1_LEAKS, System
-from pipeline.training.trainer import fit, predict, seed_everything
+from pipeline.training.trainer import ConditionBatches, fit, seed_everything
 
 log = logging.getLogger(__name__)
 Hook = Callable[[str, int, dict], None]
@@ -227,10 +228,10 @@ class FoldRun:
         score = task_score(spec.task)
         hook = None if self.on_epoch is None else (lambda e, rec: self.on_epoch(f"train {system.label}", e, rec))
         t0 = time.perf_counter()
-        if hasattr(model, "pretrain_forward"):
+        if model.has_teacher_phase:  # the MMIN family's full-modality first phase
             everything = np.ones((1, len(spec.dims)), bool)
             cfg0 = replace(self.cfg.pretrain, seed=ctx.seed(f"{system.slug}-teacher"))
-            fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg0,
+            fit(model, ConditionBatches(ctx.bank, ctx.split.train, ctx.split.val, everything), score, cfg0,
                 forward=lambda m, b: m.pretrain_forward(b))
         cfg = replace(self.cfg.train, **system.train, seed=ctx.seed(f"train-{system.slug}"))
         # DIAGNOSTIC 'stage3-test': the epoch chosen on the test rows, as if they were validation
@@ -241,7 +242,8 @@ class FoldRun:
         if system.strategy != "none":  # span-missing training (M3S section 4.4)
             result = self._fit_strategy(model, system, score, cfg, hook)
         else:
-            result = fit(model, ctx.bank, ctx.split.train, select_on, ctx.conds, score, cfg, on_epoch=hook)
+            source = ConditionBatches(ctx.bank, ctx.split.train, select_on, ctx.conds, cfg.full_prob)
+            result = fit(model, source, score, cfg, on_epoch=hook)
         fit_seconds = time.perf_counter() - t_fit
         retrieval_seconds = (filler.seconds - searched0) if filler is not None else 0.0
         seconds = time.perf_counter() - t0
@@ -337,13 +339,12 @@ class FoldRun:
         return [modality_ranges(mods, r, c.modality_missing_rate) for r in parse_ranges(c.missing_rate)]
 
     def _fit_strategy(self, model: MERModel, system: System, score, cfg, hook):
-        from pipeline.training.strategies import fit_strategy
+        from pipeline.training.strategies import SpanBatches, fit_strategy
 
         ctx = self.ctx
-        return fit_strategy(
-            model, ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
-            score, cfg, replace(self.cfg.m3s, **system.m3s), val_seed=ctx.seed("val-spans"), on_epoch=hook,
-        )
+        source = SpanBatches(ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
+                             seed=cfg.seed, val_seed=ctx.seed("val-spans"))
+        return fit_strategy(model, source, score, cfg, replace(self.cfg.m3s, **system.m3s), on_epoch=hook)
 
     def _evaluate_spans(self, model: MERModel) -> list[dict]:
         """The test split with fixed spans at each test range; seeded per (fold, run, range)

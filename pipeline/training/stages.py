@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.dataset import Dataset
 from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
@@ -22,7 +23,7 @@ from pipeline.models.base import Batch, MERModel, ModelSpec, Output
 from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.scores import chance_score, task_score
-from pipeline.training.trainer import FeatureBank, TrainConfig, fit, seed_everything
+from pipeline.training.trainer import ConditionBatches, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
 
@@ -144,7 +145,7 @@ def pretrain_encoders(
         model.to(ctx.device)
         cfg = _with_seed(train_cfg, ctx.seed("pretrain-fused"))
         hook = None if on_epoch is None else (lambda e, rec: on_epoch("pretrain fused", e, rec))
-        fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg, on_epoch=hook)
+        fit(model, ConditionBatches(ctx.bank, ctx.split.train, ctx.split.val, everything), score, cfg, on_epoch=hook)
         encoders = list(model.fused.encoders)
     else:
         scores = []
@@ -154,7 +155,7 @@ def pretrain_encoders(
             va = ctx.split.val[present[ctx.split.val, i]]
             cfg = _with_seed(train_cfg, ctx.seed(f"pretrain-{m}"))
             hook = None if on_epoch is None else (lambda e, rec, m=m: on_epoch(f"pretrain {m}", e, rec))
-            result = fit(model, ctx.bank, tr, va, everything, score, cfg, on_epoch=hook)
+            result = fit(model, ConditionBatches(ctx.bank, tr, va, everything), score, cfg, on_epoch=hook)
             scores.append({"modality": m, "val_score": result.best_score, "best_epoch": result.best_epoch,
                            "chance": chance_score(spec.task, ds.y[va])})
         save_json(scores, ctx.run_dir / STAGE1_SCORES)

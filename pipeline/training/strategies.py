@@ -29,24 +29,20 @@ from lists cached on clean features); with every modality present it does not ac
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
+from pipeline.data.bank import FeatureBank
 from pipeline.data.spans import Range, apply_spans, range_name, range_tag, span_masks
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel, task_loss
-from pipeline.training.trainer import (
-    EarlyStopping,
-    FeatureBank,
-    FitResult,
-    TrainConfig,
-    predict,
-    seed_everything,
-)
+from pipeline.models.inference import predict
+from pipeline.training.scores import Score
+from pipeline.training.trainer import FitResult, Forward, Step, StepFactory, TrainConfig, fit
 
 STRATEGIES = ("orig", "spl-trn", "m3s")
 
@@ -172,77 +168,77 @@ def m3s_step(
     return float(loss2.detach())
 
 
-def plain_step(model: MERModel, opt: torch.optim.Optimizer, batch: Batch, clip: float = 5.0) -> float:
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss = batch_loss(model, batch)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
-    return float(loss.detach())
+@dataclass
+class SpanBatches:
+    """Span-missing training (M3S section 4.4): every modality available, a contiguous
+    span of each zeroed - drawn once per row and kept (`orig`) or redrawn per batch
+    (`spl-trn`, `m3s`); validation on fixed seeded spans at the same ranges. The clean
+    inputs stay in `Batch.x_full` (imagination targets)."""
 
+    bank: FeatureBank
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    strategy: str
+    ranges: Sequence[Range]  # one (lo, hi) per modality
+    seed: int  # training spans
+    val_seed: int  # the fixed validation spans
 
-def fit_strategy(
-    model: MERModel,
-    bank: FeatureBank,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
-    strategy: str,
-    ranges: Sequence[Range],
-    score_fn: Callable[[np.ndarray, np.ndarray], float],
-    cfg: TrainConfig,
-    m3s: M3SConfig | None = None,
-    val_seed: int = 1,
-    on_epoch: Callable[[int, dict], None] | None = None,
-) -> FitResult:
-    """Train under `strategy` with span-missing inputs; keep the best validation state."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy '{strategy}'; use one of {STRATEGIES}")
-    if getattr(model, "fit_direct", None) is not None:
-        raise RamerError(f"{type(model).__name__} is fitted in closed form; span strategies train by gradient steps")
-    m3s = m3s or M3SConfig()
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    if getattr(model, "teacher_ready", None) is not None and not bool(model.teacher_ready):
-        model.freeze_teacher()  # MMIN family: snapshot the teacher outside functional calls
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr = (m3s.outer_lr or cfg.lr) if strategy == "m3s" else cfg.lr
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    dims = [x.shape[1] for x in bank.x]
-    n_mod = len(dims)
-    fixed = span_masks(len(bank.rows), dims, ranges, gen) if strategy == "orig" else None  # by bank position
-    val_bank = span_bank(bank, val_rows, ranges, val_seed)
-    y_val = bank.y[torch.as_tensor(bank.pos[val_rows])].cpu().numpy()
-    everything = np.ones(n_mod, bool)
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{self.strategy}'; use one of {STRATEGIES}")
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.dims = [x.shape[1] for x in self.bank.x]
+        # orig: one span per row for the whole training, by bank position
+        self.fixed = span_masks(len(self.bank.rows), self.dims, self.ranges, self.gen) if self.strategy == "orig" else None
+        self.val_bank = span_bank(self.bank, self.val_rows, self.ranges, self.val_seed)
 
-    def spanned(rows: np.ndarray) -> Batch:
-        b = bank.batch(rows, np.ones((len(rows), n_mod), bool), with_full=True)
-        keep = [k[bank.pos[rows]] for k in fixed] if fixed is not None else span_masks(len(rows), dims, ranges, gen)
+    def spanned(self, rows: np.ndarray) -> Batch:
+        b = self.bank.batch(rows, np.ones((len(rows), len(self.dims)), bool), with_full=True)
+        keep = ([k[self.bank.pos[rows]] for k in self.fixed] if self.fixed is not None
+                else span_masks(len(rows), self.dims, self.ranges, self.gen))
         b.x = apply_spans(b.x, keep)  # x_full stays clean
         return b
 
-    keeper = EarlyStopping(model, cfg.patience)
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = rng.permutation(train_rows)
-        total, n = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            rows = order[i : i + cfg.batch_size]
-            if len(rows) < 2:
-                continue
-            query = spanned(rows)
-            if strategy == "m3s":
-                support = spanned(rng.choice(train_rows, size=len(rows), replace=len(rows) > len(train_rows)))
-                loss = m3s_step(model, opt, support, query, m3s)
-            else:
-                loss = plain_step(model, opt, query)
-            total += loss * len(rows)
-            n += len(rows)
-        score = score_fn(y_val, predict(model, val_bank, val_rows, everything))
-        if keeper.update(model, epoch, total / max(n, 1), score, on_epoch):
-            break
-    return keeper.restore(model)
+    def epoch(self, rng: np.random.Generator, order: np.ndarray, batch_size: int, with_seq: bool) -> Iterator[Batch]:
+        """Spans act on the pooled vectors: a frame model trains on them too (`with_seq` unused)."""
+        for i in range(0, len(order), batch_size):
+            rows = order[i : i + batch_size]
+            if len(rows) >= 2:
+                yield self.spanned(rows)
+
+    def support(self, rng: np.random.Generator, n: int) -> Batch:
+        """M3S's support batch X1: n rows drawn independently of the query, fresh spans."""
+        rows = rng.choice(self.train_rows, size=n, replace=n > len(self.train_rows))
+        return self.spanned(rows)
+
+    def validate(self, model: MERModel, score_fn: Score) -> float:
+        y = self.bank.targets(self.val_rows)
+        return score_fn(y, predict(model, self.val_bank, self.val_rows, np.ones(len(self.dims), bool)))
+
+
+def m3s_steps(source: SpanBatches, cfg: M3SConfig) -> StepFactory:
+    """Algorithm 1 as the loop's step: the epoch's batch is the query X2, a fresh support
+    batch X1 of the same size is drawn for each (first-order or second-order MAML)."""
+
+    def make(model: MERModel, opt: torch.optim.Optimizer, forward: Forward) -> Step:
+        model.prepare_functional()  # e.g. the MMIN teacher snapshot, outside functional calls
+        return lambda query, rng: m3s_step(model, opt, source.support(rng, len(query.rows)), query, cfg)
+
+    return make
+
+
+def fit_strategy(
+    model: MERModel, source: SpanBatches, score_fn: Score, cfg: TrainConfig, m3s: M3SConfig | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """`fit` under a span strategy: M3S's meta-learning step (outer lr beta) or plain steps."""
+    if getattr(model, "fit_direct", None) is not None:
+        raise RamerError(f"{type(model).__name__} is fitted in closed form; span strategies train by gradient steps")
+    if source.strategy != "m3s":
+        return fit(model, source, score_fn, cfg, on_epoch=on_epoch)
+    m3s = m3s or M3SConfig()
+    return fit(model, source, score_fn, cfg, make_step=m3s_steps(source, m3s), lr=m3s.outer_lr or cfg.lr,
+               on_epoch=on_epoch)
 
 
 @torch.no_grad()
