@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from pipeline.data.bounds import check_utf8, require_parquet_memory
 from pipeline.data.schema import FEATURES, MANIFEST, Manifest
 from pipeline.data.sequences import Sequences, check_sequences, load_sequences, write_sequences
 from pipeline.errors import DataError
@@ -102,9 +103,11 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
     if not fpath.is_file():
         raise DataError(f"{fpath}: features table not found")
     try:
-        table = pq.read_table(fpath, memory_map=True)
+        pf = pq.ParquetFile(fpath, memory_map=True)
+        require_parquet_memory(fpath, pf.metadata, pf.schema_arrow, pf.schema_arrow.names)
+        table = pf.read()
     except UNREADABLE_PARQUET as exc:
-        raise DataError(f"{fpath}: not a readable parquet file ({exc})") from None
+        raise DataError(f"{fpath}: not a readable parquet file ({' '.join(str(exc).split())})") from None
     ds = _dataset_from_table(manifest, root, table, fpath)
     if validate:
         validate_arrays(ds, fpath)
@@ -129,6 +132,9 @@ def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: 
     if scol.null_count:
         i = int(np.flatnonzero(~scol.is_valid().to_numpy(zero_copy_only=False))[0])
         raise DataError(f"{where}: null sample name at row {i} (rule: every row needs a 'sample')")
+    for c in ("sample", "label_name", "speaker", "scale"):
+        if c in cols:
+            check_utf8(where, c, table.column(c))
     samples = scol.to_numpy(zero_copy_only=False).astype(str)
     labcol = table.column(label_col)
     if manifest.task == "single_label" and not pa.types.is_integer(labcol.type):

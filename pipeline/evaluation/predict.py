@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import Settings
-from pipeline.data.dataset import UNREADABLE_PARQUET, load_dataset
+from pipeline.data.bounds import require_parquet_memory
+from pipeline.data.dataset import load_dataset
+from pipeline.data.importers.parquet import ModalityReader, open_parquet, read_batches, string_cells
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import Batch
 from pipeline.models.registry import create_model
@@ -31,36 +33,47 @@ from pipeline.training.systems import parse_system
 
 
 def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
-    try:
-        table = pq.read_table(path)
-    except UNREADABLE_PARQUET as exc:
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    if "sample" not in table.column_names:
+    """Sample names, (N, D_m) float32 per modality (zeros where absent) and the (N, M)
+    availability mask, read batch by batch with the importer's checks and memory bounds."""
+    pf = open_parquet(path)
+    schema = pf.schema_arrow
+    if "sample" not in schema.names:
         raise DataError(f"{path}: missing column 'sample'")
-    if not any(m in table.column_names for m in modalities):
+    mods = [m for m in modalities if m in schema.names]
+    if not mods:
         raise DataError(f"{path}: no modality column; expected some of {modalities}")
-    n = table.num_rows
+    for m in mods:
+        t = schema.field(m).type
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+            raise DataError(f"{path}: column '{m}' has type {t} (rule: one list<float> column per modality)")
+    n = pf.metadata.num_rows
+    require_parquet_memory(path, pf.metadata, schema, ["sample", *mods])
+    dim = dict(zip(modalities, dims))
+    readers = {m: ModalityReader(path, m, n, dim[m]) for m in mods}
+    samples = np.empty(n, object)
+    start = 0
+    for batch in read_batches(pf, path, ["sample", *mods]):
+        b = batch.num_rows
+        if start + b > n:
+            raise DataError(f"{path}: more rows than the {n} its footer declares (corrupt metadata)")
+        col = batch.column("sample")
+        if col.null_count:
+            i = start + int(np.argmin(col.is_valid().to_numpy(zero_copy_only=False)))
+            raise DataError(f"{path}: row {i} has no sample name (rule: 'sample' is required)")
+        samples[start : start + b] = string_cells(path, "sample", col, start)
+        for m in mods:
+            readers[m].add(batch.column(m), start, samples[start : start + b])
+        start += b
     xs, avail = [], np.zeros((n, len(modalities)), bool)
     for i, (m, d) in enumerate(zip(modalities, dims)):
-        x = np.zeros((n, d), np.float32)
-        if m in table.column_names:
-            col = table.column(m).to_pylist()
-            for r, v in enumerate(col):
-                if v is None:
-                    continue
-                if len(v) != d:
-                    raise DataError(f"{path}: row {r} column '{m}' has {len(v)} values, expected {d}")
-                x[r] = v
-                avail[r, i] = True
-            if not np.isfinite(x).all():
-                raise DataError(f"{path}: NaN/inf in column '{m}'")
-        xs.append(x)
+        r = readers.get(m)
+        xs.append(r.mat if r is not None and r.mat is not None else np.zeros((n, d), np.float32))
+        if r is not None:
+            avail[:, i] = r.present
     none = ~avail.any(axis=1)
     if none.any():
         raise DataError(f"{path}: row {int(np.flatnonzero(none)[0])} has no modality at all")
-    return table.column("sample").to_numpy(zero_copy_only=False).astype(str), xs, avail
+    return samples.astype(str), xs, avail
 
 
 def _stored_db(store: HiddenFeatureStore, collection: str, modalities: list[str]):
