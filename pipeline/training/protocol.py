@@ -109,9 +109,9 @@ def run_experiment(
     ds = load_dataset(cfg.dataset)
     device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
     torch.set_num_threads(max(1, settings.threads))
-    import faiss
+    from pipeline.extras import load_faiss
 
-    faiss.omp_set_num_threads(max(1, settings.threads))
+    load_faiss().omp_set_num_threads(max(1, settings.threads))  # before any directory is written
     runs_dir = settings.runs_dir / cfg.experiment
     results_dir = settings.results_dir / cfg.experiment
     if fresh:
