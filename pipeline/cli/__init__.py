@@ -50,6 +50,8 @@ def _root(
 
 def _register() -> None:
     # Imported here so `import pipeline.cli` stays cheap and each group stays one file.
+    if any(g.name == "data" for g in app.registered_groups):  # main() may run again (tests)
+        return
     from pipeline.cli import collections as collections_cli
     from pipeline.cli import data as data_cli
     from pipeline.cli import experiment as experiment_cli

@@ -135,9 +135,11 @@ def rich_progress() -> tuple[Progress, protocol.Progress]:
 def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None) -> Path | None:
     """Run the protocol with a progress bar; write results unless stopping early."""
     from pipeline.errors import RamerError
+    from pipeline.extras import load_faiss
 
     if not cfg.dataset:
         raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
+    load_faiss()  # every stage needs the fast path: say so before any work
     settings = load_settings()
     bar, hooks = rich_progress()
     t0 = time.perf_counter()
@@ -245,7 +247,9 @@ def register(app: typer.Typer) -> None:
 
         command.__doc__ = doc
         if stage != "evaluate":  # --noise belongs to `ramer evaluate` only
-            sig = inspect.signature(command)
+            # eval_str: with `from __future__ import annotations` they are strings, and typer
+            # would then see bare types without their Annotated help, short flags and kinds
+            sig = inspect.signature(command, eval_str=True)
             command.__signature__ = sig.replace(
                 parameters=[p for n, p in sig.parameters.items() if n not in ("noise", "noise_schedule")]
             )
@@ -269,7 +273,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic MER2024-like data -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
         from pipeline.data.synth import SynthConfig, write_synthetic
+        from pipeline.extras import load_faiss
 
+        load_faiss()  # before the demo data is written
         t0 = time.perf_counter()
         dims = {"audio": 256, "visual": 192, "text": 256}
         with console.status(f"generating {labeled} labeled + {unlabeled} unlabeled synthetic samples"):

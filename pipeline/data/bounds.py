@@ -10,6 +10,8 @@ raises one `DataError` naming the file and the rule.
 from __future__ import annotations
 
 import os
+import tokenize
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -190,9 +192,12 @@ def _npy_header(fh, where: object) -> tuple[tuple[int, ...], np.dtype]:
     try:
         version = np.lib.format.read_magic(fh)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(fh)
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        raise DataError(f"{where}: not a readable .npy array ({exc})") from None
+        with warnings.catch_warnings():  # a corrupt header literal warns before it fails
+            warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+            shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError, TypeError, RecursionError) as exc:
+        # the header is a Python literal: a corrupt one fails in the tokenizer or parser
+        raise DataError(f"{where}: not a readable .npy header ({type(exc).__name__}: {exc})") from None
     return shape, dtype
 
 
