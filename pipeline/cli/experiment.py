@@ -76,6 +76,8 @@ def build_config(
             raise typer.BadParameter(str(exc)) from None
         return ranges[0] if len(ranges) == 1 else ranges
     fold_list = _csv(folds)
+    if fold_list is not None and not all(f.isdigit() for f in fold_list):
+        raise typer.BadParameter(f"'{folds}' is not a comma list of fold numbers (0, 1, ...)", param_hint="--folds")
     return load_experiment(
         config,
         dataset=None if dataset is None else str(dataset),
@@ -172,6 +174,36 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
     return path
 
 
+def _check_noise(specs: list[str], schedule: str) -> None:
+    from pipeline.data.noise import SCHEDULES, parse_noise
+
+    for spec in specs:
+        try:
+            parse_noise(spec)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--noise") from None
+    if schedule not in SCHEDULES:
+        raise typer.BadParameter(f"'{schedule}': choose one of {', '.join(SCHEDULES)}", param_hint="--noise-schedule")
+
+
+def _check_demo(out: Path, labeled: int, unlabeled: int, folds: str, runs: int, epochs: int, experiment: str) -> None:
+    """The demo's options, before its dataset is generated."""
+    from pipeline.config import check_name
+    from pipeline.data.dataset import check_output_dir
+    from pipeline.data.synth import SynthConfig
+
+    check_name("--experiment", experiment)
+    check_output_dir(out)
+    n_folds = SynthConfig().folds
+    fold_list = _csv(folds) or []
+    if not fold_list or not all(f.isdigit() and int(f) < n_folds for f in fold_list):
+        raise typer.BadParameter(f"'{folds}': a comma list of folds 0..{n_folds - 1}", param_hint="--folds")
+    for name, value, low in (("--labeled", labeled, 10 * n_folds), ("--unlabeled", unlabeled, 0),
+                             ("--runs", runs, 1), ("--epochs", epochs, 1)):
+        if value < low:
+            raise typer.BadParameter(f"{value}: must be >= {low}", param_hint=name)
+
+
 def summary_table(results_dir: Path) -> Table:
     """Compact terminal view: systems x conditions with the task's first headline metric
     (WA, Acc or MAE) in %, plus its two headline metrics averaged over missing conditions."""
@@ -241,6 +273,8 @@ def register(app: typer.Typer) -> None:
         ) -> None:
             cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
                                k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+            if noise:  # checked before the stages run, not after
+                _check_noise(noise, noise_schedule)
             execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
             if noise and stage == "evaluate":
                 evaluate_noise_cli(cfg, noise, noise_schedule)
@@ -275,6 +309,7 @@ def register(app: typer.Typer) -> None:
         from pipeline.data.synth import SynthConfig, write_synthetic
         from pipeline.extras import load_faiss
 
+        _check_demo(out, labeled, unlabeled, folds, runs, epochs, experiment)
         load_faiss()  # before the demo data is written
         t0 = time.perf_counter()
         dims = {"audio": 256, "visual": 192, "text": 256}
@@ -303,7 +338,9 @@ def register(app: typer.Typer) -> None:
             merge_results(list(merge), results)
 
         if not (results / "metrics.parquet").is_file():
-            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first)")
+            found = sorted(p.parent.name for p in results.parent.glob("*/metrics.parquet"))
+            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first; results in "
+                             f"{results.parent}: {', '.join(found) or 'none'})")
         path = render_report(results)
         from pipeline.evaluation.strategy_report import append_strategy_report
 

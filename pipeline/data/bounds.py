@@ -88,6 +88,11 @@ def require_memory(where: object, nbytes: int, what: str) -> None:
         )
 
 
+def check_folds(where: object, folds: int) -> None:
+    if not 2 <= folds <= MAX_FOLDS:
+        raise DataError(f"{where}: --folds {folds}: must be 2..{MAX_FOLDS} (test folds of cross-validation)")
+
+
 def check_dim(where: object, column: str, dim: int) -> None:
     if not 0 < dim <= MAX_DIM:
         raise DataError(
@@ -102,41 +107,16 @@ def _value_bytes(t: pa.DataType) -> int:
     return max(1, t.bit_width // 8) if hasattr(t, "bit_width") and t.bit_width else 8
 
 
-def _leaves(t: pa.DataType) -> int:
-    """Parquet leaf columns of an Arrow type (a list counts as its values' leaves)."""
-    if pa.types.is_struct(t):
-        return sum(_leaves(t.field(i).type) for i in range(t.num_fields))
-    if pa.types.is_map(t):
-        return _leaves(t.key_type) + _leaves(t.item_type)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _leaves(t.value_type)
-    return 1
-
-
-def _stored_values(metadata, schema: pa.Schema) -> dict[str, int]:
-    """Leaf values stored per top-level column over all row groups. Leaves are matched to
-    columns by position, never by their names (a corrupt footer may hold invalid UTF-8)."""
-    owner = [f.name for f in schema for _ in range(_leaves(f.type))]
-    out: dict[str, int] = {}
-    for i in range(metadata.num_row_groups):
-        rg = metadata.row_group(i)
-        if rg.num_columns != len(owner):
-            raise DataError(f"row group {i} has {rg.num_columns} columns, the schema {len(owner)}")
-        for j, name in enumerate(owner):
-            out[name] = out.get(name, 0) + max(0, rg.column(j).num_values)
-    return out
-
-
 def parquet_footprint(where: object, metadata, schema: pa.Schema, columns: list[str]) -> int:
-    """Bytes a reader keeps for `columns` of a parquet file, from its metadata alone, after
-    checking the row count against its row groups and every fixed list size against MAX_DIM.
-    Variable lists count their stored values (their dim is only known once read)."""
+    """Bytes a reader keeps for `columns` of a parquet file, from its footer alone, after
+    checking the row count against its row groups and every fixed list size against
+    MAX_DIM. A variable list counts one value per row here: its dim is known only once
+    read, and `ModalityReader` bounds the matrix it sizes by it. Column chunk metadata is
+    never touched: pyarrow aborts the process on some corrupt chunk statistics, which
+    reading the data itself reports as an error."""
     n = metadata.num_rows
     try:
         in_groups = sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-        stored = _stored_values(metadata, schema)
-    except DataError as exc:
-        raise DataError(f"{where}: {exc} (corrupt metadata)") from None
     except (UnicodeDecodeError, OSError, pa.ArrowException) as exc:
         raise DataError(f"{where}: unreadable parquet metadata ({' '.join(str(exc).split())})") from None
     if n < 0 or in_groups != n:
@@ -147,8 +127,6 @@ def parquet_footprint(where: object, metadata, schema: pa.Schema, columns: list[
         if pa.types.is_fixed_size_list(t):
             check_dim(where, c, t.list_size)
             total += n * t.list_size * _value_bytes(t.value_type)
-        elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            total += stored.get(c, 0) * _value_bytes(t.value_type)
         elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
             total += n * STRING_BYTES
         else:

@@ -8,6 +8,7 @@ write never leaves a partial dataset and the previous good version stays in plac
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -286,6 +287,21 @@ def build_table(
     return pa.table(cols)
 
 
+def check_output_dir(out: Path) -> None:
+    """`out` can become a dataset directory: not an existing file, under a folder that
+    exists or can be made. Called before any work, so a bad --out costs nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a directory (rule: a dataset is a directory)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{out}: cannot be created, {parent} is a file and not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: cannot be created, {parent} is not writable")
+
+
 def publish_dir(tmp: Path, out: Path) -> None:
     """Replace `out` by the fully written `tmp` (same filesystem) without a partial state."""
     if out.exists():
@@ -332,6 +348,7 @@ def write_dataset(
     `sequences` (modality -> frames in table row order) go to `sequences/`; the manifest
     records their frame counts."""
     out = Path(out)
+    check_output_dir(out)
     if sequences and manifest.sequences is None:
         manifest = _with_frames(manifest, sequences, out)
     ds = _dataset_from_table(manifest, out, table, out / FEATURES)

@@ -29,7 +29,7 @@ from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
 from pipeline.training.protocol import model_spec
-from pipeline.training.systems import parse_system
+from pipeline.training.systems import System, parse_system
 
 
 def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -92,19 +92,38 @@ def _stored_db(store: HiddenFeatureStore, collection: str, modalities: list[str]
     return values, present
 
 
+def _trained_system(runs_dir: Path, fold: int, run: int, system_name: str, base) -> tuple[System, Path]:
+    """The parsed system and its checkpoint; a name without one lists those that exist."""
+    run_dir = runs_dir / f"f{fold}_r{run}"
+    trained = sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")
+    try:
+        system = parse_system(system_name, base)
+    except RamerError:
+        system = None
+    if system is None or not (run_dir / f"{system.slug}.pt").is_file():
+        raise RamerError(f"--system '{system_name}': no trained model of that name for fold {fold} run {run} "
+                         f"in {run_dir} (trained: {', '.join(trained) or 'none'})")
+    return system, run_dir / f"{system.slug}.pt"
+
+
 def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int, system_name: str) -> tuple[Path, int]:
     runs_dir = settings.runs_dir / experiment
     if not (runs_dir / "config.json").is_file():
-        raise RamerError(f"{runs_dir}: no such experiment (run `ramer run -e {experiment}` first)")
+        found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
+        raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
+                         f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
+    if out is not None and not out.parent.is_dir():
+        raise RamerError(f"--out {out}: folder {out.parent} does not exist")
     saved = load_json(runs_dir / "config.json")
     cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
     ds = load_dataset(cfg.dataset)
     spec = model_spec(ds)
-    system = parse_system(system_name, cfg.retrieval)
+    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
+    if fold not in folds:
+        raise RamerError(f"--fold {fold}: experiment '{experiment}' trained fold(s) {', '.join(map(str, folds))}")
     run = cfg.runs - 1
-    state_path = runs_dir / f"f{fold}_r{run}" / f"{system.slug}.pt"
-    if not state_path.is_file():
-        raise RamerError(f"{state_path}: no trained '{system.label}' model for fold {fold} run {run}")
+    system, state_path = _trained_system(runs_dir, fold, run, system_name, cfg.retrieval)
+    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))  # before the model
     e, r = cfg.encoder, system.retrieval or cfg.retrieval
     kwargs = {"d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
               "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
@@ -112,7 +131,6 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     model = create_model(system.model, spec, **kwargs, **system.overrides)
     model.load_state_dict(load_torch(state_path))
     model.eval()
-    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))
     if system.model == "ramer" and system.use_retrieval:
         with HiddenFeatureStore.open(settings) as store:
             values, present = _stored_db(store, collection_name(ds.manifest.name, experiment, fold), list(spec.modalities))

@@ -99,7 +99,7 @@ def import_iemocap_mmin(
     feats = {}
     files = {"audio": root / "A" / f"{audio}.h5", "visual": root / "V" / f"{visual}.h5", "text": root / "L" / f"{text}.h5"}
     for m, path in files.items():
-        require(path, f"{m} feature file")
+        require(path, f"{m} feature file", like="*.h5")
         hashes[str(path.relative_to(root))] = sha256_file(path)
         with h5py.File(path, "r") as h5:
             missing = [s for s in samples if s not in h5]

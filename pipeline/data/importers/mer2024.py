@@ -95,7 +95,7 @@ def import_mer2024(
     root = Path(root).resolve()
     lab_path = require(Path(labels) if labels else root / "label-6way.npz", "label file label-6way.npz")
     feat_root = Path(features) if features else (root / "features" if (root / "features").is_dir() else root)
-    dirs = {m: require(feat_root / f"{e}-UTT", f"feature folder for {m}") for m, e in extractors.items()}
+    dirs = {m: require(feat_root / f"{e}-UTT", f"feature folder for {m}", like="*-UTT") for m, e in extractors.items()}
     if not dirs:
         raise DataError("mer2024: give at least one modality extractor (--audio / --visual / --text)")
     corp = _corpora(lab_path)

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from pipeline.data.bounds import (
     MAX_CLASSES,
     check_dim,
+    check_folds,
     check_utf8,
     require_memory,
     require_parquet_memory,
@@ -336,8 +337,7 @@ def import_parquet(
     n = pf.metadata.num_rows
     if n == 0:
         raise DataError(f"{src}: empty file (no rows)")
-    if folds < 2:
-        raise DataError(f"{src}: --folds must be >= 2, got {folds}")
+    check_folds(src, folds)
     schema = pf.schema_arrow
     mods = _plan_columns(src, schema, modalities)
     is_int = _label_is_int(src, schema.field("label").type)
