@@ -25,6 +25,8 @@ console = Console()
 
 
 def _progress() -> Progress:
+    """A transient bar on a terminal; elsewhere (CI, a log file) it draws nothing, so
+    `_reading` says what is being read instead."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -33,6 +35,11 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _reading(label: str) -> None:
+    if not console.is_terminal:
+        console.print(f"reading {label} ...", highlight=False, markup=False)
 
 
 def parse_dims(text: str) -> dict[str, int]:
@@ -153,6 +160,7 @@ def import_parquet_cmd(
     target = out if out is not None else settings.data_dir / name
     _check_target(target, name)
     check_folds(file, folds)
+    _reading(str(file))
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"reading {file.name}", total=None)
@@ -306,6 +314,7 @@ def _run_import(label: str, name: str, out: Path | None, data_dir: Path | None, 
     _check_target(target, name)
     if folds is not None:
         check_folds(label, folds)
+    _reading(label)
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"reading {label}", total=None)

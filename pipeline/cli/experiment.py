@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typing_extensions import Self
 
 from pipeline.config import load_settings
 from pipeline.training import protocol
@@ -134,6 +135,61 @@ def rich_progress() -> tuple[Progress, protocol.Progress]:
     return bar, hooks
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class LogProgress:
+    """Progress as plain log lines, for a stdout that is not a terminal (CI, nohup, a log
+    file), where a live bar prints nothing for minutes or one truncated line: a line per
+    stage of every fold x run, and a line per epoch at most every `epoch_every` seconds,
+    each with the work units done, elapsed time and ETA."""
+
+    def __init__(self, emit=None, clock=time.monotonic, epoch_every: float = 30.0) -> None:
+        self.emit = emit or (lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+        self.clock, self.epoch_every = clock, epoch_every
+        self.total, self.done, self.t0, self.last = 0, 0, clock(), float("-inf")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _line(self, text: str) -> None:
+        now = self.clock()
+        elapsed = now - self.t0
+        eta = _clock(elapsed / self.done * (self.total - self.done)) if self.done else "-"
+        self.emit(f"{text} | {self.done}/{self.total} units, elapsed {_clock(elapsed)}, ETA {eta}")
+        self.last = now
+
+    def start(self, total: int) -> None:
+        self.total, self.t0 = total, self.clock()
+
+    def stage(self, text: str) -> None:
+        self._line(text)
+
+    def epoch(self, text: str, e: int, rec: dict) -> None:
+        if self.clock() - self.last >= self.epoch_every:
+            self._line(f"{text} · epoch {e + 1} · val {rec['val']:.3f}")
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+    def hooks(self) -> protocol.Progress:
+        return protocol.Progress(on_start=self.start, on_stage=self.stage, on_epoch=self.epoch,
+                                 on_advance=self.advance)
+
+
+def progress_display() -> tuple[Progress | LogProgress, protocol.Progress]:
+    """A live rich bar on a terminal, plain log lines anywhere else."""
+    if console.is_terminal:
+        return rich_progress()
+    plain = LogProgress()
+    return plain, plain.hooks()
+
+
 def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None) -> Path | None:
     """Run the protocol with a progress bar; write results unless stopping early."""
     from pipeline.errors import RamerError
@@ -143,7 +199,7 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
         raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
     load_faiss()  # every stage needs the fast path: say so before any work
     settings = load_settings()
-    bar, hooks = rich_progress()
+    bar, hooks = progress_display()
     t0 = time.perf_counter()
     with bar:
         out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after=stop_after)
