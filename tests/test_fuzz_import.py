@@ -145,6 +145,8 @@ def good_table(n: int = 12) -> pa.Table:
 # flipped byte made huge (class names were sized by it), and a sample name that is not UTF-8.
 HUGE_LABEL = good_table().set_column(1, "label", pa.array([0, 84606977] * 6, pa.int64()))
 BAD_UTF8 = good_table().set_column(0, "sample", invalid_utf8([f"g{i}" for i in range(12)], 5))
+NO_LABELED_ROW = pa.table({"sample": ["s0"], "label": pa.array([None], pa.null()),
+                           "audio": pa.array([None], pa.list_(pa.float64())), "label_name": ["a"]})
 
 
 def _good(out: Path) -> None:
@@ -186,6 +188,7 @@ def _check_outcome(src: Path, out: Path, folds: int, before: bytes | None) -> No
 
 @FUZZ
 @example(table=HUGE_LABEL, folds=2, keep_previous=False)
+@example(table=NO_LABELED_ROW, folds=2, keep_previous=False)  # found by the fuzz profile
 @example(table=BAD_UTF8, folds=2, keep_previous=True)
 @given(table=bad_table(), folds=st.integers(2, 3), keep_previous=st.booleans())
 def test_fuzzed_tables_fail_cleanly(workdir: Path, memory_cap: int, table: pa.Table, folds: int,

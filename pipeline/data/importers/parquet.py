@@ -297,6 +297,8 @@ def _int_classes(
             f"{src}: int labels run 0..{top} but class(es) {absent[:5].tolist()} have no labeled row "
             "(rule: without --classes the labels are the contiguous classes 0..K-1)"
         )
+    if top < 0:
+        return []  # nothing labeled: the class count check reports it
     named = _classes_from_names(src, samples, idx, vals, names_col) if names_col is not None else None
     return named or [str(i) for i in range(top + 1)]
 
