@@ -24,6 +24,20 @@ def check_name(option: str, value: str) -> None:
         raise RamerError(f"{option} '{value}': use letters, digits and _ . - (it names folders and collections)")
 
 
+def check_output_file(option: str, path: Path) -> None:
+    """One RamerError line for an output file that cannot be written: a folder in its
+    place, or a file where one of its folders should be."""
+    from pipeline.errors import RamerError
+
+    if path.is_dir():
+        raise RamerError(f"{option} {path}: is a folder, not a file")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RamerError(f"{option} {path}: cannot be created, {parent} is a file and not a folder")
+
+
 class Settings(BaseSettings):
     """Machine-level settings. Every field is documented in `.env.example`."""
 

@@ -98,6 +98,7 @@ SEARCH = ["collections", "search", "tiny__raw__f0", "--sample", "{sample}", "--m
 INGEST = ["collections", "ingest", "{ds}", "--dim", "8"]
 PREDICT = ["predict", "-e", "done", "-i", "{input}"]
 MIGRATE = ["collections", "migrate", "--to", "http://127.0.0.1:9"]
+EXPLORE = ["collections", "explore", "tiny__raw__f0", "-o", "{root}/v.html"]
 
 # command -> parameter -> (argv, fragments of the one error line)
 CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
@@ -216,6 +217,18 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "batch_size": ([*INGEST, "--batch-size", "0"], ["'--batch-size'", "greater than or equal to 1"]),
         "spec": ([*INGEST, *SPEC[0]], SPEC[1]),
         **_store_cases(*INGEST),
+    },
+    "collections explore": {
+        "collection": (["collections", "explore", "nosuch", "-o", "{root}/v.html"], COLLECTION[1]),
+        "modality": ([*EXPLORE, "--modality", "smell"], ["modality smell", "audio, visual, text"]),
+        "color": ([*EXPLORE, "--color", "zzz"], ["--color 'zzz'", "label_name, split, fold"]),
+        "max_points": ([*EXPLORE, "--max-points", "0"], ["--max-points (0)", "at least 1"]),
+        "projection": ([*EXPLORE, "--projection", "zzz"], ["--projection 'zzz'", "pca, tsne, umap"]),
+        "k": ([*EXPLORE, "-k", "0"], ["-k (0)", "at least 1"]),
+        "scale": ([*EXPLORE, "--scale", "huge"], ["--scale 'huge'", "turbo"]),
+        "seed": ([*EXPLORE, "--seed", "abc"], ["'--seed'", "valid integer"]),
+        "out": (["collections", "explore", "tiny__raw__f0", "-o", "{under_file}.html"], ["{file} is a file"]),
+        **_store_cases(*EXPLORE),
     },
     "collections migrate": {
         "to": (MIGRATE, ["cannot reach Qdrant at http://127.0.0.1:9"]),

@@ -30,8 +30,12 @@ def test_demo_then_predict_with_missing_modalities(tmp_path: Path) -> None:
     for name in ("report.md", "metrics.parquet", "precision.parquet", "config.json", "wa_by_condition.png", "precision_at_k.png"):
         assert (results / name).is_file(), name
     assert "w/o retrieval" in res.stdout and "report.md" in res.stdout
+    # one browsable view per fold's collection, linked from the report and printed (issue 18)
+    assert (results / "views" / "demo__demo__f0.html").is_file()
+    assert "(views/demo__demo__f0.html)" in (results / "report.md").read_text()
+    assert f"collection views (open in a browser, offline): {Path('results/demo/views/demo__demo__f0.html')}" in res.stdout
     metrics = pq.read_table(results / "metrics.parquet")
-    assert set(metrics.column("system").to_pylist()) == {"ramer", "w/o retrieval"}
+    assert set(metrics.column("system").to_pylist()) == {"ramer", "w/o retrieval", "lr", "lr-knn"}
     # the embedded store holds the fold's collection
     listed = ramer(tmp_path, "collections", "list")
     assert listed.returncode == 0 and "demo__demo__f0" in listed.stdout
@@ -54,7 +58,7 @@ def test_demo_then_predict_with_missing_modalities(tmp_path: Path) -> None:
 
 def test_every_command_explains_itself(tmp_path: Path) -> None:
     for cmd in ([], ["run"], ["demo"], ["predict"], ["report"], ["pretrain"], ["index"], ["train"], ["evaluate"],
-                ["data"], ["data", "synth"], ["collections"], ["collections", "search"]):
+                ["data"], ["data", "synth"], ["collections"], ["collections", "search"], ["collections", "explore"]):
         res = ramer(tmp_path, *cmd, "--help")
         assert res.returncode == 0, (cmd, res.stderr)
         assert "Usage" in res.stdout and len(res.stdout) > 200, cmd

@@ -16,6 +16,9 @@ from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.evaluation.metrics import accuracy_from_logits
 from pipeline.models.base import Batch, ModelSpec, task_loss
 from pipeline.models.registry import create_model, list_models, model_class
+from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.retriever import ModalityRetriever
+from pipeline.training.config import RetrievalConfig
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
 
 BASELINES = ["ae", "cra", "mmin", "if-mmin", "cif-mmin"]
@@ -34,12 +37,41 @@ def manifest(task: str = "single_label") -> Manifest:
     )
 
 
-def build(name: str, spec: ModelSpec, **kw):
-    """Models needing an external retrieval filler are built without it (RAMER)."""
-    fields = {f.name for f in dataclasses.fields(model_class(name).Config)}
+class TinyFold:
+    """A (fold, run) for models that set themselves up from one (`MERModel.attach`):
+    64 rows of random scaled features, every row a retrieval candidate but the query."""
+
+    device = "cpu"
+
+    def __init__(self, rows: int = 64, seed: int = 0, features: dict | None = None):
+        rng = np.random.default_rng(seed)
+        self.features = features or {m: rng.normal(size=(rows, d)).astype(np.float32) for m, d in DIMS.items()}
+        self.present = {m: np.ones(len(x), bool) for m, x in self.features.items()}
+
+    def scaled_features(self) -> dict[str, np.ndarray]:
+        return self.features
+
+    def filler(self, vectors, retrieval, *, stored_queries, fuse="sum-l2"):
+        n = len(next(iter(vectors.values())))
+        retr = ModalityRetriever(k=retrieval.k, metric=retrieval.metric).fit(vectors, self.present, np.ones(n, bool))
+        filler = RetrievalFiller(retr, list(DIMS), vectors, self.present, k=retrieval.k,
+                                 keys=vectors if stored_queries else None, fuse=fuse)
+        if stored_queries:
+            filler.precompute(np.arange(n))
+        return filler
+
+
+def build(name: str, spec: ModelSpec, fold: TinyFold | None = None, **kw):
+    """RAMER is built without retrieval (its stage-1 DB is tested in test_ramer); a model
+    that takes other resources from its fold gets a `TinyFold`."""
+    cls = model_class(name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
     if "retrieval" in fields:
         kw.setdefault("retrieval", False)
-    return create_model(name, spec, **kw)
+    model = create_model(name, spec, **kw)
+    if not cls.uses_stage1_encoders:
+        model.attach(fold or TinyFold(), RetrievalConfig(k=3))
+    return model
 
 
 def make_batch(task: str, avail: np.ndarray, seed: int = 0, with_full: bool = True) -> Batch:
@@ -202,7 +234,7 @@ def tiny(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data") / "tiny", man, table)
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", [*BASELINES, "lr", "lr-knn"])
 def test_learns_tiny_task(name, tiny):
     ds = tiny
     bank = FeatureBank(ds, np.arange(len(ds)))
@@ -212,7 +244,7 @@ def test_learns_tiny_task(name, tiny):
     m = len(ds.modalities)
     spec = ModelSpec(tuple(ds.modalities), tuple(ds.manifest.dims), N_CLASSES, "single_label")
     torch.manual_seed(0)
-    model = build(name, spec)
+    model = build(name, spec, TinyFold(features={m: np.asarray(ds.features[m]) for m in ds.modalities}))
     cfg = TrainConfig(epochs=12, batch_size=64, lr=2e-3, patience=12, seed=0)
     if hasattr(model, "pretrain_forward"):
         fit(

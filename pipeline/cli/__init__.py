@@ -55,8 +55,10 @@ def _register() -> None:
     from pipeline.cli import collections as collections_cli
     from pipeline.cli import data as data_cli
     from pipeline.cli import experiment as experiment_cli
+    from pipeline.cli import explore as explore_cli
 
     app.add_typer(data_cli.app, name="data")
+    explore_cli.register(collections_cli.app)  # issue 18: `ramer collections explore`
     app.add_typer(collections_cli.app, name="collections")
     experiment_cli.register(app)
     app.add_typer(__import__("pipeline.cli.bench", fromlist=["app"]).app, name="bench")  # issue 8

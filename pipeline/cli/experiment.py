@@ -373,7 +373,12 @@ def register(app: typer.Typer) -> None:
             ds = write_synthetic(out, SynthConfig(labeled=labeled, unlabeled=unlabeled, dims=dims, seed=0))
         console.print(f"dataset: {out} ({len(ds)} samples, {time.perf_counter() - t0:.0f} s)")
         cfg = build_config(None, out, experiment, None, folds, runs, epochs, epochs, None, None, None, None, None)
-        execute(cfg, resume=False, fresh=True)
+        report = execute(cfg, resume=False, fresh=True)
+        views = sorted((report.parent / "views").glob("*.html")) if report else []
+        if views:  # issue 18: the collections, browsable without a server
+            console.print(f"collection views (open in a browser, offline): {', '.join(map(str, views))}\n"
+                          f"make one yourself: ramer collections explore {views[0].stem} --out view.html",
+                          soft_wrap=True)  # unwrapped: the paths stay copyable
 
     @app.command()
     def report(

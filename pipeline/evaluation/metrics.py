@@ -104,3 +104,21 @@ def micro_f1_from_logits(logits: np.ndarray, y_true: np.ndarray) -> float:
 
 METRICS_BY_TASK["multi_label"] = multilabel_metrics
 SCORE_BY_TASK["multi_label"] = micro_f1_from_logits
+
+
+# ---------------------------------------------------------------- the floor of every task
+
+
+def chance_score(task: str, y_true: np.ndarray) -> float:
+    """The validation score (`task_score` scale) of the best constant prediction for
+    `y_true`: majority-class accuracy, micro-F1 of predicting every label, or -MAE of
+    the median. A trained system at or below it has learned nothing usable."""
+    y = np.asarray(y_true)
+    if len(y) == 0:
+        return float("nan")
+    if task == "single_label":
+        return float(np.unique(y, return_counts=True)[1].max() / len(y))
+    if task == "multi_label":
+        pos = float((y > 0.5).sum())
+        return 2 * pos / (pos + y.size) if pos else 0.0
+    return -float(np.abs(y - np.median(y)).mean())

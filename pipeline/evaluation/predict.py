@@ -19,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.data.bounds import require_parquet_memory
 from pipeline.data.dataset import load_dataset
 from pipeline.data.importers.parquet import ModalityReader, open_parquet, read_batches, string_cells
+from pipeline.data.preprocess import Scaler
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import Batch
 from pipeline.models.registry import create_model
@@ -29,6 +30,7 @@ from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
 from pipeline.training.protocol import model_spec
+from pipeline.training.stages import PREPROCESS_FILE
 from pipeline.training.systems import System, parse_system
 
 
@@ -124,6 +126,8 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     run = cfg.runs - 1
     system, state_path = _trained_system(runs_dir, fold, run, system_name, cfg.retrieval)
     samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))  # before the model
+    scaler = _fold_scaler(runs_dir / f"f{fold}_r{run}", spec)
+    xs = [scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
     e, r = cfg.encoder, system.retrieval or cfg.retrieval
     kwargs = {"d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
               "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
@@ -155,6 +159,14 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     tmp.replace(out)
     return out, len(samples)
 
+
+
+def _fold_scaler(run_dir: Path, spec) -> Scaler:
+    """The stage-0 scaling the model was trained with (saved beside its checkpoints)."""
+    path = run_dir / PREPROCESS_FILE
+    if not path.is_file():
+        raise RamerError(f"{path}: no preprocessing statistics (the experiment predates stage 0; rerun it)")
+    return Scaler.load(path, spec.modalities, spec.dims)
 
 
 def _threshold(record_path: Path) -> float:

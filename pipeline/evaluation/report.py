@@ -197,6 +197,72 @@ def plot_precision(precision: pa.Table, path: Path) -> None:
     plt.close(fig)
 
 
+CHANCE_MARGIN = 0.01  # a validation score within this of the best constant guess = chance
+
+
+def warnings_section(results_dir: Path) -> list[str]:
+    """Lines for the top of the report: degenerate DB modalities (fits of stage 2) and
+    systems at chance level on validation, each named with its folds x runs."""
+    lines = []
+    diag_path, fits_path = results_dir / "diagnostics.parquet", results_dir / "fits.parquet"
+    if diag_path.is_file():
+        diag = pq.read_table(diag_path).to_pylist()
+        for m in ordered_unique([d["modality"] for d in diag]):
+            bad = [f"f{d['fold']}r{d['run']}" for d in diag if d["modality"] == m and d["degenerate"]]
+            if bad:
+                lines.append(f"- **degenerate hidden vectors** of `{m}` in {', '.join(bad)}: they point (almost) "
+                             "one way, so retrieval through it is close to random (see the per-modality table).")
+    if fits_path.is_file():
+        fits = pq.read_table(fits_path).to_pylist()
+        for sname in ordered_unique([f["system"] for f in fits]):
+            units = [f for f in fits if f["system"] == sname]
+            low = [f"f{f['fold']}r{f['run']}" for f in units
+                   if np.isfinite(f["val_chance"]) and f["val_score"] <= f["val_chance"] + CHANCE_MARGIN]
+            if low:
+                lines.append(f"- **{sname} is at chance level on validation** in {len(low)}/{len(units)} "
+                             f"units ({', '.join(low)}): its averages below include those units.")
+    return ["## Warnings", "", *lines, ""] if lines else []
+
+
+def modality_section(results_dir: Path) -> list[str]:
+    """Per modality: stage-1 validation score against chance, and the DB's health."""
+    path = results_dir / "diagnostics.parquet"
+    if not path.is_file():
+        return []
+    diag = pq.read_table(path)
+    summ = {k: summarise(diag, ["modality"], value=k) for k in
+            ("stage1_val", "stage1_chance", "concentration", "effective_rank", "degenerate")}
+    lines = ["## Stage 1 and the database, per modality", "",
+             ("Stage-1 validation score of each modality's encoder (the task's selection score) beside "
+              "the best constant guess, and the health of its hidden vectors in the DB: concentration "
+              "= |mean unit vector| (1 = one direction), effective rank (~1 = a line)."), "",
+             "| modality | stage-1 val | chance | concentration | effective rank | degenerate units |",
+             "|---|---|---|---|---|---|"]
+    for m in ordered_unique(diag.column("modality").to_pylist()):
+        v = {k: summ[k][(m,)] for k in summ}
+        lines.append(f"| {m} | {v['stage1_val'][0]:.3f} ± {v['stage1_val'][1]:.3f} | {v['stage1_chance'][0]:.3f} | "
+                     f"{v['concentration'][0]:.3f} | {v['effective_rank'][0]:.1f} | "
+                     f"{round(v['degenerate'][0] * v['degenerate'][2])}/{v['degenerate'][2]} |")
+    return lines + [""]
+
+
+def view_links(results_dir: Path) -> list[str]:
+    """Report lines linking the per-fold collection views (`views/*.html`), if any."""
+    pages = sorted((results_dir / "views").glob("*.html"))
+    if not pages:
+        return []
+    return [
+        "## Hidden-feature maps",
+        "",
+        ("One interactive page per fold's collection (open offline in a browser): per modality a "
+         "2-D map of the stored hidden vectors, and each point's top-K neighbours under the "
+         "leakage filter. Another view: `ramer collections explore NAME --out FILE.html`."),
+        "",
+        *(f"- [{p.stem}](views/{p.name})" for p in pages),
+        "",
+    ]
+
+
 def render_report(results_dir: Path, title: str | None = None) -> Path:
     """Write report.md + PNGs in `results_dir` from its metrics/precision parquet files."""
     metrics = pq.read_table(results_dir / "metrics.parquet")
@@ -216,6 +282,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
          "(models selected on validation only). Raw numbers: `metrics.parquet`; the same as "
          "mean / std / n per system, condition and metric: `summary.csv`; config: `config.json`."),
         "",
+        *warnings_section(results_dir),
         f"## Missing-modality conditions ({' / '.join(head)}, %)",
         "",
     ]
@@ -242,6 +309,8 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
             "![precision@K](precision_at_k.png)",
             "",
         ]
+    parts += modality_section(results_dir)
+    parts += view_links(results_dir)
     if head == ("WA", "UA"):
         parts += [
             "## For reference: the paper's Table 3 (MER2024, different data; not comparable number-for-number)",

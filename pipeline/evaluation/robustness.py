@@ -10,10 +10,11 @@ comes from the fold's training rows. Intensity 0 (clean) is always evaluated too
 Kept frame sequences (a CARAT trained on frames reads only them) get the same noise as
 they are read, at the scale of the training rows' frames.
 
-RAMER here encodes the noisy inputs (its stored clean hidden vectors are not used);
-its retrieval, which fills whole-missing modalities only, does not act with every
-modality present. Outputs in results/<experiment>/: noise.parquet (long format:
-system, fold, run, noise, intensity, metric, value), noise_report.md, noise_wa.png.
+RAMER here encodes the noisy inputs (its stored clean hidden vectors are not used), and
+where a sample really lacks a modality its retrieval queries with the encoding of the
+noisy available ones, never with neighbour lists cached from the clean features.
+Outputs in results/<experiment>/: noise.parquet (long format: system, fold, run, noise,
+intensity, metric, value), noise_report.md, noise_wa.png.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def frame_stats(bank: FeatureBank, rows: np.ndarray, vectors: NoiseStats, limit:
             continue
         ln = np.asarray(s.lengths[rows])
         valid = np.arange(s.frames)[None, :] < ln[:, None]  # (n, T)
-        frames = torch.from_numpy(np.asarray(s.values[rows])[valid])  # (valid frames, D)
+        vals = np.asarray(s.values[rows], np.float32)  # (n, T, D)
+        if bank.scaler is not None:  # the scale the model sees: frames after stage 0
+            vals = bank.scaler.transform(bank.modality_names[i], vals)
+        frames = torch.from_numpy(vals[valid])  # (valid frames, D)
         if frames.numel():
             one = NoiseStats.of([frames])
             std[i], maxabs[i] = one.std[0], one.maxabs[0]
@@ -118,14 +122,13 @@ def evaluate_noise(
     from pipeline.training.checkpoint import load_torch
     from pipeline.training.fold_run import FoldRun
     from pipeline.training.protocol import _expand_strategies, model_spec
-    from pipeline.training.stages import FoldContext
+    from pipeline.training.stages import fold_context
     from pipeline.training.systems import parse_system
 
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset)
     device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
     spec, conds = model_spec(ds), condition_matrix(ds.manifest)
-    bank = FeatureBank(ds, np.flatnonzero(ds.labeled), device)
     systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
     runs_dir = settings.runs_dir / cfg.experiment
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
@@ -133,8 +136,8 @@ def evaluate_noise(
     for fold in folds:
         for run in range(cfg.runs):
             split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = FoldContext(ds=ds, split=split, spec=spec, bank=bank, conds=conds, device=device,
-                              run_dir=runs_dir / f"f{fold}_r{run}", base_seed=cfg.seed)
+            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed, cfg.preprocess)
+            bank = ctx.bank
             fr = FoldRun(ctx, cfg)
             stats = train_stats(bank, split.train)
             fstats = frame_stats(bank, split.train, stats)  # None unless the dataset keeps frames
@@ -145,10 +148,8 @@ def evaluate_noise(
                     continue
                 on_stage(f"fold {fold} run {run} · noise · {system.label}")
                 seed_everything(ctx.seed(f"init-{system.slug}"))
-                model = fr.build_model(system)
+                model = fr.build_model(system, inputs_as_stored=False)  # encode + retrieve the noisy inputs
                 model.load_state_dict(load_torch(path))
-                if hasattr(model, "stored_hidden"):
-                    model.stored_hidden = None  # encode the noisy inputs, not the stored clean h
                 test = split.test
                 for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule, fstats):
                     rows.append({"system": system.label, "fold": fold, "run": run, **r})

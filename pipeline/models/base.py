@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -70,19 +72,61 @@ class Output:
     hidden: Tensor | None = None  # (B, H) joint representation, for analysis
 
 
+class FoldResources(Protocol):
+    """What one (fold, run) offers a model that sets itself up from it (`MERModel.attach`).
+
+    The training layer implements it; models see only this interface. Every retrieval
+    it hands out searches the fold's allowed candidates only (train + pool rows of the
+    DB scale, never val / test, never the query itself)."""
+
+    device: str
+
+    def database(self, source: str) -> Any:
+        """The fold's retrieval DB: `.vectors` (m -> (N, H) by dataset row) and
+        `.encoders` (the stage-1 encoders that made them)."""
+        ...
+
+    def scaled_features(self) -> dict[str, np.ndarray]:
+        """m -> (N, D_m) features of every dataset row after the fold's stage-0 scaling."""
+        ...
+
+    def candidates(self, retrieval: Any) -> dict[str, np.ndarray]:
+        """m -> (N,) bool: the rows retrieval may return for modality m (DB scale,
+        never val / test) that have m."""
+        ...
+
+    def filler(self, vectors: dict[str, np.ndarray], retrieval: Any, *, stored_queries: bool,
+               fuse: str = "sum-l2") -> Any:
+        """A `RetrievalFiller` over `vectors` with the system's retrieval options;
+        `stored_queries`: the model's queries are `vectors` themselves (cacheable)."""
+        ...
+
+
 class MERModel(nn.Module):
     """Base class: subclasses set `spec` and implement `forward(batch) -> Output`.
 
-    Optional hook: `pretrain_forward(batch) -> Output`, a first training phase on
-    full-modality data (MMIN-style teachers); the trainer runs it when present.
+    Optional hooks, each found on the model (the trainer never asks for a model's name):
+    - `pretrain_forward(batch) -> Output`: a first training phase on full-modality data
+      (MMIN-style teachers); the trainer runs it when present;
+    - `attach(fold, retrieval, inputs_as_stored)`: take what the model needs from its
+      (fold, run) (`FoldResources`: stage-1 encoders, the retrieval DB) before training
+      or evaluation; `inputs_as_stored` is False when the inputs are perturbed (spans,
+      noise), so nothing cached from the clean stored features may stand in for them;
+    - `fit_direct(bank, train_rows, val_rows, conds, score_fn, cfg) -> FitResult`: a
+      closed-form / scikit-learn fit that replaces the epoch loop (linear references).
     `uses_sequences = True` asks for `Batch.seq` / `seq_full` (frames, when kept).
+    `uses_stage1_encoders = True` builds the model with the experiment's encoder shape.
     """
 
     spec: ModelSpec
     uses_sequences: bool = False
+    uses_stage1_encoders: bool = False
 
     def zero_aux(self, ref: Tensor) -> Tensor:
         return ref.new_zeros(())
+
+    def attach(self, fold: FoldResources, retrieval: Any, inputs_as_stored: bool = True) -> None:
+        """Set up from the (fold, run); most models need nothing from it."""
 
 
 def task_loss(task: str, logits: Tensor, y: Tensor) -> Tensor:

@@ -10,13 +10,14 @@ missing slots keep h^miss (the encoder's output on the zero input): "w/o retriev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.base import Batch, MERModel, ModelSpec, Output, mlp
+from pipeline.errors import RamerError
+from pipeline.models.base import Batch, FoldResources, MERModel, ModelSpec, Output, mlp
 from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
 from pipeline.models.registry import register_model
 
@@ -27,6 +28,9 @@ class Filler(Protocol):
     def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """h (B, M, H) current hidden, avail (B, M), rows (B,) -> (B, M, H) fills."""
         ...
+
+
+FILL_NORMS = ("unit", "stored")
 
 
 @register_model("ramer")
@@ -43,6 +47,10 @@ class RAMER(MERModel):
         classifier: tuple[int, ...] = (256, 128)  # MLP over the concatenated h's
         retrieval: bool = True  # False = the "w/o retrieval" ablation
         l2_available: bool = False  # L2-normalise available h too (lower validation WA on synth data)
+        # length of a fill: "unit" (the paper: sum, then L2-normalise) or "stored" (that unit
+        # direction at the mean length of the modality's stored candidate vectors, so a
+        # filled slot is on the scale of a real one; real h's are often far from unit length)
+        fill_norm: str = "unit"
         finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
 
     def __init__(self, spec: ModelSpec, cfg: RAMER.Config):
@@ -56,10 +64,39 @@ class RAMER(MERModel):
         m = len(spec.dims)
         self.head = mlp([cfg.hidden * m, *cfg.classifier, spec.n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
-        self.filler: Filler | None = None  # set by the training stage (not a parameter)
+        if cfg.fill_norm not in FILL_NORMS:
+            raise ValueError(f"fill_norm must be one of {FILL_NORMS}, got '{cfg.fill_norm}'")
+        self.filler: Filler | None = None  # set by `attach` (not a parameter)
+        self.fill_length = torch.ones(len(spec.dims))  # (M,) length of each modality's fills
         # Frozen encoders: h of every dataset row is already in the database, so the
         # training stage may hand over the stored (N, H) vectors instead of re-encoding.
         self.stored_hidden: list[Tensor] | None = None  # M x (N, H), by dataset row
+
+    uses_stage1_encoders = True
+
+    def attach(self, fold: FoldResources, retrieval: Any, inputs_as_stored: bool = True) -> None:
+        """Stage-1 encoders from the fold's DB, and its retrieval filler. Frozen encoders
+        on unperturbed inputs reproduce the stored vectors, so those stand in for
+        re-encoding and every neighbour list is cached; otherwise (fine-tuned encoders,
+        span / noise inputs) the model encodes its inputs and retrieves with them live."""
+        raw = retrieval.db_source == "raw"  # the DB is projected raw features, not h
+        if raw and not inputs_as_stored and self.cfg.retrieval:
+            raise RamerError("the raw-feature DB ablation retrieves with stored projections only; "
+                             "it cannot be evaluated on span or noise inputs")
+        db = fold.database(retrieval.db_source)
+        self.load_encoders(db.encoders)
+        self.to(fold.device)
+        if inputs_as_stored and not self.cfg.finetune_encoders and not raw:
+            self.stored_hidden = [torch.as_tensor(db.vectors[m], device=fold.device) for m in self.spec.modalities]
+        if self.cfg.retrieval:
+            stored_queries = raw or (inputs_as_stored and not self.cfg.finetune_encoders)
+            self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries)
+            self.fill_length = torch.ones(len(self.spec.modalities), device=fold.device)  # (M,)
+            if self.cfg.fill_norm == "stored":
+                cand = fold.candidates(retrieval)  # lengths from allowed rows only, never val / test
+                self.fill_length = torch.tensor(
+                    [float(np.linalg.norm(db.vectors[m][cand[m]], axis=1).mean()) for m in self.spec.modalities],
+                    device=fold.device)
 
     def load_encoders(self, encoders: list[UnimodalEncoder]) -> None:
         """Start from the stage-1 encoders (paper: 'we first load the pretrained model')."""
@@ -98,7 +135,7 @@ class RAMER(MERModel):
             fill = self.filler(
                 h.detach().float().cpu().numpy(), batch.avail.cpu().numpy(), batch.rows.cpu().numpy()
             )  # (B, M, H)
-            fill_t = torch.as_tensor(fill, device=h.device, dtype=h.dtype)
+            fill_t = torch.as_tensor(fill, device=h.device, dtype=h.dtype) * self.fill_length[:, None]
             avail = batch.avail.unsqueeze(-1)  # (B, M, 1)
             if self.cfg.l2_available:
                 h = nn.functional.normalize(h, dim=-1)

@@ -6,6 +6,7 @@ from pipeline.models import (
     cif_mmin,  # noqa: F401
     cra,  # noqa: F401
     if_mmin,  # noqa: F401
+    linear,  # noqa: F401
     mmin,  # noqa: F401
     nmer,  # noqa: F401
     ramer,  # noqa: F401

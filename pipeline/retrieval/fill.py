@@ -8,9 +8,12 @@ available modalities there are two candidate neighbour sets; `rule` picks:
                code's rule: the set whose worst member is still close is trusted more)
     both       fuse the union of both sets (2K vectors) - uses every retrieved vector
 
-`query_from="db"`: queries are the stored vectors of the sample itself (frozen encoders:
-then every neighbour list is computed once and cached). `query_from="live"`: queries
-are the model's current hidden vectors (fine-tuned encoders), searched per batch.
+With `keys` (the stored vectors of every row) the queries are the sample's own stored
+vectors (frozen encoders): every neighbour list can then be computed once and cached.
+Without, the queries are the model's current hidden vectors (fine-tuned encoders),
+searched per batch. `fuse="mean"` averages the neighbours' vectors instead of summing
+and normalising them: kNN imputation of raw features (the `lr-knn` reference), whose
+widths may differ per modality (`fill` takes and returns one array per modality).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from pipeline.retrieval.retriever import ModalityRetriever, fuse_sum_l2
 
 RULES = ("kth-score", "both")
+FUSIONS = ("sum-l2", "mean")  # RAMER's sum then L2-normalise | a plain mean (kNN imputation)
 
 
 @dataclass
@@ -44,10 +48,13 @@ class RetrievalFiller:
         rule: str = "kth-score",
         keys: dict[str, np.ndarray] | None = None,
         drop_first_hit: bool = False,
+        fuse: str = "sum-l2",
     ):
         if rule not in RULES:
             raise ValueError(f"unknown two-modality rule '{rule}', choose one of {RULES}")
-        self.retriever, self.modalities, self.k, self.rule = retriever, modalities, k, rule
+        if fuse not in FUSIONS:
+            raise ValueError(f"unknown fusion '{fuse}', choose one of {FUSIONS}")
+        self.retriever, self.modalities, self.k, self.rule, self.fuse = retriever, modalities, k, rule, fuse
         self.values, self.value_present = values, value_present  # m -> (N, H), (N,)
         self.keys = keys  # m -> (N, d) stored query vectors; None = live queries
         # The published code's (leaky) self-exclusion: drop column 0 instead of the query's id.
@@ -71,10 +78,16 @@ class RetrievalFiller:
             self._cache[m] = Neighbours(nb_rows, nb_scores)
 
     def neighbours(self, m: str, queries: np.ndarray | None, rows: np.ndarray) -> Neighbours:
-        if m in self._cache:
+        """Neighbour lists of `rows` (dataset rows; -1 = an external query, which needs
+        `queries` and is always searched live)."""
+        rows = np.asarray(rows, np.int64)
+        external = bool((rows < 0).any())
+        if m in self._cache and not external:
             c = self._cache[m]
             return Neighbours(c.rows[rows], c.scores[rows])
-        q = self.keys[m][rows] if self.keys is not None else queries
+        if external and queries is None:
+            raise ValueError("external queries (row -1) need their query vectors")
+        q = self.keys[m][rows] if self.keys is not None and not external else queries
         r, s = self._search(m, np.ascontiguousarray(q, dtype=np.float32), rows)
         return Neighbours(r, s)
 
@@ -92,20 +105,26 @@ class RetrievalFiller:
         return self.values[t][safe], valid
 
     def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """h (B, M, H) -> (B, M, H) fills (zero where available): every modality one width."""
+        return np.stack(self.fill([h[:, i] for i in range(h.shape[1])], avail, rows), axis=1)
+
+    def fill(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """h: M x (B, D_m) query vectors -> M x (B, D_m) fills of the values' widths, zero
+        where the modality is available (or nothing could be retrieved)."""
         t0 = time.perf_counter()
         try:
             return self._fill(h, avail, rows)
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def _fill(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        b, m_count, hid = h.shape
-        out = np.zeros((b, m_count, hid), np.float32)
+    def _fill(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        b = len(rows)
+        out = [np.zeros((b, self.values[t].shape[1]), np.float32) for t in self.modalities]
         nbs: dict[int, Neighbours] = {}
         for qi, q in enumerate(self.modalities):
             sel = avail[:, qi]
             if sel.any():
-                nb = self.neighbours(q, h[sel, qi] if self.keys is None else None, rows[sel])
+                nb = self.neighbours(q, h[qi][sel], rows[sel])
                 full_r = np.full((b, self.k), -1, np.int64)
                 full_s = np.full((b, self.k), -np.inf, np.float32)
                 full_r[sel], full_s[sel] = nb.rows, nb.scores
@@ -114,20 +133,27 @@ class RetrievalFiller:
             need = ~avail[:, ti]
             if not need.any() or not nbs:
                 continue
-            out[:, ti] = self._fuse_for(t, ti, nbs, avail)
-            out[~need, ti] = 0.0
+            out[ti] = self._fuse_for(t, ti, nbs, avail)
+            out[ti][~need] = 0.0
         return out
+
+    def _combine(self, vecs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(B, K, D) neighbour vectors + (B, K) validity -> (B, D)."""
+        if self.fuse == "sum-l2":
+            return fuse_sum_l2(vecs, valid)
+        w = valid.astype(np.float32)[:, :, None]  # (B, K, 1)
+        return ((vecs * w).sum(1) / np.maximum(w.sum(1), 1.0)).astype(np.float32)
 
     def _fuse_for(self, t: str, ti: int, nbs: dict[int, Neighbours], avail: np.ndarray) -> np.ndarray:
         queries = [qi for qi in nbs if qi != ti]
         if self.rule == "both":
             rows = np.concatenate([nbs[qi].rows for qi in queries], axis=1)  # (B, K*Q)
             vecs, valid = self._gather(t, rows)
-            return fuse_sum_l2(vecs, valid)
+            return self._combine(vecs, valid)
         # kth-score: per sample the available query modality with the highest K-th score
         kth = np.stack([np.where(avail[:, qi], nbs[qi].scores[:, -1], -np.inf) for qi in queries], 1)
         best = kth.argmax(axis=1)  # (B,) index into `queries`
         stacked = np.stack([nbs[qi].rows for qi in queries], 1)  # (B, Q, K)
         rows = stacked[np.arange(len(best)), best]  # (B, K)
         vecs, valid = self._gather(t, rows)
-        return fuse_sum_l2(vecs, valid)
+        return self._combine(vecs, valid)

@@ -40,9 +40,13 @@ class ExperimentConfig:
     folds: list[int] | None = None  # None = every fold of the dataset
     runs: int = 3  # runs per fold (paper: 5-fold CV x 3)
     seed: int = 0  # base seed; per-(fold, run, stage) seeds derive from it
-    systems: list[str] = field(default_factory=lambda: ["ramer", "w/o retrieval"])
+    # the linear references lr / lr-knn are in every default run: a deep system must beat them
+    systems: list[str] = field(default_factory=lambda: ["ramer", "w/o retrieval", "lr", "lr-knn"])
     precision_ks: list[int] = field(default_factory=lambda: [1, 5, 10, 15])
     ingest: bool = True  # write hidden features to the Qdrant store of record
+    # stage 0 (pipeline.data.preprocess): per-modality scaling fitted per (fold, run) on
+    # train rows + the unlabeled pool; standard | robust | none
+    preprocess: str = "standard"
     device: str = "auto"
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, patience=8))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40, patience=10))

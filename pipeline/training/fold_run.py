@@ -15,15 +15,22 @@ import numpy as np
 import torch
 
 from pipeline.data.scales import candidate_mask
-from pipeline.evaluation.metrics import task_metrics, task_score
+from pipeline.evaluation.metrics import chance_score, task_metrics, task_score
 from pipeline.models.base import MERModel
 from pipeline.models.encoders import UnimodalEncoder
-from pipeline.models.registry import create_model
+from pipeline.models.registry import create_model, model_class
 from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
-from pipeline.training.stages import FoldContext, encode_rows, pretrain_encoders, raw_projection
+from pipeline.training.stages import (
+    FoldContext,
+    encode_rows,
+    pretrain_encoders,
+    raw_projection,
+    scaled_chunks,
+)
 from pipeline.training.systems import System
 from pipeline.training.trainer import fit, predict, seed_everything
 
@@ -49,6 +56,10 @@ class FoldRun:
     _dbs: dict[str, Database] = field(default_factory=dict)
     _encoders: dict[bool, list[UnimodalEncoder]] = field(default_factory=dict)
 
+    @property
+    def device(self) -> str:
+        return self.ctx.device
+
     def _timed(self, key: str, t0: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
@@ -69,24 +80,49 @@ class FoldRun:
             enc = self.encoders(fused=source == "multimodal")
             t0 = time.perf_counter()
             if source == "raw":
-                vecs = raw_projection(self.ctx.ds, self.cfg.encoder.hidden, self.ctx.seed("raw-db"))
+                vecs = raw_projection(self.ctx.ds, self.cfg.encoder.hidden, self.ctx.seed("raw-db"), self.ctx.scaler)
             else:
-                vecs = encode_rows(enc, self.ctx.ds, self.ctx.device)
+                vecs = encode_rows(enc, self.ctx.ds, self.ctx.device, self.ctx.scaler)
             self._timed("index", t0)
             self._dbs[source] = Database(source, vecs, enc)
         return self._dbs[source]
 
-    def retriever(self, r: RetrievalConfig, db: Database) -> ModalityRetriever:
+    def _candidate_rows(self, r: RetrievalConfig) -> np.ndarray:
+        """(N,) bool rows that retrieval may return: the scale's train + pool rows
+        (`candidate_mask`); every row under the leak diagnostic."""
         ds, split = self.ctx.ds, self.ctx.split
-        cand = candidate_mask(ds.samples, ds.labeled, split.train, r.scale)
         if r.leak_like_reference:  # diagnostic: every row, val/test and the query included
-            cand = np.ones(len(ds), bool)
+            return np.ones(len(ds), bool)
+        return candidate_mask(ds.samples, ds.labeled, split.train, r.scale)
+
+    def candidates(self, r: RetrievalConfig) -> dict[str, np.ndarray]:
+        cand, ds = self._candidate_rows(r), self.ctx.ds
+        return {m: cand & ds.present[m] for m in ds.modalities}
+
+    def retriever(self, r: RetrievalConfig, db: Database) -> ModalityRetriever:
+        ds, cand = self.ctx.ds, self._candidate_rows(r)
         t0 = time.perf_counter()
         retr = ModalityRetriever(k=r.k, metric=r.metric, device=self.ctx.device).fit(
             db.vectors, ds.present, cand
         )
         self._timed("index", t0)
         return retr
+
+    def database_health(self, source: str) -> list[dict]:
+        """Per modality: is the DB usable for cosine retrieval? (`retrieval.health`);
+        computed on the candidate rows of the experiment's scale. Logs a warning when not."""
+        db, ds = self.database(source), self.ctx.ds
+        cand = self.candidates(self.cfg.retrieval)
+        out = []
+        for m in ds.modalities:
+            health = vector_health(db.vectors[m][cand[m]], self.ctx.seed("health"))
+            if health["degenerate"]:
+                log.warning("fold %d run %d: the '%s' hidden vectors are degenerate (concentration %.3f, "
+                            "effective rank %.2f): retrieval through '%s' is close to random",
+                            self.ctx.split.fold, self.ctx.split.run, m, health["concentration"],
+                            health["effective_rank"], m)
+            out.append({"modality": m, **health})
+        return out
 
     # ------------------------------------------------------------ precision@K
     def retrieval_precision(self, ks: list[int]) -> list[dict]:
@@ -111,37 +147,49 @@ class FoldRun:
         return rows_out
 
     # ------------------------------------------------------------ stages 3-4
-    def build_model(self, system: System) -> MERModel:
-        spec, ctx = self.ctx.spec, self.ctx
-        if system.model != "ramer":
-            return create_model(system.model, spec, **system.overrides).to(ctx.device)
-        r = system.retrieval or self.cfg.retrieval
-        e = self.cfg.encoder
-        model = create_model(
-            "ramer", spec, d_model=e.d_model, hidden=e.hidden, layers=e.layers, heads=e.heads, ff=e.ff, encoder_classifier=tuple(e.classifier),
-            dropout=e.dropout, retrieval=system.use_retrieval, finetune_encoders=r.finetune_encoders,
-            **system.overrides,
+    def scaled_features(self) -> dict[str, np.ndarray]:
+        """m -> (N, D_m) every row after stage 0 (the kNN-imputation DB of `lr-knn`)."""
+        if "scaled" not in self._dbs:
+            ds = self.ctx.ds
+            vecs = {m: np.concatenate([x for _, x in scaled_chunks(ds, m, self.ctx.scaler, 8192)])
+                    for m in ds.modalities}
+            self._dbs["scaled"] = Database("scaled", vecs, [])
+        return self._dbs["scaled"].vectors
+
+    def filler(self, vectors: dict[str, np.ndarray], r: RetrievalConfig, *, stored_queries: bool,
+               fuse: str = "sum-l2") -> RetrievalFiller:
+        """A filler over the fold's candidates; with stored queries every labeled row's
+        neighbour lists are computed once here (timed as retrieval)."""
+        db = Database("given", vectors, [])
+        filler = RetrievalFiller(
+            self.retriever(r, db), list(self.ctx.spec.modalities), vectors, self.ctx.ds.present,
+            k=r.k, rule=r.two_rule, keys=vectors if stored_queries else None,
+            drop_first_hit=r.leak_like_reference, fuse=fuse,
         )
-        db = self.database(r.db_source)
-        model.load_encoders(db.encoders)
-        model.to(ctx.device)
-        if not r.finetune_encoders and r.db_source != "raw" and system.strategy == "none":
-            # frozen encoders in eval mode reproduce the stored vectors: skip re-encoding
-            # (not under span strategies: the encoders must see the span-zeroed inputs)
-            model.stored_hidden = [torch.as_tensor(db.vectors[m], device=ctx.device) for m in spec.modalities]
-        if system.use_retrieval:
-            retr = self.retriever(r, db)
-            live = r.finetune_encoders and r.db_source != "raw"
-            filler = RetrievalFiller(
-                retr, list(spec.modalities), db.vectors, ctx.ds.present, k=r.k, rule=r.two_rule,
-                keys=None if live else db.vectors, drop_first_hit=r.leak_like_reference,
-            )
-            if not live:
-                labeled = np.concatenate([ctx.split.train, ctx.split.val, ctx.split.test])
-                t0 = time.perf_counter()
-                filler.precompute(labeled)
-                self._timed("retrieval", t0)
-            model.filler = filler
+        if stored_queries:
+            split = self.ctx.split
+            t0 = time.perf_counter()
+            filler.precompute(np.concatenate([split.train, split.val, split.test]))
+            self._timed("retrieval", t0)
+        return filler
+
+    def build_model(self, system: System, inputs_as_stored: bool | None = None) -> MERModel:
+        """The system's model, set up from this (fold, run) by its own `attach` hook.
+        `inputs_as_stored`: the inputs are the stored features (default: unless the
+        system trains under a span strategy); False for noise evaluation."""
+        spec, r = self.ctx.spec, system.retrieval or self.cfg.retrieval
+        if inputs_as_stored is None:
+            inputs_as_stored = system.strategy == "none"
+        options = dict(system.overrides)
+        if model_class(system.model).uses_stage1_encoders:
+            e = self.cfg.encoder
+            options = {
+                "d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
+                "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
+                "retrieval": system.use_retrieval, "finetune_encoders": r.finetune_encoders, **options,
+            }
+        model = create_model(system.model, spec, **options).to(self.ctx.device)
+        model.attach(self, r, inputs_as_stored)
         return model
 
     def train(self, system: System) -> tuple[MERModel, dict]:
@@ -180,6 +228,7 @@ class FoldRun:
             "history": result.history, "seconds": seconds, "seed": cfg.seed,
             "fit_seconds": fit_seconds, "retrieval_seconds": retrieval_seconds,
             "epochs_run": len(result.history),
+            "val_chance": chance_score(spec.task, ctx.ds.y[ctx.split.val]),
         }
         save_torch(model.state_dict(), model_path)
         save_json(record, fit_path)

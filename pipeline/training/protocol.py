@@ -22,12 +22,12 @@ from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.errors import RamerError
 from pipeline.models.base import ModelSpec
+from pipeline.models.registry import model_class
 from pipeline.training.checkpoint import load_json, save_json
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.fold_run import FoldRun
-from pipeline.training.stages import FoldContext
+from pipeline.training.stages import FoldContext, fold_context, stage1_scores
 from pipeline.training.systems import parse_system
-from pipeline.training.trainer import FeatureBank
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class RunOutputs:
     results_dir: Path
     records: list[dict] = field(default_factory=list)  # one per (system, fold, run)
     precision: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)  # per (fold, run, modality): stage 1 + DB health
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -130,19 +131,13 @@ def run_experiment(
     save_json(load_json_like(cfg), runs_dir / "config.json")
     spec = model_spec(ds)
     conds = condition_matrix(ds.manifest)
-    labeled_rows = np.flatnonzero(ds.labeled)
-    bank = FeatureBank(ds, labeled_rows, device)
     out = RunOutputs(results_dir)
     units_per = 1 + len(systems)
     progress.on_start(len(folds) * cfg.runs * units_per)
     for fold in folds:
         for run in range(cfg.runs):
             split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = FoldContext(
-                ds=ds, split=split, spec=spec, bank=bank, conds=conds, device=device,
-                run_dir=runs_dir / f"f{fold}_r{run}", base_seed=cfg.seed,
-            )
-            ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed, cfg.preprocess)
             where = f"fold {fold + 1}/{len(folds)} run {run + 1}/{cfg.runs}"
             fr = FoldRun(ctx, cfg, on_epoch=lambda st, e, rec, w=where: progress.on_epoch(f"{w} · {st}", e, rec))
             progress.on_stage(f"{where} · stages 1-2 (pretrain, index)")
@@ -150,8 +145,9 @@ def run_experiment(
                 fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
                 progress.on_advance(units_per)
                 continue
-            if any(s.model == "ramer" for s in systems):  # baselines need no database
+            if any(model_class(s.model).uses_stage1_encoders for s in systems):  # baselines need no DB
                 out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
+                out.diagnostics += _diagnostics(fr, cfg)
             progress.on_advance(1)
             for system in systems:
                 progress.on_stage(f"{where} · train {system.label}")
@@ -205,6 +201,20 @@ def _stage_index(fr: FoldRun, cfg: ExperimentConfig, settings: Settings, ds: Dat
     return rows
 
 
+def _diagnostics(fr: FoldRun, cfg: ExperimentConfig) -> list[dict]:
+    """Per modality: the stage-1 validation score and the DB's health (cached per unit)."""
+    path = fr.ctx.run_dir / "diagnostics.json"
+    if not path.is_file():
+        stage1 = {r["modality"]: r for r in stage1_scores(fr.ctx.run_dir)}
+        rows = []
+        for h in fr.database_health(cfg.retrieval.db_source):
+            s1 = stage1.get(h["modality"], {})
+            rows.append({**h, "stage1_val": s1.get("val_score", float("nan")),
+                         "stage1_chance": s1.get("chance", float("nan"))})
+        save_json(rows, path)
+    return [{**r, "fold": fr.ctx.split.fold, "run": fr.ctx.split.run} for r in load_json(path)]
+
+
 def _ingest(vectors, ctx: FoldContext, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> None:
     from pipeline.data.scales import candidate_mask
     from pipeline.store.ingest import collection_name, ingest_hidden
@@ -216,6 +226,23 @@ def _ingest(vectors, ctx: FoldContext, cfg: ExperimentConfig, settings: Settings
     opener = store_factory or (lambda: HiddenFeatureStore.open(settings))
     with opener() as store:
         ingest_hidden(store, name, ds, ctx.split, vectors, rows=rows, progress=False)
+
+
+def _fit_row(record: dict) -> dict:
+    """One row of fits.parquet: how a system's training went on one (fold, run)."""
+    keys = ("system", "fold", "run", "val_score", "val_chance", "best_epoch", "epochs_run", "seconds")
+    return {k: record.get(k, float("nan")) for k in keys}
+
+
+def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d: Path) -> None:
+    """The report links these; a store that cannot be reached now costs the links, not the results."""
+    from pipeline.evaluation.explore import write_experiment_views
+
+    try:
+        write_experiment_views(settings, Path(cfg.dataset), cfg.experiment, folds, d,
+                               scale=cfg.retrieval.scale, k=cfg.retrieval.k)
+    except RamerError as exc:
+        log.warning("no collection views in the report: %s", exc)
 
 
 def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
@@ -240,6 +267,11 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
     write_parquet(records_to_table(out.records), d / "metrics.parquet")
     if out.precision:
         write_parquet(rows_to_table(out.precision), d / "precision.parquet")
+    if out.diagnostics:
+        write_parquet(rows_to_table(out.diagnostics), d / "diagnostics.parquet")
+    write_parquet(rows_to_table([_fit_row(r) for r in out.records]), d / "fits.parquet")
+    if cfg.ingest and out.precision:  # RAMER wrote its collections: one browsable view per fold
+        _write_views(cfg, settings, sorted({r["fold"] for r in out.precision}), d)
     report = render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
     if cfg.strategy != "none":  # M3S tables + paired significance tests, appended
         from pipeline.evaluation.strategy_report import append_strategy_report

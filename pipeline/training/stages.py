@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from pipeline.data.dataset import Dataset
+from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
-from pipeline.evaluation.metrics import task_score
+from pipeline.evaluation.metrics import chance_score, task_score
 from pipeline.models.base import Batch, MERModel, ModelSpec, Output
 from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
-from pipeline.training.checkpoint import load_torch, save_torch
+from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
@@ -37,14 +37,42 @@ class FoldContext:
     ds: Dataset
     split: FoldSplit
     spec: ModelSpec
-    bank: FeatureBank  # labeled rows on the device
+    bank: FeatureBank  # labeled rows on the device, scaled by `scaler`
     conds: np.ndarray  # (C, M) the missing conditions trained and evaluated
     device: str
     run_dir: Path  # runs/<experiment>/f{fold}_r{run}
     base_seed: int
+    scaler: Scaler | None = None  # stage 0, fitted on this split's train rows + pool
 
     def seed(self, stage: str) -> int:
         return stage_seed(self.base_seed, self.split.fold, self.split.run, stage)
+
+
+PREPROCESS_FILE = "preprocess.npz"
+
+
+def fold_scaler(ds: Dataset, split: FoldSplit, mode: str, run_dir: Path) -> Scaler:
+    """Stage 0: the split's scaler, fitted on its train rows and the unlabeled pool (never
+    val / test) and saved in run_dir, so predict and a resumed run apply the same one."""
+    path = run_dir / PREPROCESS_FILE
+    if path.is_file():
+        saved = Scaler.load(path, ds.modalities, ds.manifest.dims)
+        if saved.mode == mode:
+            return saved
+    scaler = Scaler(mode).fit(ds.features, ds.present, np.concatenate([split.train, split.unlabeled]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scaler.save(path)
+    return scaler
+
+
+def fold_context(
+    ds: Dataset, split: FoldSplit, spec: ModelSpec, conds: np.ndarray, device: str,
+    run_dir: Path, base_seed: int, preprocess: str,
+) -> FoldContext:
+    """Everything one (fold, run) trains on: its scaler and its scaled bank of labeled rows."""
+    scaler = fold_scaler(ds, split, preprocess, run_dir)
+    bank = FeatureBank(ds, np.flatnonzero(ds.labeled), device, scaler)
+    return FoldContext(ds, split, spec, bank, conds, device, run_dir, base_seed, scaler)
 
 
 class _OneModality(MERModel):
@@ -97,15 +125,28 @@ def pretrain_encoders(
         fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg, on_epoch=hook)
         encoders = list(model.fused.encoders)
     else:
+        scores = []
         for i, m in enumerate(spec.modalities):
             model = _OneModality(encoders[i], i, spec).to(ctx.device)
             tr = ctx.split.train[present[ctx.split.train, i]]
             va = ctx.split.val[present[ctx.split.val, i]]
             cfg = _with_seed(train_cfg, ctx.seed(f"pretrain-{m}"))
             hook = None if on_epoch is None else (lambda e, rec, m=m: on_epoch(f"pretrain {m}", e, rec))
-            fit(model, ctx.bank, tr, va, everything, score, cfg, on_epoch=hook)
+            result = fit(model, ctx.bank, tr, va, everything, score, cfg, on_epoch=hook)
+            scores.append({"modality": m, "val_score": result.best_score, "best_epoch": result.best_epoch,
+                           "chance": chance_score(spec.task, ds.y[va])})
+        save_json(scores, ctx.run_dir / STAGE1_SCORES)
     save_torch([e.state_dict() for e in encoders], path)
     return [e.eval() for e in encoders]
+
+
+STAGE1_SCORES = "encoders.json"  # per modality: stage-1 validation score, epoch, chance
+
+
+def stage1_scores(run_dir: Path) -> list[dict]:
+    """What `pretrain_encoders` recorded for each modality ([] for older checkpoints)."""
+    path = run_dir / STAGE1_SCORES
+    return load_json(path) if path.is_file() else []
 
 
 def _with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
@@ -114,34 +155,38 @@ def _with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
     return replace(cfg, seed=seed)
 
 
+def scaled_chunks(ds: Dataset, m: str, scaler: Scaler | None, chunk: int):
+    """(start, (n, D) float32) pieces of modality m for every dataset row, scaled by the
+    fold's stage-0 scaler (absent rows stay zero)."""
+    feats, pres = ds.features[m], ds.present[m]
+    for i in range(0, len(feats), chunk):
+        part = np.array(feats[i : i + chunk], np.float32)
+        yield i, part if scaler is None else scaler.transform(m, part, pres[i : i + chunk])
+
+
 @torch.no_grad()
 def encode_rows(
-    encoders: list[UnimodalEncoder], ds: Dataset, device: str, chunk: int = 4096
+    encoders: list[UnimodalEncoder], ds: Dataset, device: str, scaler: Scaler | None = None,
+    chunk: int = 4096,
 ) -> dict[str, np.ndarray]:
     """Stage 2: (N, H) hidden vectors per modality for every dataset row (eval mode)."""
     out: dict[str, np.ndarray] = {}
     for enc, m in zip(encoders, ds.modalities):
         enc.eval()
-        feats = ds.features[m]
-        parts = []
-        for i in range(0, len(feats), chunk):
-            x: Tensor = torch.as_tensor(np.array(feats[i : i + chunk]), device=device)
-            parts.append(enc(x).float().cpu().numpy())  # (chunk, H)
+        parts = [enc(torch.as_tensor(x, device=device)).float().cpu().numpy()  # (chunk, H)
+                 for _, x in scaled_chunks(ds, m, scaler, chunk)]
         out[m] = np.concatenate(parts).astype(np.float32)
     return out
 
 
-def raw_projection(ds: Dataset, size: int, seed: int, chunk: int = 8192) -> dict[str, np.ndarray]:
-    """The "unimodal F_s" ablation DB: raw features, standardised, randomly projected to
-    `size` dims (Johnson-Lindenstrauss keeps their geometry) so every DB has one width."""
+def raw_projection(ds: Dataset, size: int, seed: int, scaler: Scaler | None = None,
+                   chunk: int = 8192) -> dict[str, np.ndarray]:
+    """The "unimodal F_s" ablation DB: raw features, scaled by the fold's stage-0 scaler,
+    randomly projected to `size` dims (Johnson-Lindenstrauss keeps their geometry) so
+    every DB has one width."""
     rng = np.random.default_rng(seed)
     out = {}
     for m in ds.modalities:
-        f = ds.features[m]
-        pres = ds.present[m]
-        mu = f[pres].mean(0)
-        sd = f[pres].std(0) + 1e-6
-        proj = (rng.standard_normal((f.shape[1], size)) / np.sqrt(size)).astype(np.float32)
-        parts = [((f[i : i + chunk] - mu) / sd).astype(np.float32) @ proj for i in range(0, len(f), chunk)]
-        out[m] = np.concatenate(parts)
+        proj = (rng.standard_normal((ds.features[m].shape[1], size)) / np.sqrt(size)).astype(np.float32)
+        out[m] = np.concatenate([x @ proj for _, x in scaled_chunks(ds, m, scaler, chunk)])
     return out

@@ -19,9 +19,11 @@ the clean inputs stay in `Batch.x_full` as training targets (MMIN's imagination)
 Validation uses fixed seeded spans at the training range; model selection, early
 stopping and the loss (task loss + the model's aux loss) are as in `trainer.fit`.
 
-RAMER under a strategy: its retrieval fills only whole-missing modalities, so with
-every modality available it never fires; its (frozen) encoders encode the span-zeroed
-inputs (the stored clean vectors are not used) and the classifier is trained on them.
+RAMER under a strategy: its (frozen) encoders encode the span-zeroed inputs (the stored
+clean vectors are not used) and the classifier is trained on them. Its retrieval fills
+whole-missing modalities: on a dataset where samples really lack a modality, those are
+filled by neighbours of the span-zeroed available ones' encodings (searched live, never
+from lists cached on clean features); with every modality present it does not act.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from torch.func import functional_call
 
 from pipeline.data.spans import Range, apply_spans, range_name, range_tag, span_masks
+from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel, task_loss
 from pipeline.training.trainer import (
     EarlyStopping,
@@ -195,6 +198,8 @@ def fit_strategy(
     """Train under `strategy` with span-missing inputs; keep the best validation state."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy '{strategy}'; use one of {STRATEGIES}")
+    if getattr(model, "fit_direct", None) is not None:
+        raise RamerError(f"{type(model).__name__} is fitted in closed form; span strategies train by gradient steps")
     m3s = m3s or M3SConfig()
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.data.dataset import Dataset
+from pipeline.data.preprocess import Scaler
 from pipeline.data.sequences import Sequences
 from pipeline.models.base import Batch, Frames, MERModel, task_loss
 
@@ -75,15 +76,18 @@ class FeatureBank:
     perturbations of a copy) drops them, so frames never show an input other than `x`.
     """
 
-    def __init__(self, ds: Dataset, rows: np.ndarray, device: torch.device | str = "cpu"):
+    def __init__(self, ds: Dataset, rows: np.ndarray, device: torch.device | str = "cpu",
+                 scaler: Scaler | None = None):
         self.rows = np.sort(np.asarray(rows, dtype=np.int64))
         self.pos = np.full(len(ds), -1, dtype=np.int64)
         self.pos[self.rows] = np.arange(len(self.rows))
-        self.x = [torch.tensor(ds.features[m][self.rows], device=device) for m in ds.modalities]
+        self.scaler = scaler  # the fold's stage-0 scaling; None = features as stored
+        self.x = [torch.tensor(self._scaled(ds, m), device=device) for m in ds.modalities]
         self.present = torch.tensor(ds.present_matrix()[self.rows], device=device)
         y = ds.y[self.rows]
         self.y = torch.tensor(y, device=device)
         self.device = device
+        self.modality_names = list(ds.modalities)
         # per modality, in manifest order; None = no frames kept for that modality
         self.seq: list[Sequences | None] | None = (
             None if ds.sequences is None else [ds.sequences.get(m) for m in ds.modalities]
@@ -91,6 +95,10 @@ class FeatureBank:
         # (modality index, rows, frames (B, T, D)) -> perturbed frames; set on a noisy copy
         # (pipeline.evaluation.robustness) so frames carry the same kind of noise as `x`
         self.frame_noise: Callable[[int, np.ndarray, torch.Tensor], torch.Tensor] | None = None
+
+    def _scaled(self, ds: Dataset, m: str) -> np.ndarray:
+        x = ds.features[m][self.rows]  # (n, D_m)
+        return x if self.scaler is None else self.scaler.transform(m, x, ds.present[m][self.rows])
 
     @property
     def x(self) -> list[torch.Tensor]:
@@ -152,6 +160,9 @@ class FeatureBank:
             t = max(1, int(ln.max(initial=0)))
             vals = np.empty((len(rows), t, s.values.shape[2]), np.float32)
             vals[order] = s.values[rows[order], :t]
+            if self.scaler is not None:  # frames get the utterance vectors' scaling ...
+                vals = self.scaler.transform(self.modality_names[i], vals)
+                vals[np.arange(t)[None, :] >= ln[:, None]] = 0.0  # ... padding stays zero
             frames = torch.from_numpy(vals)  # (B, t, D_m)
             if self.frame_noise is not None:
                 frames = self.frame_noise(i, rows, frames)
@@ -206,6 +217,9 @@ def fit(
     pretrain phase of MMIN-like models passes `model.pretrain_forward` instead.
     """
     seed_everything(cfg.seed)
+    direct = getattr(model, "fit_direct", None)
+    if direct is not None and forward is None:  # a closed-form model fits itself
+        return direct(bank, train_rows, val_rows, conds, score_fn, cfg)
     rng = np.random.default_rng(cfg.seed)
     fwd = forward or (lambda m, b: m(b))
     params = [p for p in model.parameters() if p.requires_grad]
