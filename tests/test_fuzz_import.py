@@ -311,7 +311,7 @@ resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.getrlimit(resource.RLI
 from pipeline.cli import main
 for src, out in zip(sys.argv[1::2], sys.argv[2::2]):
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             main(["data", "import", "parquet", src, "--name", "x", "--out", out])
             code = 0
