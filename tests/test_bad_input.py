@@ -409,6 +409,10 @@ DIR_CASES = {
         ["'fold' must be 0..2", "row 0"],
     ),
     "empty_table": (_edit_table(lambda t: t.slice(0, 0)), ["empty table"]),
+    "duplicate_column": (
+        _edit_table(lambda t: pa.Table.from_arrays([*t.columns, t.column("sample")], names=[*t.column_names, "sample"])),
+        ["duplicate column name(s) ['sample']"],
+    ),
 }
 
 

@@ -122,8 +122,11 @@ def parquet_footprint(where: object, metadata, schema: pa.Schema, columns: list[
     if n < 0 or in_groups != n:
         raise DataError(f"{where}: footer says {n} rows but its row groups hold {in_groups} (corrupt metadata)")
     total = n * ROW_OVERHEAD
-    for c in columns:
-        t = schema.field(c).type
+    wanted = set(columns)
+    for field in schema:  # by position: a corrupt footer may repeat a name
+        if field.name not in wanted:
+            continue
+        c, t = field.name, field.type
         if pa.types.is_fixed_size_list(t):
             check_dim(where, c, t.list_size)
             total += n * t.list_size * _value_bytes(t.value_type)

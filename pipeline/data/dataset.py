@@ -117,7 +117,11 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
 
 
 def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: Path) -> Dataset:
-    cols = set(table.column_names)
+    names = table.column_names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DataError(f"{where}: duplicate column name(s) {dup} (rule: one column per name)")
+    cols = set(names)
     if table.num_rows == 0:
         raise DataError(f"{where}: empty table (no samples)")
     label_col = _label_column(manifest.task)
