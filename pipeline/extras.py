@@ -33,7 +33,7 @@ def optional_import(module: str, needed_for: str, fix: str) -> ModuleType:
 
 def load_faiss() -> ModuleType:
     """The faiss module: the training-time fast path."""
-    faiss = optional_import("faiss", "FAISS retrieval (training, indexing, predict)", FAISS_FIX)
+    faiss = optional_import("faiss", "the FAISS fast path (training, indexing, predict, explore)", FAISS_FIX)
     _warn_if_two_faiss_builds()
     return faiss
 
