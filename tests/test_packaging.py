@@ -139,7 +139,8 @@ def test_without_faiss_help_data_and_collections_work_and_training_names_the_ext
                ["collections", "ingest", "d", "--dim", "8"], ["collections", "list"],
                ["collections", "search", "d__raw__f0", "--sample", "lab_000001", "--modality", "audio", "-k", "2"]]
     needing = [["run", "--dataset", "d", "-e", "x"], ["pretrain", "--dataset", "d", "-e", "x"],
-               ["demo", "--out", "demo"], ["data", "import", "iemocap-mmin", "nowhere", "--name", "i"]]
+               ["demo", "--out", "demo"], ["collections", "explore", "d__raw__f0", "-o", "view.html"],
+               ["data", "import", "iemocap-mmin", "nowhere", "--name", "i"]]
     results = _run_without_extras(tmp_path, working + needing)
     for args, (code, lines) in zip(working, results):
         assert code == 0, (args, lines)
@@ -147,4 +148,4 @@ def test_without_faiss_help_data_and_collections_work_and_training_names_the_ext
         assert code == 1 and len(lines) == 1 and "Traceback" not in lines[0], (args, lines)
         fix = "pip install 'ramer[iemocap]'" if "iemocap-mmin" in args else "pip install 'ramer[cpu]'"
         assert fix in lines[0], (args, lines[0])
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "demo").exists(), "stopped before any work"
+    assert not [p for p in ("runs", "demo", "view.html") if (tmp_path / p).exists()], "stopped before any work"
