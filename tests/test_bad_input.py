@@ -81,6 +81,12 @@ def _rename(old, new):
 # id -> (edit of the good columns, extra import kwargs, fragments the message must contain)
 CASES = {
     "duplicate_sample": (_dup, {}, ["duplicate sample name 'u02'", "rows 2 and 7", "unique"]),
+    # a value quoted from the file keeps the message one line: its line break is escaped
+    "line_break_in_name": (
+        lambda c: {**c, "sample": pa.array(["a\nb" if i in (2, 7) else f"u{i:02d}" for i in range(N)])},
+        {},
+        ["duplicate sample name 'a\\nb'", "rows 2 and 7"],
+    ),
     "ragged_dims": (
         set_row("audio", 9, [1.0, 2.0]),
         {},

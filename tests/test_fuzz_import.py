@@ -233,6 +233,7 @@ def dataset_dir(workdir: Path) -> Path:
 # Corrupt chunk statistics: pyarrow aborts the process if its column chunk metadata is
 # read directly, and reports an error when the data is read (bounds.parquet_footprint).
 @example(blob=b"\xf5\x03\t", cut=2517, target="features.parquet")
+@example(blob=b"\n", cut=288, target="features.parquet")  # a label_name '\n', quoted by the error: escaped
 @given(blob=st.binary(min_size=1, max_size=16), cut=st.integers(0, 10_000),
        target=st.sampled_from(["features.parquet", "features.parquet", "manifest.json"]))
 def test_fuzzed_dataset_directory_fails_cleanly(workdir: Path, dataset_dir: Path, memory_cap: int, blob: bytes,
