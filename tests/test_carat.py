@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.metrics import micro_f1_from_logits, multilabel_metrics
+from pipeline.evaluation.metrics import multilabel_metrics
 from pipeline.models.base import Batch, ModelSpec, task_loss
 from pipeline.models.registry import create_model
+from pipeline.training.scores import score_micro_f1
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
 
 DIMS = (10, 8, 12)
@@ -104,7 +105,7 @@ def test_learns_tiny_multilabel(tmp_path):
     train, val, test = (np.flatnonzero(np.isin(ds.folds, f)) for f in ([0, 1, 2], [3], [4]))
     torch.manual_seed(0)
     m = create_model("carat", SPEC, **SMALL)
-    fit(m, bank, train, val, np.ones((1, 3), bool), micro_f1_from_logits,
+    fit(m, bank, train, val, np.ones((1, 3), bool), score_micro_f1,
         TrainConfig(epochs=10, batch_size=32, lr=3e-3, patience=10, seed=0))
     f1 = multilabel_metrics(ds.y[test], predict(m, bank, test, np.ones(3, bool)), threshold=0.4)["F1"]
     every = multilabel_metrics(ds.y[test], np.ones((len(test), 6)), threshold=0.4)["F1"]  # best constant

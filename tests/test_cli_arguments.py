@@ -11,6 +11,7 @@ experiment and a source for every importer.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from test_importers import (
 )
 
 from pipeline.cli import _register, app, main
+from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.training.config import ExperimentConfig
 
@@ -121,7 +123,7 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "input": (["predict", "-e", "done", "-i", "{root}/nope.parquet"], ["nope.parquet", "input file not found"]),
         "out": ([*PREDICT, "-o", "{under_file}/p.parquet"], ["--out", "does not exist"]),
         "fold": ([*PREDICT, "--fold", "7"], ["--fold 7", "trained fold(s) 0"]),
-        "system": ([*PREDICT, "--system", "nosuch"], ["--system 'nosuch'", "trained: ramer"]),
+        "system": ([*PREDICT, "--system", "nosuch"], ["--system 'nosuch'", "trained in", ": ramer"]),
     },
     "data synth": {p: (["data", "synth", *(() if p == "out" else ("--out", "{root}/s")), *a], f)
                    for p, (a, f) in {**SYNTH, "missing_rate": (["--missing-rate", "1.5"], ["1.5", "[0, 1)"])}.items()},
@@ -304,7 +306,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert done.value.code == 0
     exp = root / "runs" / "done"
     (exp / "f0_r0").mkdir(parents=True)
-    ExperimentConfig(experiment="done", dataset=str(ds.root), folds=[0], runs=1).save(exp / "config.json")
+    saved = ExperimentConfig(experiment="done", dataset=str(ds.root), folds=[0], runs=1).to_dict()
+    (exp / "config.json").write_text(json.dumps({**saved, "data_fingerprint": dataset_fingerprint(ds.root)},
+                                                default=str))
     (exp / "f0_r0" / "ramer.pt").write_bytes(b"")  # its name is all the argument checks read
     (root / "results" / "done").mkdir(parents=True)
     (root / "results" / "done" / "metrics.parquet").write_bytes(b"")

@@ -152,14 +152,14 @@ def test_span_bank_is_seeded_and_touches_only_its_rows(tiny):
 
 @pytest.mark.parametrize("strategy", ["orig", "spl-trn", "m3s"])
 def test_every_strategy_trains_a_registered_model(tiny, strategy):
-    from pipeline.evaluation.metrics import accuracy_from_logits
+    from pipeline.training.scores import score_accuracy
 
     bank = FeatureBank(tiny, np.flatnonzero(tiny.labeled))
     train, val = np.flatnonzero(tiny.folds >= 1), np.flatnonzero(tiny.folds == 0)
     spec = ModelSpec(tuple(tiny.modalities), tuple(tiny.manifest.dims), 6)
     torch.manual_seed(0)
     model = create_model("mmin", spec, embd=16, enc_hidden=32, ae_layers=(32, 16), n_blocks=2, classifier=(16,), target_full=True)
-    res = fit_strategy(model, bank, train, val, strategy, [(0.4, 0.6)] * 3, accuracy_from_logits,
+    res = fit_strategy(model, bank, train, val, strategy, [(0.4, 0.6)] * 3, score_accuracy,
                        TrainConfig(epochs=2, batch_size=64, patience=5, seed=0), M3SConfig(inner_lr=1e-3))
     assert len(res.history) == 2 and all(np.isfinite(h["loss"]) for h in res.history)
 

@@ -13,12 +13,12 @@ import torch
 from pipeline.data.dataset import build_table, write_dataset
 from pipeline.data.missing import condition_matrix
 from pipeline.data.schema import Manifest, ModalitySpec
-from pipeline.evaluation.metrics import accuracy_from_logits
 from pipeline.models.base import Batch, ModelSpec, task_loss
 from pipeline.models.registry import create_model, list_models, model_class
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.config import RetrievalConfig
+from pipeline.training.scores import score_accuracy
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
 
 BASELINES = ["ae", "cra", "mmin", "if-mmin", "cif-mmin"]
@@ -253,11 +253,11 @@ def test_learns_tiny_task(name, tiny):
             train,
             val,
             np.ones((1, m), bool),
-            accuracy_from_logits,
+            score_accuracy,
             cfg,
             forward=lambda mdl, b: mdl.pretrain_forward(b),
         )
-    res = fit(model, bank, train, val, conds, accuracy_from_logits, cfg)
+    res = fit(model, bank, train, val, conds, score_accuracy, cfg)
     avail = conds[np.random.default_rng(1).integers(0, len(conds), len(test))]  # random conditions
-    acc = accuracy_from_logits(predict(model, bank, test, avail), ds.y[test])
+    acc = score_accuracy(ds.y[test], predict(model, bank, test, avail))
     assert acc > 2.0 / N_CLASSES, f"{name}: test accuracy {acc:.3f} (val {res.best_score:.3f})"

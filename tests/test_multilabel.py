@@ -18,12 +18,13 @@ from pipeline.data.synth_multilabel import (
     make_multilabel,
     write_multilabel,
 )
-from pipeline.evaluation.metrics import micro_f1_from_logits, multilabel_metrics
+from pipeline.evaluation.metrics import multilabel_metrics
 from pipeline.evaluation.report import condition_table, headline_metrics
 from pipeline.evaluation.tables import records_to_table
 from pipeline.evaluation.thresholds import GRID, choose_threshold
 from pipeline.training import protocol
 from pipeline.training.config import load_experiment
+from pipeline.training.scores import score_micro_f1
 
 SMALL_DIMS = {"audio": 10, "visual": 8, "text": 12}
 
@@ -61,17 +62,45 @@ def test_metrics_match_sklearn_and_hand_values():
     assert abs(m["P"] - precision_score(y, pred, average="micro")) < 1e-9
     assert abs(m["R"] - recall_score(y, pred, average="micro")) < 1e-9
     assert abs(m["F1"] - f1_score(y, pred, average="micro")) < 1e-9
-    assert abs(micro_f1_from_logits(logits, y) - m["F1"]) < 1e-9  # selection score, trainer order
+    assert abs(score_micro_f1(y, logits) - m["F1"]) < 1e-9  # the selection score, same order
 
 
-def test_threshold_chosen_on_validation():
+def test_threshold_search_finds_a_shifted_threshold():
     rng = np.random.default_rng(0)
     y = (rng.random((500, 6)) < 0.3).astype(float)
     logits = np.where(y > 0, -0.5, -2.5) + 0.3 * rng.standard_normal(y.shape)  # well ranked, shifted low
     t = choose_threshold(y, logits)
     assert t in GRID and t < 0.5
     assert multilabel_metrics(y, logits, t)["F1"] > multilabel_metrics(y, logits, 0.5)["F1"] + 0.3
-    assert choose_threshold(y, np.zeros_like(y)) == 0.5 or choose_threshold(y, np.zeros_like(y)) <= 0.5
+    assert choose_threshold(y, np.zeros_like(y)) <= 0.5
+
+
+def test_test_labels_cannot_move_the_threshold(tmp_path):
+    """Through the protocol: scrambling the test fold's label sets changes its scores but
+    not the decision threshold each system uses on it (chosen on validation only)."""
+    from pipeline.data.dataset import build_table, write_dataset
+
+    ds = write_multilabel(tmp_path / "ml", MultiLabelSynthConfig(labeled=160, unlabeled=40, dims=SMALL_DIMS, seed=3))
+    y = ds.y.copy()
+    test = np.flatnonzero(ds.labeled & (ds.folds == 0))
+    y[test] = (np.random.default_rng(1).random((len(test), y.shape[1])) < 0.5).astype(np.float32)
+    extra = {k: v for k, v in ds.extra.items() if k != "label_name"}
+    table = build_table(ds.manifest, ds.samples, y, ds.labeled, ds.folds, ds.features, ds.present, extra)
+    write_dataset(tmp_path / "scrambled", ds.manifest, table)
+    st = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    found = {}
+    for name in ("ml", "scrambled"):
+        cfg = load_experiment(
+            None, dataset=str(tmp_path / name), experiment=name, folds=[0], runs=1, ingest=False,
+            systems=["ramer(query_space=hidden,fill_norm=unit)", "mmin"],
+            **{"train.epochs": 2, "pretrain.epochs": 1, "encoder.d_model": 16, "encoder.hidden": 16,
+               "encoder.heads": 2, "encoder.ff": 32, "retrieval.k": 3})
+        out = protocol.run_experiment(cfg, st)
+        found[name] = {(r["system"], m["condition"], m["metric"]): m["value"] for r in out.records for m in r["metrics"]}
+    thr = {k: v for k, v in found["ml"].items() if k[2] == "thr"}
+    assert thr and all(found["scrambled"][k] == v for k, v in thr.items())
+    f1 = [k for k in found["ml"] if k[2] == "F1"]
+    assert any(found["scrambled"][k] != found["ml"][k] for k in f1)  # the test labels did change
 
 
 def test_condition_table_takes_metric_names_from_data():

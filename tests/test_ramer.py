@@ -162,7 +162,7 @@ def test_resume_accepts_options_added_later_but_not_changed_ones(tmp_path):
     protocol.run_experiment(cfg, st_, stop_after="pretrain")
     saved_path = st_.runs_dir / "older" / "config.json"
     saved = json.loads(saved_path.read_text())
-    del saved["retrieval"]["leak_like_reference"]  # as written by a version before the option
+    del saved["retrieval"]["leaks"]  # as written by a version before the option
     del saved["strategy"]
     saved_path.write_text(json.dumps(saved))
     protocol.run_experiment(cfg, st_, stop_after="pretrain", resume=True)
@@ -198,3 +198,22 @@ def test_systems_override_stage3_training_options(tmp_path):
     out = protocol.run_experiment(cfg, st_)
     runs = {r["system"]: r["epochs_run"] for r in out.records}
     assert runs == {"ae": 3, "ae(epochs=1)": 1}
+
+
+def test_resume_refuses_checkpoints_of_regenerated_data(tmp_path):
+    """Same path, other data (regenerated: other rows, other folds): the encoders of the
+    old data must not be reused - neither by --resume nor by a unit's own checkpoints."""
+    import shutil
+
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.errors import RamerError
+
+    cfg, st_ = _tiny_experiment(tmp_path, "fp")
+    protocol.run_experiment(cfg, st_, stop_after="pretrain")
+    shutil.rmtree(tmp_path / "tiny")
+    write_synthetic(tmp_path / "tiny", SynthConfig(labeled=240, unlabeled=120, dims={"audio": 16, "visual": 12, "text": 20}, seed=4))
+    with pytest.raises(RamerError, match="other data"):
+        protocol.run_experiment(cfg, st_, resume=True)
+    (st_.runs_dir / "fp" / "config.json").unlink()  # the experiment record gone: the unit still knows
+    with pytest.raises(RamerError, match="other data"):
+        protocol.run_experiment(cfg, st_, resume=True)

@@ -7,12 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.synth_regression import RegressionSynthConfig, write_regression
-from pipeline.evaluation.metrics import (
-    neg_mae_from_logits,
-    regression_metrics,
-    task_metrics,
-    task_score,
-)
+from pipeline.evaluation.metrics import regression_metrics, task_metrics
+from pipeline.training.scores import score_neg_mae, task_score
 
 DIMS = {"audio": 16, "visual": 12, "text": 20}
 
@@ -28,7 +24,7 @@ def test_metrics_on_known_values():
     assert m["Corr"] == pytest.approx(np.corrcoef(np.clip(pred[:, 0], -3, 3), y)[0, 1])
     assert 0 <= m["F1"] <= 1
     assert task_metrics("regression", y, pred) == m
-    assert task_score("regression") is neg_mae_from_logits and neg_mae_from_logits(pred, y) == -m["MAE"]
+    assert task_score("regression") is score_neg_mae and score_neg_mae(y, pred) == -m["MAE"]
 
 
 def test_constant_predictions_give_zero_corr_not_nan():
@@ -66,3 +62,19 @@ def test_protocol_runs_on_regression_with_strategies(tmp_path):
     assert set(table.column("metric").to_pylist()) == {"MAE", "Corr", "Acc-2", "F1", "Acc-7"}
     assert set(table.column("condition").to_pylist()) == {"span20-40"}
     assert "| ORIG + M3S |" in path.read_text()
+
+
+def test_every_score_and_metric_takes_y_true_first():
+    """One argument order everywhere: (y_true, logits). A swapped call fails loudly here."""
+    from pipeline.evaluation.metrics import METRICS_BY_TASK
+    from pipeline.training.scores import SCORE_BY_TASK
+
+    cases = {
+        "single_label": (np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 0]] * 5.0),  # 3 of 4 right
+        "multi_label": (np.array([[1, 0], [0, 1], [1, 1]]), np.array([[5.0, -5], [-5, 5], [5, -5]])),
+        "regression": (np.array([0.5, -1.0, 2.0]), np.array([[0.5], [-1.0], [1.0]])),
+    }
+    expected = {"single_label": 0.75, "multi_label": 6 / 7, "regression": -1 / 3}  # tp 3, 3 predicted, 4 true
+    for task, (y, logits) in cases.items():
+        assert SCORE_BY_TASK[task](y, logits) == pytest.approx(expected[task])
+        assert METRICS_BY_TASK[task](y, logits)  # (y_true, logits) accepted

@@ -24,9 +24,9 @@ from pipeline.data.importers import import_carat_mosei, import_mmsa
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.sequences import Sequences
 from pipeline.errors import DataError, RamerError
-from pipeline.evaluation.metrics import micro_f1_from_logits
 from pipeline.models.base import ModelSpec, task_loss
 from pipeline.models.registry import create_model
+from pipeline.training.scores import score_micro_f1
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, predict
 
 SMALL = {"d_model": 16, "tokens": 2, "layers": 1, "heads": 2, "ff": 32, "latent": 8, "queue": 64, "anchors": 32}
@@ -234,7 +234,7 @@ def test_carat_trains_on_frames_under_missing_modalities(carat_ds):
     assert any(n.endswith("frame_proj.1.weight") for n in grads)
     assert all(torch.isfinite(g).all() for g in grads.values())
     conds = np.array([[True, False, False], [False, True, True], [True, True, True]])
-    fit(m, bank, np.arange(60), np.arange(60, 72), conds, micro_f1_from_logits,
+    fit(m, bank, np.arange(60), np.arange(60, 72), conds, score_micro_f1,
         TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
     test = np.arange(72, 88)
     logits = predict(m, bank, test, np.array([True, False, True]))
@@ -281,7 +281,7 @@ def test_span_strategy_keeps_carat_on_pooled_vectors(carat_ds):
     torch.manual_seed(0)
     m = create_model("carat", spec, **SMALL)
     ranges = [(0.4, 0.6)] * 3
-    fit_strategy(m, bank, np.arange(60), np.arange(60, 72), "spl-trn", ranges, micro_f1_from_logits,
+    fit_strategy(m, bank, np.arange(60), np.arange(60, 72), "spl-trn", ranges, score_micro_f1,
                  TrainConfig(epochs=1, batch_size=16, seed=0))
     assert not bool(m.trained_on_frames)
     rows = evaluate_spans(m, bank, np.arange(72, 88), carat_ds.y[72:88], ranges, 3, multilabel_metrics)
@@ -297,7 +297,7 @@ def test_noise_evaluation_reaches_the_frames(carat_ds):
     spec = ModelSpec(tuple(ds.modalities), tuple(ds.manifest.dims), 6, "multi_label")
     torch.manual_seed(0)
     m = create_model("carat", spec, **SMALL)
-    fit(m, bank, np.arange(60), np.arange(60, 72), np.ones((1, 3), bool), micro_f1_from_logits,
+    fit(m, bank, np.arange(60), np.arange(60, 72), np.ones((1, 3), bool), score_micro_f1,
         TrainConfig(epochs=2, batch_size=16, patience=5, seed=0))
     assert bool(m.trained_on_frames)
     train, test = np.arange(60), np.arange(72, 88)

@@ -420,10 +420,11 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option("--out", "-o", help="Output parquet (default: <input>.preds.parquet).")] = None,
         fold: Annotated[int, typer.Option(help="Which fold's model and collection to use.")] = 0,
         system: Annotated[str, typer.Option(help="System to predict with.")] = "ramer",
+        explain: Annotated[bool, typer.Option("--explain", help="Add, per filled modality, the neighbours that filled it: fill_<m> (sample names) and fill_<m>_score.")] = False,
     ) -> None:
-        """Predict classes for samples with any subset of modalities, retrieving from the experiment's collections."""
+        """Predict for samples with any subset of modalities; missing ones are filled by retrieval from the fold's train + unlabeled samples (never val/test, never the sample itself)."""
         from pipeline.evaluation.predict import predict_file
 
         settings = load_settings()
-        path, n = predict_file(settings, experiment, input, out, fold, system)
+        path, n = predict_file(settings, experiment, input, out, fold, system, explain)
         console.print(f"{n} predictions -> {path}")

@@ -22,11 +22,17 @@ _SAME = ("dataset", "seed")
 
 def merge_results(sources: list[Path], out: Path) -> Path:
     """Write `out/` with the union of the sources' metrics (and the first precision table)."""
-    configs = []
+    configs, prints = [], []
     for src in sources:
         if not (src / "metrics.parquet").is_file():
             raise RamerError(f"{src}: no metrics.parquet to merge")
-        configs.append(json.loads((src / "config.json").read_text())["experiment"])
+        resolved = json.loads((src / "config.json").read_text())
+        configs.append(resolved["experiment"])
+        prints.append(resolved.get("data_fingerprint"))
+    for src, fp in zip(sources[1:], prints[1:]):
+        if None not in (fp, prints[0]) and fp != prints[0]:
+            raise RamerError(f"{src}: made from other data than {sources[0]} (data fingerprint "
+                             f"{fp} vs {prints[0]}); only runs on the same dataset can be merged")
     for src, cfg in zip(sources[1:], configs[1:]):
         for key in _SAME:
             if cfg.get(key) != configs[0].get(key):

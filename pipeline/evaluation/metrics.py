@@ -1,7 +1,8 @@
-"""Metrics, always called as metric(y_true, y_pred) (sklearn's order).
+"""Reported metrics per task, always called as metric(y_true, logits) (sklearn's order).
 
 Single-label (the RAMER paper): WA = accuracy, UA = mean per-class recall, plus
-weighted F1. Scores are computed from logits so the trainer and reports share them.
+weighted F1. The validation selection scores (accuracy, micro-F1, -MAE) are in
+`pipeline.training.scores`, in the same argument order.
 """
 
 from __future__ import annotations
@@ -19,23 +20,12 @@ def single_label_metrics(y_true: np.ndarray, logits: np.ndarray) -> dict[str, fl
     }
 
 
-def accuracy_from_logits(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Validation score for single-label training (the trainer's `score_fn` order)."""
-    return float((logits.argmax(axis=1) == y_true).mean())
-
-
 METRICS_BY_TASK = {"single_label": single_label_metrics}
-SCORE_BY_TASK = {"single_label": accuracy_from_logits}
 
 
 def task_metrics(task: str, y_true: np.ndarray, logits: np.ndarray, **kw) -> dict[str, float]:
     """`kw`: task-specific options, e.g. `threshold=` (validation-chosen) for multi_label."""
     return METRICS_BY_TASK[task](y_true, logits, **kw)
-
-
-def task_score(task: str):
-    """The validation selection score for a task: higher is better."""
-    return SCORE_BY_TASK[task]
 
 
 # ---------------------------------------------------------------- regression (MOSI-style)
@@ -58,15 +48,7 @@ def regression_metrics(y_true: np.ndarray, logits: np.ndarray, **_: object) -> d
     }
 
 
-def neg_mae_from_logits(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Validation score for regression: -MAE (higher is better). MAE, not Acc-2, because
-    it is the training loss (L1) and uses every target value rather than its sign."""
-    pred = np.clip(np.asarray(logits, np.float64).reshape(len(y_true), -1)[:, 0], -3.0, 3.0)
-    return -float(np.abs(pred - np.asarray(y_true, np.float64)).mean())
-
-
 METRICS_BY_TASK["regression"] = regression_metrics
-SCORE_BY_TASK["regression"] = neg_mae_from_logits
 
 
 # ---------------------------------------------------------------- multi-label (CARAT, CMU-MOSEI)
@@ -77,7 +59,7 @@ def multilabel_metrics(y_true: np.ndarray, logits: np.ndarray, threshold: float 
     accuracy (Jaccard |y & p| / |y | p| averaged over samples; 1 when both sets are empty,
     e.g. a MOSEI "None" sample predicted as none), micro precision P, micro recall R and
     micro-F1; `thr` records the threshold used (chosen on validation by the protocol)."""
-    from pipeline.evaluation.thresholds import micro_counts, sigmoid
+    from pipeline.training.scores import micro_counts, sigmoid
 
     y = np.asarray(y_true) > 0.5
     pred = sigmoid(logits) >= threshold
@@ -94,31 +76,5 @@ def multilabel_metrics(y_true: np.ndarray, logits: np.ndarray, threshold: float 
     }
 
 
-def micro_f1_from_logits(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """Validation score for multi-label training: micro-F1 at threshold 0.5 (CARAT selects
-    on validation F1); the test threshold is chosen afterwards on validation."""
-    from pipeline.evaluation.thresholds import micro_f1, sigmoid
-
-    return micro_f1(y_true, sigmoid(logits) >= 0.5)
-
-
 METRICS_BY_TASK["multi_label"] = multilabel_metrics
-SCORE_BY_TASK["multi_label"] = micro_f1_from_logits
 
-
-# ---------------------------------------------------------------- the floor of every task
-
-
-def chance_score(task: str, y_true: np.ndarray) -> float:
-    """The validation score (`task_score` scale) of the best constant prediction for
-    `y_true`: majority-class accuracy, micro-F1 of predicting every label, or -MAE of
-    the median. A trained system at or below it has learned nothing usable."""
-    y = np.asarray(y_true)
-    if len(y) == 0:
-        return float("nan")
-    if task == "single_label":
-        return float(np.unique(y, return_counts=True)[1].max() / len(y))
-    if task == "multi_label":
-        pos = float((y > 0.5).sum())
-        return 2 * pos / (pos + y.size) if pos else 0.0
-    return -float(np.abs(y - np.median(y)).mean())

@@ -1,9 +1,13 @@
 """`ramer predict`: a trained experiment applied to new samples with any modalities.
 
-The model is the experiment's chosen system for one fold (its last run, the one whose
-hidden features the fold's Qdrant collection holds). Missing modalities are filled by
-retrieval from that collection's train + unlabeled points, queried live with the
-model's own encoders, exactly as in stage 3.
+The model is the experiment's system for one fold (its last run, the one whose hidden
+features the fold's Qdrant collection holds; for a selection system, the variant chosen
+on that unit's validation). It is set up exactly as in stage 3 (`FoldRun.build_model`):
+the fold's stage-0 scaling, its encoders and its database of the system's scale, so a
+fill here equals the fill training computed for the same query. Missing modalities are
+filled by retrieval from the fold's candidates only (train + unlabeled rows of the
+scale, never val / test), queried live with the new sample's own encoding; a sample
+already in the dataset (same name, i.e. the same point id) never retrieves itself.
 """
 
 from __future__ import annotations
@@ -18,20 +22,18 @@ import torch
 from pipeline.config import Settings
 from pipeline.data.bounds import require_parquet_memory
 from pipeline.data.dataset import load_dataset
+from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.importers.parquet import ModalityReader, open_parquet, read_batches, string_cells
-from pipeline.data.preprocess import Scaler
+from pipeline.data.missing import condition_matrix
+from pipeline.data.splits import make_split
 from pipeline.errors import DataError, RamerError
 from pipeline.models.base import Batch
-from pipeline.models.registry import create_model
-from pipeline.retrieval.fill import RetrievalFiller
-from pipeline.retrieval.retriever import ModalityRetriever
-from pipeline.store.ingest import collection_name
-from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.checkpoint import load_json, load_torch
 from pipeline.training.config import experiment_from_dict
-from pipeline.training.protocol import model_spec
-from pipeline.training.stages import PREPROCESS_FILE
-from pipeline.training.systems import System, parse_system
+from pipeline.training.fold_run import FoldRun
+from pipeline.training.protocol import check_fingerprint, model_spec
+from pipeline.training.stages import PREPROCESS_FILE, fold_context
+from pipeline.training.systems import parse_system
 
 
 def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -78,80 +80,38 @@ def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.
     return samples.astype(str), xs, avail
 
 
-def _stored_db(store: HiddenFeatureStore, collection: str, modalities: list[str]):
-    """Aligned (R, H) matrices per modality of the allowed points, + presence masks."""
-    mats = {m: store.fetch_matrix(collection, m, splits=("train", "unlabeled")) for m in modalities}
-    names = sorted({s for mat in mats.values() for s in mat.samples})
-    index = {s: i for i, s in enumerate(names)}
-    values, present = {}, {}
-    for m, mat in mats.items():
-        rows = np.array([index[s] for s in mat.samples], dtype=np.int64)
-        v = np.zeros((len(names), mat.vectors.shape[1]), np.float32)
-        v[rows] = mat.vectors
-        p = np.zeros(len(names), bool)
-        p[rows] = True
-        values[m], present[m] = v, p
-    return values, present
-
-
-def _trained_system(runs_dir: Path, fold: int, run: int, system_name: str, base) -> tuple[System, Path]:
-    """The parsed system and its checkpoint; a name without one lists those that exist."""
-    run_dir = runs_dir / f"f{fold}_r{run}"
-    trained = sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")
-    try:
-        system = parse_system(system_name, base)
-    except RamerError:
-        system = None
-    if system is None or not (run_dir / f"{system.slug}.pt").is_file():
-        raise RamerError(f"--system '{system_name}': no trained model of that name for fold {fold} run {run} "
-                         f"in {run_dir} (trained: {', '.join(trained) or 'none'})")
-    return system, run_dir / f"{system.slug}.pt"
-
-
-def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int, system_name: str) -> tuple[Path, int]:
-    runs_dir = settings.runs_dir / experiment
-    if not (runs_dir / "config.json").is_file():
-        found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
-        raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
-                         f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
+def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int,
+                 system_name: str, explain: bool = False) -> tuple[Path, int]:
+    """Predictions for every row of `input_path` with the experiment's `system_name`
+    model of `fold` (its last run); with `explain`, the neighbours that filled each
+    missing modality (sample names and scores) as extra columns."""
     if out is not None and not out.parent.is_dir():
         raise RamerError(f"--out {out}: folder {out.parent} does not exist")
-    saved = load_json(runs_dir / "config.json")
-    cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
-    ds = load_dataset(cfg.dataset)
-    spec = model_spec(ds)
-    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
-    if fold not in folds:
-        raise RamerError(f"--fold {fold}: experiment '{experiment}' trained fold(s) {', '.join(map(str, folds))}")
-    run = cfg.runs - 1
-    system, state_path = _trained_system(runs_dir, fold, run, system_name, cfg.retrieval)
-    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))  # before the model
-    scaler = _fold_scaler(runs_dir / f"f{fold}_r{run}", spec)
-    xs = [scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
-    e, r = cfg.encoder, system.retrieval or cfg.retrieval
-    kwargs = {"d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
-              "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
-              "retrieval": system.use_retrieval, "finetune_encoders": r.finetune_encoders} if system.model == "ramer" else {}
-    model = create_model(system.model, spec, **kwargs, **system.overrides)
-    model.load_state_dict(load_torch(state_path))
+    open_parquet(input_path)  # a missing or unreadable input says so before any model is built
+    fr, system, chosen = _trained_fold(settings, experiment, fold, system_name)
+    ds, spec = fr.ctx.ds, fr.ctx.spec
+    model = fr.build_model(chosen, inputs_as_stored=False)  # encode and retrieve the new inputs
+    model.load_state_dict(load_torch(fr.ctx.run_dir / f"{chosen.slug}.pt"))
     model.eval()
-    if system.model == "ramer" and system.use_retrieval:
-        with HiddenFeatureStore.open(settings) as store:
-            values, present = _stored_db(store, collection_name(ds.manifest.name, experiment, fold), list(spec.modalities))
-        retr = ModalityRetriever(k=r.k, metric=r.metric).fit(values, present, np.ones(len(next(iter(values.values()))), bool))
-        model.filler = RetrievalFiller(retr, list(spec.modalities), values, present, k=r.k, rule=r.two_rule, keys=None)
-    logits = []
+    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))
+    xs = [fr.ctx.scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
+    rows = _dataset_rows(ds.samples, samples)  # a known sample is excluded from its own neighbours
+    logits, sources = [], []
     with torch.no_grad():
         for i in range(0, len(samples), 512):
             sl = slice(i, i + 512)
             b = Batch(x=[torch.as_tensor(x[sl]) for x in xs], avail=torch.as_tensor(avail[sl]),
-                      rows=torch.full((len(samples[sl]),), -1, dtype=torch.long))
+                      rows=torch.as_tensor(rows[sl]))
             logits.append(model(b).logits.float())
+            if explain:
+                sources.append((len(b.rows), _sources(model, b)))
     letters = [m.letter for m in ds.manifest.modalities]
     cols = {"sample": pa.array(samples),
             "available": pa.array(["".join(letters[j] for j in np.flatnonzero(a)) for a in avail])}
     cols.update(_outputs(ds.manifest.task, ds.manifest.classes, torch.cat(logits),
-                         _threshold(runs_dir / f"f{fold}_r{run}" / f"{system.slug}.json")))
+                         _threshold(fr.ctx.run_dir / f"{system.slug}.json")))
+    if explain:
+        cols.update(_explain_columns(ds.samples, list(spec.modalities), sources))
     table = pa.table(cols)
     out = out or input_path.with_suffix(".preds.parquet")
     tmp = out.with_name(f".{out.name}.tmp")
@@ -160,13 +120,77 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     return out, len(samples)
 
 
+def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: str):
+    """(FoldRun of the fold's last run, the system, its variant chosen there) - the very
+    set-up training used: stage-0 scaler, encoders, the system's DB scale and options."""
+    runs_dir = settings.runs_dir / experiment
+    if not (runs_dir / "config.json").is_file():
+        found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
+        raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
+                         f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
+    saved = load_json(runs_dir / "config.json")
+    recorded = saved.pop("data_fingerprint", None)
+    cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
+    ds = load_dataset(cfg.dataset)
+    check_fingerprint({"data_fingerprint": recorded}, dataset_fingerprint(cfg.dataset), runs_dir / "config.json", cfg.dataset)
+    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
+    if fold not in folds:
+        raise RamerError(f"--fold {fold}: experiment '{experiment}' trained fold(s) {', '.join(map(str, folds))}")
+    run = cfg.runs - 1
+    run_dir = runs_dir / f"f{fold}_r{run}"
+    trained = ", ".join(sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")) or "none"
+    try:
+        system = parse_system(system_name, cfg.retrieval)
+    except RamerError as exc:
+        raise RamerError(f"--system '{system_name}': {exc}; trained in {run_dir}: {trained}") from None
+    if not (run_dir / PREPROCESS_FILE).is_file():
+        raise RamerError(f"{run_dir / PREPROCESS_FILE}: no preprocessing statistics (train fold {fold} first)")
+    split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
+    ctx = fold_context(ds, split, model_spec(ds), condition_matrix(ds.manifest), "cpu", run_dir,
+                       cfg.seed, cfg.preprocess, recorded)
+    fr = FoldRun(ctx, cfg)
+    chosen = fr.chosen(system, train=False)
+    if chosen is None or not (run_dir / f"{chosen.slug}.pt").is_file():
+        raise RamerError(f"--system '{system.label}': no trained model for fold {fold} run {run} in {run_dir} "
+                         f"(trained: {trained})")
+    return fr, system, chosen
 
-def _fold_scaler(run_dir: Path, spec) -> Scaler:
-    """The stage-0 scaling the model was trained with (saved beside its checkpoints)."""
-    path = run_dir / PREPROCESS_FILE
-    if not path.is_file():
-        raise RamerError(f"{path}: no preprocessing statistics (the experiment predates stage 0; rerun it)")
-    return Scaler.load(path, spec.modalities, spec.dims)
+
+def _dataset_rows(known: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """(n,) dataset row of each input sample (the same name, i.e. the same point id), -1
+    for new ones: retrieval then never returns a sample as its own neighbour."""
+    index = {s: i for i, s in enumerate(known.tolist())}
+    return np.array([index.get(s, -1) for s in samples.tolist()], dtype=np.int64)
+
+
+def _sources(model, batch: Batch) -> list:
+    """Per modality, the neighbours that filled it for this batch (None: no fill)."""
+    filler = getattr(model, "filler", None)
+    if filler is None:
+        return [None] * len(batch.x)
+    queries = batch.x if getattr(model, "query_features", True) else model.encode_batch(batch).unbind(1)
+    return filler.sources([q.float().numpy() for q in queries], batch.avail.numpy(), batch.rows.numpy())
+
+
+def _explain_columns(known: np.ndarray, modalities: list[str], batches: list[tuple[int, list]]) -> dict[str, pa.Array]:
+    """fill_<m> (neighbour sample names) and fill_<m>_score per modality, from
+    (batch size, per-modality sources) pairs: empty lists where m was given or nothing
+    filled it."""
+    cols = {}
+    for i, m in enumerate(modalities):
+        names, scores = [], []
+        for n, per_mod in batches:
+            src = per_mod[i]
+            if src is None:
+                names += [[] for _ in range(n)]
+                scores += [[] for _ in range(n)]
+                continue
+            for r, sc in zip(src.rows, src.scores):
+                names.append(known[r[r >= 0]].tolist())
+                scores.append(sc[r >= 0].astype(float).tolist())
+        cols[f"fill_{m}"] = pa.array(names, pa.list_(pa.string()))
+        cols[f"fill_{m}_score"] = pa.array(scores, pa.list_(pa.float32()))
+    return cols
 
 
 def _threshold(record_path: Path) -> float:

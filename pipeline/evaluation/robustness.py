@@ -117,6 +117,7 @@ def evaluate_noise(
     """Every saved model of the experiment under every noise; writes the noise report."""
     from pipeline.config import resolve_device
     from pipeline.data.dataset import load_dataset
+    from pipeline.data.fingerprint import dataset_fingerprint
     from pipeline.data.missing import condition_matrix
     from pipeline.data.splits import make_split
     from pipeline.training.checkpoint import load_torch
@@ -131,24 +132,27 @@ def evaluate_noise(
     spec, conds = model_spec(ds), condition_matrix(ds.manifest)
     systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
     runs_dir = settings.runs_dir / cfg.experiment
+    fingerprint = dataset_fingerprint(cfg.dataset)
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
     rows: list[dict] = []
     for fold in folds:
         for run in range(cfg.runs):
             split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed, cfg.preprocess)
+            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed,
+                               cfg.preprocess, fingerprint)
             bank = ctx.bank
             fr = FoldRun(ctx, cfg)
             stats = train_stats(bank, split.train)
             fstats = frame_stats(bank, split.train, stats)  # None unless the dataset keeps frames
             for system in systems:
-                path = ctx.run_dir / f"{system.slug}.pt"
-                if not path.is_file():
+                trained = fr.chosen(system, train=False)  # a selection's variant chosen on validation
+                path = ctx.run_dir / f"{(trained or system).slug}.pt"
+                if trained is None or not path.is_file():
                     log.warning("%s: no saved model, skipped", path)
                     continue
                 on_stage(f"fold {fold} run {run} · noise · {system.label}")
-                seed_everything(ctx.seed(f"init-{system.slug}"))
-                model = fr.build_model(system, inputs_as_stored=False)  # encode + retrieve the noisy inputs
+                seed_everything(ctx.seed(f"init-{trained.slug}"))
+                model = fr.build_model(trained, inputs_as_stored=False)  # encode + retrieve the noisy inputs
                 model.load_state_dict(load_torch(path))
                 test = split.test
                 for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule, fstats):

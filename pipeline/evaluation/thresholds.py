@@ -11,23 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.training.scores import micro_f1, sigmoid
+
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # candidate thresholds on sigmoid scores
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, np.float64), -50, 50)))
-
-
-def micro_counts(y_true: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
-    """(true positives, predicted positives, actual positives) over all (sample, label) cells."""
-    y = np.asarray(y_true) > 0.5
-    p = np.asarray(pred, bool)
-    return float((y & p).sum()), float(p.sum()), float(y.sum())
-
-
-def micro_f1(y_true: np.ndarray, pred: np.ndarray) -> float:
-    tp, pp, ap = micro_counts(y_true, pred)
-    return 2 * tp / (pp + ap) if pp + ap else 1.0
 
 
 def choose_threshold(y_true: np.ndarray, logits: np.ndarray, grid: np.ndarray = GRID) -> float:

@@ -81,9 +81,9 @@ class FoldResources(Protocol):
 
     device: str
 
-    def database(self, source: str) -> Any:
+    def database(self, source: str, leaks: tuple[str, ...] = ()) -> Any:
         """The fold's retrieval DB: `.vectors` (m -> (N, H) by dataset row) and
-        `.encoders` (the stage-1 encoders that made them)."""
+        `.encoders` (the stage-1 encoders that made them); `leaks`: a diagnostic's."""
         ...
 
     def scaled_features(self) -> dict[str, np.ndarray]:
@@ -96,9 +96,10 @@ class FoldResources(Protocol):
         ...
 
     def filler(self, vectors: dict[str, np.ndarray], retrieval: Any, *, stored_queries: bool,
-               fuse: str = "sum-l2") -> Any:
-        """A `RetrievalFiller` over `vectors` with the system's retrieval options;
-        `stored_queries`: the model's queries are `vectors` themselves (cacheable)."""
+               fuse: str = "sum-l2", keys: dict[str, np.ndarray] | None = None) -> Any:
+        """A `RetrievalFiller` that fills with `vectors`, searching `keys` (default: the
+        vectors) with the system's retrieval options; `stored_queries`: the model's
+        queries are the stored keys of its rows (cacheable)."""
         ...
 
 

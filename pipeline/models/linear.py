@@ -82,7 +82,7 @@ class _Linear(MERModel):
         history = []
         for i, strength in enumerate(self.cfg.strengths):
             weight, bias = _fit(self.spec.task, x, y, strength, self.spec.n_out, self.cfg.max_iter, cfg.seed)
-            score = float(np.mean([score_fn(xv @ weight.T + bias, yv) for xv, yv in val]))
+            score = float(np.mean([score_fn(yv, xv @ weight.T + bias) for xv, yv in val]))
             history.append({"epoch": i, "strength": strength, "loss": float("nan"), "val": score})
             if best is None or score > best[0]:
                 best = (score, i, weight, bias)

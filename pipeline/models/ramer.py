@@ -23,14 +23,16 @@ from pipeline.models.registry import register_model
 
 
 class Filler(Protocol):
-    """Turns query hidden vectors into fused vectors for the missing modalities."""
+    """Turns query vectors into fused vectors for the missing modalities
+    (`pipeline.retrieval.fill.RetrievalFiller`)."""
 
-    def __call__(self, h: np.ndarray, avail: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """h (B, M, H) current hidden, avail (B, M), rows (B,) -> (B, M, H) fills."""
+    def fill(self, queries: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """queries M x (B, d_m), avail (B, M), rows (B,) -> M x (B, H) fills (0 if available)."""
         ...
 
 
-FILL_NORMS = ("unit", "stored")
+QUERY_SPACES = ("hidden", "features")  # what the available modality searches its DB with
+FILL_NORMS = ("unit", "stored")  # the length of a fill
 
 
 @register_model("ramer")
@@ -47,10 +49,6 @@ class RAMER(MERModel):
         classifier: tuple[int, ...] = (256, 128)  # MLP over the concatenated h's
         retrieval: bool = True  # False = the "w/o retrieval" ablation
         l2_available: bool = False  # L2-normalise available h too (lower validation WA on synth data)
-        # length of a fill: "unit" (the paper: sum, then L2-normalise) or "stored" (that unit
-        # direction at the mean length of the modality's stored candidate vectors, so a
-        # filled slot is on the scale of a real one; real h's are often far from unit length)
-        fill_norm: str = "unit"
         finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
 
     def __init__(self, spec: ModelSpec, cfg: RAMER.Config):
@@ -64,10 +62,9 @@ class RAMER(MERModel):
         m = len(spec.dims)
         self.head = mlp([cfg.hidden * m, *cfg.classifier, spec.n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
-        if cfg.fill_norm not in FILL_NORMS:
-            raise ValueError(f"fill_norm must be one of {FILL_NORMS}, got '{cfg.fill_norm}'")
         self.filler: Filler | None = None  # set by `attach` (not a parameter)
         self.fill_length = torch.ones(len(spec.dims))  # (M,) length of each modality's fills
+        self.query_features = False  # retrieval queries with input features instead of h
         # Frozen encoders: h of every dataset row is already in the database, so the
         # training stage may hand over the stored (N, H) vectors instead of re-encoding.
         self.stored_hidden: list[Tensor] | None = None  # M x (N, H), by dataset row
@@ -79,20 +76,29 @@ class RAMER(MERModel):
         on unperturbed inputs reproduce the stored vectors, so those stand in for
         re-encoding and every neighbour list is cached; otherwise (fine-tuned encoders,
         span / noise inputs) the model encodes its inputs and retrieves with them live."""
+        concrete = retrieval.query_space in QUERY_SPACES and retrieval.fill_norm in FILL_NORMS
+        if self.cfg.retrieval and not concrete:
+            raise ValueError(f"RAMER needs a concrete query_space {QUERY_SPACES} and fill_norm {FILL_NORMS} "
+                             f"('auto' is resolved per fold by the training stage), got "
+                             f"{retrieval.query_space!r}, {retrieval.fill_norm!r}")
         raw = retrieval.db_source == "raw"  # the DB is projected raw features, not h
         if raw and not inputs_as_stored and self.cfg.retrieval:
             raise RamerError("the raw-feature DB ablation retrieves with stored projections only; "
                              "it cannot be evaluated on span or noise inputs")
-        db = fold.database(retrieval.db_source)
+        db = fold.database(retrieval.db_source, retrieval.leaks)
         self.load_encoders(db.encoders)
         self.to(fold.device)
         if inputs_as_stored and not self.cfg.finetune_encoders and not raw:
             self.stored_hidden = [torch.as_tensor(db.vectors[m], device=fold.device) for m in self.spec.modalities]
         if self.cfg.retrieval:
-            stored_queries = raw or (inputs_as_stored and not self.cfg.finetune_encoders)
-            self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries)
+            # queries: the available modality's h (the paper), or its stage-0 scaled input
+            # features (`query_space="features"`); the fills are hidden vectors either way
+            self.query_features = retrieval.query_space == "features"
+            keys = fold.scaled_features() if self.query_features else None
+            stored_queries = raw or (inputs_as_stored and (self.query_features or not self.cfg.finetune_encoders))
+            self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys)
             self.fill_length = torch.ones(len(self.spec.modalities), device=fold.device)  # (M,)
-            if self.cfg.fill_norm == "stored":
+            if retrieval.fill_norm == "stored":
                 cand = fold.candidates(retrieval)  # lengths from allowed rows only, never val / test
                 self.fill_length = torch.tensor(
                     [float(np.linalg.norm(db.vectors[m][cand[m]], axis=1).mean()) for m in self.spec.modalities],
@@ -132,10 +138,13 @@ class RAMER(MERModel):
         if self.cfg.retrieval:
             if self.filler is None:
                 raise RuntimeError("RAMER with retrieval needs a filler (set by the training stage)")
-            fill = self.filler(
-                h.detach().float().cpu().numpy(), batch.avail.cpu().numpy(), batch.rows.cpu().numpy()
-            )  # (B, M, H)
-            fill_t = torch.as_tensor(fill, device=h.device, dtype=h.dtype) * self.fill_length[:, None]
+            queries = batch.x if self.query_features else h.unbind(1)  # M x (B, D_m) or M x (B, H)
+            fill = self.filler.fill(
+                [q.detach().float().cpu().numpy() for q in queries], batch.avail.cpu().numpy(),
+                batch.rows.cpu().numpy(),
+            )  # M x (B, H)
+            fill_t = torch.as_tensor(np.stack(fill, 1), device=h.device, dtype=h.dtype)  # (B, M, H)
+            fill_t = fill_t * self.fill_length[:, None]
             avail = batch.avail.unsqueeze(-1)  # (B, M, 1)
             if self.cfg.l2_available:
                 h = nn.functional.normalize(h, dim=-1)

@@ -118,9 +118,34 @@ class RetrievalFiller:
             self.seconds += time.perf_counter() - t0
 
     def _fill(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
-        b = len(rows)
-        out = [np.zeros((b, self.values[t].shape[1]), np.float32) for t in self.modalities]
-        nbs: dict[int, Neighbours] = {}
+        out = []
+        for ti, src in enumerate(self.sources(h, avail, rows)):
+            if src is None:  # available everywhere, or nothing to query with
+                out.append(np.zeros((len(rows), self.values[self.modalities[ti]].shape[1]), np.float32))
+                continue
+            vecs, valid = self._gather(self.modalities[ti], src.rows)
+            fused = self._combine(vecs, valid)  # (B, D_t)
+            fused[avail[:, ti]] = 0.0
+            out.append(fused)
+        return out
+
+    def sources(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[Neighbours | None]:
+        """Per modality t, the neighbours whose t-vectors fill it (B, K) - K or 2K columns
+        under rule 'both' - with rows -1 where t is available; None where no row needs t."""
+        nbs = self._query_neighbours(h, avail, rows)
+        out: list[Neighbours | None] = []
+        for ti in range(len(self.modalities)):
+            need = ~avail[:, ti]
+            if not need.any() or not nbs:
+                out.append(None)
+                continue
+            src = self._source_for(ti, nbs, avail)
+            out.append(Neighbours(np.where(need[:, None], src.rows, -1), np.where(need[:, None], src.scores, -np.inf)))
+        return out
+
+    def _query_neighbours(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> dict[int, Neighbours]:
+        """Query modality index -> its (B, K) neighbours (rows -1 where it is unavailable)."""
+        b, nbs = len(rows), {}
         for qi, q in enumerate(self.modalities):
             sel = avail[:, qi]
             if sel.any():
@@ -129,13 +154,7 @@ class RetrievalFiller:
                 full_s = np.full((b, self.k), -np.inf, np.float32)
                 full_r[sel], full_s[sel] = nb.rows, nb.scores
                 nbs[qi] = Neighbours(full_r, full_s)
-        for ti, t in enumerate(self.modalities):
-            need = ~avail[:, ti]
-            if not need.any() or not nbs:
-                continue
-            out[ti] = self._fuse_for(t, ti, nbs, avail)
-            out[ti][~need] = 0.0
-        return out
+        return nbs
 
     def _combine(self, vecs: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(B, K, D) neighbour vectors + (B, K) validity -> (B, D)."""
@@ -144,16 +163,14 @@ class RetrievalFiller:
         w = valid.astype(np.float32)[:, :, None]  # (B, K, 1)
         return ((vecs * w).sum(1) / np.maximum(w.sum(1), 1.0)).astype(np.float32)
 
-    def _fuse_for(self, t: str, ti: int, nbs: dict[int, Neighbours], avail: np.ndarray) -> np.ndarray:
+    def _source_for(self, ti: int, nbs: dict[int, Neighbours], avail: np.ndarray) -> Neighbours:
         queries = [qi for qi in nbs if qi != ti]
-        if self.rule == "both":
-            rows = np.concatenate([nbs[qi].rows for qi in queries], axis=1)  # (B, K*Q)
-            vecs, valid = self._gather(t, rows)
-            return self._combine(vecs, valid)
+        if self.rule == "both":  # the union of every available modality's neighbours (B, K*Q)
+            return Neighbours(np.concatenate([nbs[qi].rows for qi in queries], axis=1),
+                              np.concatenate([nbs[qi].scores for qi in queries], axis=1))
         # kth-score: per sample the available query modality with the highest K-th score
         kth = np.stack([np.where(avail[:, qi], nbs[qi].scores[:, -1], -np.inf) for qi in queries], 1)
         best = kth.argmax(axis=1)  # (B,) index into `queries`
-        stacked = np.stack([nbs[qi].rows for qi in queries], 1)  # (B, Q, K)
-        rows = stacked[np.arange(len(best)), best]  # (B, K)
-        vecs, valid = self._gather(t, rows)
-        return self._combine(vecs, valid)
+        pick = np.arange(len(best))
+        return Neighbours(np.stack([nbs[qi].rows for qi in queries], 1)[pick, best],  # (B, K)
+                          np.stack([nbs[qi].scores for qi in queries], 1)[pick, best])

@@ -28,9 +28,20 @@ class RetrievalConfig:
     scale: str = "turbo"  # small | medium | large | turbo (see pipeline.data.scales)
     two_rule: str = "kth-score"  # kth-score | both: which neighbours fill when 2 modalities remain
     finetune_encoders: bool = False  # False: frozen stage-1 encoders, cached retrieval
-    # DIAGNOSTIC ONLY - reproduces the published code's leak to measure it: val/test rows
-    # (and the query) stay in the DB and "the first hit" is dropped by position.
-    leak_like_reference: bool = False
+    # What the available modality queries its DB with: its hidden h (the paper) or its
+    # stage-0 scaled input features ("features"); the fills are hidden vectors either way.
+    query_space: str = "auto"  # hidden | features | auto
+    # The length of a fill: "unit" (the paper: sum, then L2-normalise) or "stored" (that
+    # direction at the mean length of the modality's stored candidate vectors, so a filled
+    # slot is on the scale of a real one: real h's are far from unit length).
+    fill_norm: str = "auto"  # unit | stored | auto
+    # "auto": every value is trained and the one with the best validation score of each
+    # (fold, run) is used there (nested selection, `FoldRun.chosen`): which is better
+    # depends on the data (features + stored on UCI mfeat, hidden + unit on synthetic).
+    # DIAGNOSTIC ONLY - departures of the published code from the honest protocol, to
+    # measure what they inflate (systems.LEAK_KINDS). Set only by a 'leaky[KIND]:ramer'
+    # system, never by a config file or flag.
+    leaks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -108,7 +119,11 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = val
-    return _merge(cfg, nested, "command line")
+    cfg = _merge(cfg, nested, "command line")
+    if cfg.retrieval.leaks:
+        raise RamerError("retrieval.leaks are diagnostics: add a 'leaky[KIND]:SYSTEM' system instead, "
+                         "so every report labels the leaky row as such")
+    return cfg
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:

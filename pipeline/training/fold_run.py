@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.scales import candidate_mask
-from pipeline.evaluation.metrics import chance_score, task_metrics, task_score
+from pipeline.evaluation.metrics import task_metrics
 from pipeline.models.base import MERModel
 from pipeline.models.encoders import UnimodalEncoder
 from pipeline.models.registry import create_model, model_class
@@ -24,6 +24,7 @@ from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
+from pipeline.training.scores import chance_score, task_score
 from pipeline.training.stages import (
     FoldContext,
     encode_rows,
@@ -31,7 +32,7 @@ from pipeline.training.stages import (
     raw_projection,
     scaled_chunks,
 )
-from pipeline.training.systems import System
+from pipeline.training.systems import STAGE1_LEAKS, System
 from pipeline.training.trainer import fit, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -64,34 +65,51 @@ class FoldRun:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------ stages 1-2
-    def encoders(self, fused: bool = False) -> list[UnimodalEncoder]:
-        if fused not in self._encoders:
+    def encoders(self, fused: bool = False, leaks: tuple[str, ...] = ()) -> list[UnimodalEncoder]:
+        """Stage 1 (cached). `leaks`: the stage-1 leak diagnostics ('encoders-test',
+        'stage1-test'), trained apart in their own sub-folder."""
+        stage1 = tuple(k for k in leaks if k in STAGE1_LEAKS)
+        key = (fused, stage1)
+        if key not in self._encoders:
             t0 = time.perf_counter()
-            self._encoders[fused] = pretrain_encoders(
-                self.ctx, self.cfg.encoder, self.cfg.pretrain, fused, self.on_epoch
-            )
+            ctx = self._leaky_context(stage1) if stage1 else self.ctx
+            self._encoders[key] = pretrain_encoders(ctx, self.cfg.encoder, self.cfg.pretrain, fused, self.on_epoch)
             self._timed("pretrain", t0)
-        return self._encoders[fused]
+        return self._encoders[key]
 
-    def database(self, source: str) -> Database:
-        if source not in self._dbs:
+    def _leaky_context(self, leaks: tuple[str, ...]) -> FoldContext:
+        """DIAGNOSTIC: the fold as the reference code's stage 1 saw it - test rows in the
+        training set ('encoders-test') or the epoch chosen on them ('stage1-test')."""
+        split = self.ctx.split
+        train, val = split.train, split.val
+        if "encoders-test" in leaks:
+            train = np.sort(np.concatenate([split.train, split.val, split.test]))
+        if "stage1-test" in leaks:
+            val = split.test
+        leaky = replace(split, train=train, val=val)
+        return replace(self.ctx, split=leaky, run_dir=self.ctx.run_dir / f"leaky-{'+'.join(leaks)}")
+
+    def database(self, source: str, leaks: tuple[str, ...] = ()) -> Database:
+        stage1 = tuple(k for k in leaks if k in STAGE1_LEAKS)
+        key = source if not stage1 else f"{source}/{'+'.join(stage1)}"
+        if key not in self._dbs:
             if source not in ("hidden", "raw", "multimodal"):
                 raise ValueError(f"unknown db_source '{source}'")
-            enc = self.encoders(fused=source == "multimodal")
+            enc = self.encoders(fused=source == "multimodal", leaks=stage1)
             t0 = time.perf_counter()
             if source == "raw":
                 vecs = raw_projection(self.ctx.ds, self.cfg.encoder.hidden, self.ctx.seed("raw-db"), self.ctx.scaler)
             else:
                 vecs = encode_rows(enc, self.ctx.ds, self.ctx.device, self.ctx.scaler)
             self._timed("index", t0)
-            self._dbs[source] = Database(source, vecs, enc)
-        return self._dbs[source]
+            self._dbs[key] = Database(source, vecs, enc)
+        return self._dbs[key]
 
     def _candidate_rows(self, r: RetrievalConfig) -> np.ndarray:
         """(N,) bool rows that retrieval may return: the scale's train + pool rows
         (`candidate_mask`); every row under the leak diagnostic."""
         ds, split = self.ctx.ds, self.ctx.split
-        if r.leak_like_reference:  # diagnostic: every row, val/test and the query included
+        if "db" in r.leaks:  # diagnostic: every row, val/test and the query included
             return np.ones(len(ds), bool)
         return candidate_mask(ds.samples, ds.labeled, split.train, r.scale)
 
@@ -157,14 +175,15 @@ class FoldRun:
         return self._dbs["scaled"].vectors
 
     def filler(self, vectors: dict[str, np.ndarray], r: RetrievalConfig, *, stored_queries: bool,
-               fuse: str = "sum-l2") -> RetrievalFiller:
-        """A filler over the fold's candidates; with stored queries every labeled row's
-        neighbour lists are computed once here (timed as retrieval)."""
-        db = Database("given", vectors, [])
+               fuse: str = "sum-l2", keys: dict[str, np.ndarray] | None = None) -> RetrievalFiller:
+        """A filler over the fold's candidates that fills with `vectors`, searching `keys`
+        (default: `vectors` themselves); with stored queries every labeled row's neighbour
+        lists are computed once here (timed as retrieval)."""
+        keys = vectors if keys is None else keys
         filler = RetrievalFiller(
-            self.retriever(r, db), list(self.ctx.spec.modalities), vectors, self.ctx.ds.present,
-            k=r.k, rule=r.two_rule, keys=vectors if stored_queries else None,
-            drop_first_hit=r.leak_like_reference, fuse=fuse,
+            self.retriever(r, Database("keys", keys, [])), list(self.ctx.spec.modalities), vectors,
+            self.ctx.ds.present, k=r.k, rule=r.two_rule, keys=keys if stored_queries else None,
+            drop_first_hit="db" in r.leaks, fuse=fuse,
         )
         if stored_queries:
             split = self.ctx.split
@@ -193,7 +212,10 @@ class FoldRun:
         return model
 
     def train(self, system: System) -> tuple[MERModel, dict]:
-        """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json."""
+        """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json.
+        A selection system trains every variant and returns the one chosen here."""
+        if system.candidates:
+            return self.train(self.chosen(system))
         ctx, spec = self.ctx, self.ctx.spec
         seed_everything(ctx.seed(f"init-{system.slug}"))  # weights independent of what ran before
         model = self.build_model(system)
@@ -211,13 +233,15 @@ class FoldRun:
             fit(model, ctx.bank, ctx.split.train, ctx.split.val, everything, score, cfg0,
                 forward=lambda m, b: m.pretrain_forward(b))
         cfg = replace(self.cfg.train, **system.train, seed=ctx.seed(f"train-{system.slug}"))
+        # DIAGNOSTIC 'stage3-test': the epoch chosen on the test rows, as if they were validation
+        select_on = ctx.split.test if "stage3-test" in system.leaks else ctx.split.val
         filler = getattr(model, "filler", None)
         searched0 = filler.seconds if filler is not None else 0.0
         t_fit = time.perf_counter()
         if system.strategy != "none":  # span-missing training (M3S section 4.4)
             result = self._fit_strategy(model, system, score, cfg, hook)
         else:
-            result = fit(model, ctx.bank, ctx.split.train, ctx.split.val, ctx.conds, score, cfg, on_epoch=hook)
+            result = fit(model, ctx.bank, ctx.split.train, select_on, ctx.conds, score, cfg, on_epoch=hook)
         fit_seconds = time.perf_counter() - t_fit
         retrieval_seconds = (filler.seconds - searched0) if filler is not None else 0.0
         seconds = time.perf_counter() - t0
@@ -234,12 +258,30 @@ class FoldRun:
         save_json(record, fit_path)
         return model, record
 
+    def chosen(self, system: System, train: bool = True) -> System | None:
+        """The variant of a selection system ('ramer(k=5|10)') with the best validation
+        score of THIS (fold, run) - nested selection: no other fold's labels decide it.
+        Variants are trained if needed (`train=False`: None until they were)."""
+        if not system.candidates:
+            return system
+        path = self.ctx.run_dir / f"{system.slug}.choice.json"
+        if not path.is_file():
+            if not train:
+                return None
+            scores = {c.label: self.train(c)[1]["val_score"] for c in system.candidates}
+            best = max(scores, key=scores.get)  # ties: the first listed variant
+            save_json({"chosen": best, "val_scores": scores}, path)
+        label = load_json(path)["chosen"]
+        return next(c for c in system.candidates if c.label == label)
+
     def train_and_evaluate(self, system: System) -> dict:
         """Stages 3-4 for one system; the result is cached as <slug>.json."""
         out_path = self.ctx.run_dir / f"{system.slug}.json"
         if out_path.is_file():
             return load_json(out_path)
         model, record = self.train(system)
+        if system.candidates:  # reported under the selection's name, with what it chose
+            record = {**record, "system": system.label, "chosen": record["system"]}
         t0 = time.perf_counter()
         record = {**record, "metrics": self.evaluate(model)}
         self._timed("evaluate", t0)

@@ -18,6 +18,7 @@ import torch
 
 from pipeline.config import Settings, resolve_device
 from pipeline.data.dataset import Dataset, load_dataset
+from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.errors import RamerError
@@ -57,7 +58,7 @@ def model_spec(ds: Dataset) -> ModelSpec:
     return ModelSpec(tuple(man.modality_names), tuple(man.dims), n_out, man.task)
 
 
-def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
+def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprint: str) -> None:
     saved = runs_dir / "config.json"
     if saved.is_file():
         if not resume:
@@ -65,6 +66,7 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
                 f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
                 "pass --resume to continue it or --fresh to start over"
             )
+        check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
         if _resumable(load_json(saved), load_json_like(cfg)) != _resumable(load_json_like(cfg), load_json(saved)):
             raise RamerError(
                 f"{saved}: --resume with a different config than the checkpoints were made with; "
@@ -72,12 +74,22 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool) -> None:
             )
 
 
+def check_fingerprint(saved: dict, fingerprint: str, where: Path, dataset: str) -> None:
+    """Refuse checkpoints made from other data than `dataset` holds now."""
+    recorded = saved.get("data_fingerprint")
+    if recorded != fingerprint:
+        raise RamerError(
+            f"{where}: made from other data than {dataset} holds now (fingerprint {recorded} vs "
+            f"{fingerprint}): it was regenerated or re-imported; use a new --experiment or --fresh"
+        )
+
+
 def _resumable(cfg: dict, other: dict) -> dict:
     """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
     so adding systems to a finished experiment reuses its encoders and earlier systems, and
     checkpoints are per (fold, run), so folds and runs can be added later too; an option
     that a newer version added (at any depth) counts only when it differs from its default."""
-    top = {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks", "folds", "runs")}
+    top = {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks", "folds", "runs", "data_fingerprint")}
     return _without_new_defaults(top, other, load_json_like(ExperimentConfig()))
 
 
@@ -126,9 +138,10 @@ def run_experiment(
     results_dir = settings.results_dir / cfg.experiment
     if fresh:
         shutil.rmtree(runs_dir, ignore_errors=True)
-    _check_resume(cfg, runs_dir, resume or stop_after is not None)
+    fingerprint = dataset_fingerprint(cfg.dataset)
+    _check_resume(cfg, runs_dir, resume or stop_after is not None, fingerprint)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    save_json(load_json_like(cfg), runs_dir / "config.json")
+    save_json({**load_json_like(cfg), "data_fingerprint": fingerprint}, runs_dir / "config.json")
     spec = model_spec(ds)
     conds = condition_matrix(ds.manifest)
     out = RunOutputs(results_dir)
@@ -137,7 +150,8 @@ def run_experiment(
     for fold in folds:
         for run in range(cfg.runs):
             split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed, cfg.preprocess)
+            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed,
+                               cfg.preprocess, fingerprint)
             where = f"fold {fold + 1}/{len(folds)} run {run + 1}/{cfg.runs}"
             fr = FoldRun(ctx, cfg, on_epoch=lambda st, e, rec, w=where: progress.on_epoch(f"{w} · {st}", e, rec))
             progress.on_stage(f"{where} · stages 1-2 (pretrain, index)")
@@ -254,6 +268,7 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
     d.mkdir(parents=True, exist_ok=True)
     resolved = {
         "experiment": load_json_like(cfg),
+        "data_fingerprint": dataset_fingerprint(cfg.dataset),
         "settings": {
             "device": resolve_device(cfg.device if cfg.device != "auto" else settings.device),
             "threads": settings.threads, "store": settings.qdrant_url or str(settings.store_path),

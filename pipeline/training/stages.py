@@ -17,10 +17,11 @@ import torch
 from pipeline.data.dataset import Dataset
 from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
-from pipeline.evaluation.metrics import chance_score, task_score
+from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel, ModelSpec, Output
 from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
+from pipeline.training.scores import chance_score, task_score
 from pipeline.training.trainer import FeatureBank, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
@@ -65,11 +66,32 @@ def fold_scaler(ds: Dataset, split: FoldSplit, mode: str, run_dir: Path) -> Scal
     return scaler
 
 
+UNIT_FILE = "unit.json"  # what a (fold, run)'s checkpoints were made from
+
+
+def check_unit(run_dir: Path, fingerprint: str | None) -> None:
+    """The unit's checkpoints belong to this data: record the fingerprint on first use,
+    refuse checkpoints made from a dataset that has since changed."""
+    if fingerprint is None:
+        return
+    path = run_dir / UNIT_FILE
+    if path.is_file():
+        recorded = load_json(path).get("data_fingerprint")
+        if recorded != fingerprint:
+            raise RamerError(f"{run_dir}: checkpoints made from other data (fingerprint {recorded} vs "
+                             f"{fingerprint} now); the dataset was regenerated or re-imported")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json({"data_fingerprint": fingerprint}, path)
+
+
 def fold_context(
     ds: Dataset, split: FoldSplit, spec: ModelSpec, conds: np.ndarray, device: str,
-    run_dir: Path, base_seed: int, preprocess: str,
+    run_dir: Path, base_seed: int, preprocess: str, fingerprint: str | None = None,
 ) -> FoldContext:
-    """Everything one (fold, run) trains on: its scaler and its scaled bank of labeled rows."""
+    """Everything one (fold, run) trains on: its scaler and its scaled bank of labeled rows.
+    With `fingerprint`, the unit's checkpoints must have been made from that data."""
+    check_unit(run_dir, fingerprint)
     scaler = fold_scaler(ds, split, preprocess, run_dir)
     bank = FeatureBank(ds, np.flatnonzero(ds.labeled), device, scaler)
     return FoldContext(ds, split, spec, bank, conds, device, run_dir, base_seed, scaler)

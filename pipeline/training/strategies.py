@@ -239,7 +239,7 @@ def fit_strategy(
                 loss = plain_step(model, opt, query)
             total += loss * len(rows)
             n += len(rows)
-        score = score_fn(predict(model, val_bank, val_rows, everything), y_val)
+        score = score_fn(y_val, predict(model, val_bank, val_rows, everything))
         if keeper.update(model, epoch, total / max(n, 1), score, on_epoch):
             break
     return keeper.restore(model)

@@ -4,6 +4,8 @@ A system is named by a string:
     ramer                      RAMER with the experiment's retrieval settings
     w/o retrieval              the same model, missing slots keep h^miss
     ramer(k=5,metric=euclidean)  RAMER with retrieval settings overridden
+    ramer(k=5|10|15)           a selection: every variant trained, one chosen per (fold, run)
+                               on that unit's validation split (nested; never another fold's)
     carat(lr=0.0003,epochs=60) a model with stage-3 training options overridden (lr, epochs,
                                batch_size, weight_decay, patience); other keys: its Config
     mmin(inner_lr=0.01)+m3s    ... or M3S options (inner_lr, outer_lr, inner_steps, second_order)
@@ -15,6 +17,7 @@ A system is named by a string:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +44,9 @@ class System:
     train_range: tuple[float, float] | None = None  # span-rate range of 'base+m3s@20-40'; None = the experiment's
     train: dict[str, Any] = field(default_factory=dict)  # stage-3 TrainConfig overrides: 'carat(lr=0.0003)'
     m3s: dict[str, Any] = field(default_factory=dict)  # M3SConfig overrides: 'mmin(inner_lr=0.01)+m3s'
+    # 'ramer(k=5|10|15)': the variants, one chosen per (fold, run) on its own validation split
+    candidates: tuple[System, ...] = ()
+    leaks: tuple[str, ...] = ()  # DIAGNOSTIC departures from the protocol ('leaky[KIND]:...')
 
     @property
     def slug(self) -> str:
@@ -59,7 +65,94 @@ def _value(text: str) -> Any:
     return text.strip()
 
 
+def selection_variants(text: str) -> list[str]:
+    """'ramer(k=5|10,metric=cosine)+m3s' -> ['ramer(k=5,metric=cosine)+m3s',
+    'ramer(k=10,metric=cosine)+m3s'] (every combination, in order); [] without '|'."""
+    head, paren, rest = text.partition("(")
+    args, close, tail = rest.rpartition(")")
+    if not paren or not close or "|" not in args:
+        return []
+    options = []
+    for part in filter(None, (p.strip() for p in args.split(","))):
+        key, eq, values = part.partition("=")
+        if not eq or not all(v.strip() for v in values.split("|")):
+            raise RamerError(f"system '{text}': '{part}' is not key=value or key=a|b|...")
+        options.append([f"{key.strip()}={v.strip()}" for v in values.split("|")])
+    return [f"{head}({','.join(combo)}){tail}" for combo in itertools.product(*options)]
+
+
+# RAMER retrieval options whose "auto" value is a selection among these, per (fold, run)
+AUTO_CHOICES = {"query_space": ("hidden", "features"), "fill_norm": ("unit", "stored")}
+
+
+# Diagnostics that reproduce a departure of the published code from the honest protocol,
+# to measure what it inflates. Only as 'leaky[KIND]:SYSTEM', so the label says so in
+# every table and plot; no option or config file can switch one on under a plain name.
+LEAK_KINDS = {
+    "db": "val/test rows and the query itself in the DB, 'the first hit' dropped",
+    "encoders-test": "stage-1 encoders trained on every labeled row, test included",
+    "stage1-test": "the stage-1 epoch chosen on the test rows",
+    "stage3-test": "the stage-3 epoch chosen on the test rows",
+}
+STAGE1_LEAKS = ("encoders-test", "stage1-test")  # these change the encoders (and the DB)
+LEAKY = re.compile(r"^leaky\[(?P<kinds>[\w+-]+)\]:(?P<system>.+)$")
+
+
 def parse_system(text: str, base: RetrievalConfig) -> System:
+    """One system from its string; a '|' in an option makes a selection system whose
+    variant is chosen per (fold, run) on that unit's own validation split, and so does
+    an 'auto' RAMER retrieval option (`AUTO_CHOICES`)."""
+    leaky = LEAKY.match(text.strip())
+    if leaky:
+        return _leaky(text.strip(), leaky.group("kinds").split("+"), leaky.group("system"), base)
+    if "leak" in text:
+        raise RamerError(f"system '{text}': leaks are diagnostics; write one as "
+                         f"'leaky[KIND]:{text.split('(')[0].strip()}' (KIND: {', '.join(LEAK_KINDS)}) "
+                         "so every report labels it")
+    variants = selection_variants(text)
+    if variants:
+        parsed = tuple(parse_system(v, base) for v in variants)
+        return dataclasses.replace(parsed[0], label=text.strip(), candidates=parsed)
+    return _resolve_auto(_parse_one(text, base))
+
+
+def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig) -> System:
+    """A diagnostic system: `inner` with the given leaks, labelled 'leaky[...]:inner'."""
+    from pipeline.models.registry import model_class
+
+    unknown = sorted(set(kinds) - set(LEAK_KINDS))
+    if unknown:
+        raise RamerError(f"system '{label}': unknown leak {unknown}; known: {', '.join(LEAK_KINDS)}")
+    system = parse_system(inner, dataclasses.replace(base, leaks=tuple(kinds)))
+    needs_db = sorted(set(kinds) & {"db", *STAGE1_LEAKS})
+    if needs_db and (system.retrieval is None or model_class(system.model).uses_stage1_encoders is False):
+        raise RamerError(f"system '{label}': the {needs_db} leak(s) need a system built on stage 1 (ramer)")
+    relabel = lambda s: dataclasses.replace(s, label=f"leaky[{'+'.join(kinds)}]:{s.label}", leaks=tuple(kinds),
+                                            candidates=tuple(relabel(c) for c in s.candidates))
+    return relabel(system)
+
+
+def _resolve_auto(system: System) -> System:
+    """A retrieving RAMER with 'auto' options -> a selection over their values, the
+    variants labelled 'ramer [features, stored]'; other systems unchanged."""
+    r = system.retrieval
+    if r is None or not system.use_retrieval:
+        return system
+    if system.strategy == "none" and r.db_source == "raw":  # the raw DB is queried in its own space
+        r = dataclasses.replace(r, query_space="hidden" if r.query_space == "auto" else r.query_space)
+    axes = {k: (v if getattr(r, k) == "auto" else (getattr(r, k),)) for k, v in AUTO_CHOICES.items()}
+    combos = list(itertools.product(*axes.values()))
+    if len(combos) == 1:
+        return dataclasses.replace(system, retrieval=dataclasses.replace(r, **dict(zip(axes, combos[0]))))
+    variants = tuple(
+        dataclasses.replace(system, label=f"{system.label} [{', '.join(c)}]",
+                            retrieval=dataclasses.replace(r, **dict(zip(axes, c))))
+        for c in combos
+    )
+    return dataclasses.replace(system, candidates=variants)
+
+
+def _parse_one(text: str, base: RetrievalConfig) -> System:
     from pipeline.models.registry import model_class
     from pipeline.training.strategies import (
         config_fields,
@@ -70,7 +163,7 @@ def parse_system(text: str, base: RetrievalConfig) -> System:
 
     core, strategy = split_strategy(text)
     if strategy != "none":
-        sys_ = parse_system(core, base)
+        sys_ = _parse_one(core, base)
         over = strategy_overrides(config_fields(model_class(sys_.model)), sys_.overrides)
         if sys_.m3s and strategy != "m3s":
             raise RamerError(f"system '{text}': {sorted(sys_.m3s)} only apply with the +m3s strategy")

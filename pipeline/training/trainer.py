@@ -212,7 +212,7 @@ def fit(
 ) -> FitResult:
     """Train with random conditions from `conds` (C, M); keep the best validation state.
 
-    `score_fn(logits, y) -> float` (higher is better) is averaged over every condition
+    `score_fn(y, logits) -> float` (higher is better) is averaged over every condition
     of `conds` on the validation rows. `forward` defaults to `model(batch)`; the
     pretrain phase of MMIN-like models passes `model.pretrain_forward` instead.
     """
@@ -245,7 +245,7 @@ def fit(
             opt.step()
             total += float(loss.detach()) * len(rows)
             n += len(rows)
-        score = float(np.mean([score_fn(predict(model, bank, val_rows, c), y_val) for c in conds]))
+        score = float(np.mean([score_fn(y_val, predict(model, bank, val_rows, c)) for c in conds]))
         if keeper.update(model, epoch, total / max(n, 1), score, on_epoch):
             break
     return keeper.restore(model)

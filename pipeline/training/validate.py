@@ -17,7 +17,7 @@ from pipeline.errors import RamerError
 from pipeline.retrieval.faiss_index import METRICS
 from pipeline.retrieval.fill import RULES
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
-from pipeline.training.systems import System
+from pipeline.training.systems import AUTO_CHOICES, System
 
 DB_SOURCES = ("hidden", "raw", "multimodal")
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -55,12 +55,17 @@ def check_retrieval(where: str, r: RetrievalConfig) -> None:
     _choice(f"{where} metric", r.metric, METRICS)
     _choice(f"{where} two_rule", r.two_rule, RULES)
     _choice(f"{where} db_source", r.db_source, DB_SOURCES)
+    for key, values in AUTO_CHOICES.items():
+        _choice(f"{where} {key}", getattr(r, key), (*values, "auto"))
 
 
 def check_system(system: System) -> None:
-    """A system's own overrides: retrieval options, model Config fields, training options."""
+    """A system's own overrides: retrieval options, model Config fields, training options
+    (of every variant of a selection system such as 'ramer(k=5|10)')."""
     from pipeline.models.registry import model_config
 
+    for variant in system.candidates:
+        check_system(variant)
     if system.retrieval is not None:
         check_retrieval(f"system '{system.label}':", system.retrieval)
     model_config(system.model, **system.overrides)  # unknown option -> one line listing them

@@ -1,0 +1,78 @@
+"""A golden run: every metric of a small fixed set of experiments, to compare before and
+after a refactoring that must keep behaviour.
+
+Through the CLI (what users run), in a fresh folder: a synthetic dataset; `ramer run`
+with RAMER (auto selection), its ablation, the linear references and two baselines on
+2 folds x 1 run; `ramer evaluate --noise`; a span-strategy run (ORIG / M3S); predict.
+Writes one JSON of (experiment, system, fold, run, condition, metric) -> value.
+
+    python benchmarks/golden.py --out /tmp/golden-before.json
+    python benchmarks/golden.py --out /tmp/golden-after.json --compare /tmp/golden-before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+STEPS = [
+    ["data", "synth", "--out", "data/g", "--labeled", "360", "--unlabeled", "240",
+     "--dims", "audio=24,visual=16,text=20", "--seed", "5"],
+    ["run", "--dataset", "data/g", "--experiment", "main", "--folds", "0,1", "--runs", "1",
+     "--epochs", "3", "--pretrain-epochs", "3", "--systems", "ramer,w/o retrieval,lr,lr-knn,mmin,cra"],
+    ["evaluate", "--dataset", "data/g", "--experiment", "main", "--folds", "0,1", "--runs", "1",
+     "--epochs", "3", "--pretrain-epochs", "3", "--systems", "ramer,w/o retrieval,lr,lr-knn,mmin,cra",
+     "--noise", "gaussian:20,60", "--noise", "impulse:20"],
+    ["run", "--dataset", "data/g", "--experiment", "spans", "--folds", "0", "--runs", "1",
+     "--epochs", "3", "--pretrain-epochs", "3", "--systems", "ramer,mmin", "--strategy", "orig,m3s",
+     "--missing-rate", "40-60", "--no-ingest"],
+]
+
+
+def ramer(cwd: Path, args: list[str]) -> None:
+    env = {**os.environ, "RAMER_DATA_DIR": "data", "RAMER_RESULTS_DIR": "results", "RAMER_RUNS_DIR": "runs"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"ramer {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def collect(root: Path) -> dict[str, float]:
+    out = {}
+    for name in ("metrics.parquet", "noise.parquet"):
+        for path in sorted((root / "results").glob(f"*/{name}")):
+            for row in pq.read_table(path).to_pylist():
+                value = row.pop("value")
+                out[json.dumps({"experiment": path.parent.name, "file": name, **row}, sort_keys=True)] = value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--compare", type=Path, default=None, help="an earlier golden JSON to diff against")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for step in STEPS:
+            ramer(Path(tmp), step)
+        values = collect(Path(tmp))
+    args.out.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+    print(f"{len(values)} values -> {args.out}")
+    if args.compare is not None:
+        before = json.loads(args.compare.read_text())
+        missing = sorted(set(before) ^ set(values))
+        diffs = {k: (before[k], values[k]) for k in set(before) & set(values) if before[k] != values[k]}
+        print(f"{len(missing)} keys only on one side, {len(diffs)} values differ "
+              f"(largest |diff| {max((abs(a - b) for a, b in diffs.values()), default=0):.3g})")
+        raise SystemExit(1 if missing or diffs else 0)
+
+
+if __name__ == "__main__":
+    main()
