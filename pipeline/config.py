@@ -6,10 +6,36 @@ hyper-parameters live in `pipeline.training.config` (typed dataclasses), not her
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Dataset and experiment names become folder names and parts of collection names.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(option: str, value: str) -> None:
+    """One RamerError line for a name that cannot be a folder / collection name part."""
+    from pipeline.errors import RamerError
+
+    if not NAME.fullmatch(value or ""):
+        raise RamerError(f"{option} '{value}': use letters, digits and _ . - (it names folders and collections)")
+
+
+def check_output_file(option: str, path: Path) -> None:
+    """One RamerError line for an output file that cannot be written: a folder in its
+    place, or a file where one of its folders should be."""
+    from pipeline.errors import RamerError
+
+    if path.is_dir():
+        raise RamerError(f"{option} {path}: is a folder, not a file")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RamerError(f"{option} {path}: cannot be created, {parent} is a file and not a folder")
 
 
 class Settings(BaseSettings):

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_fuzz_import import invalid_utf8
 from typer.testing import CliRunner
 
 from pipeline.data import load_dataset, write_dataset
@@ -80,6 +81,12 @@ def _rename(old, new):
 # id -> (edit of the good columns, extra import kwargs, fragments the message must contain)
 CASES = {
     "duplicate_sample": (_dup, {}, ["duplicate sample name 'u02'", "rows 2 and 7", "unique"]),
+    # a value quoted from the file keeps the message one line: its line break is escaped
+    "line_break_in_name": (
+        lambda c: {**c, "sample": pa.array(["a\nb" if i in (2, 7) else f"u{i:02d}" for i in range(N)])},
+        {},
+        ["duplicate sample name 'a\\nb'", "rows 2 and 7"],
+    ),
     "ragged_dims": (
         set_row("audio", 9, [1.0, 2.0]),
         {},
@@ -106,6 +113,22 @@ CASES = {
         ["label 5 at row 13 'u13'", "out of range 0..2"],
     ),
     "label_negative": (set_row("label", 1, -1), {}, ["label -1 at row 1 'u01'", "out of range"]),
+    # a flipped byte made a label huge: checked before any class list is sized by it
+    "label_beyond_class_bound": (
+        set_row("label", 13, 84606977),
+        {},
+        ["label 84606977 at row 13 'u13'", "out of range 0..999", "--classes"],
+    ),
+    "label_gap": (
+        with_col("label", [(i % 2) * 2 for i in range(N)], pa.int64()),
+        {},
+        ["int labels run 0..2", "class(es) [1] have no labeled row", "contiguous"],
+    ),
+    "sample_invalid_utf8": (
+        lambda c: {**c, "sample": invalid_utf8(c["sample"].to_pylist(), 4)},
+        {},
+        ["column 'sample' row 4", "not valid UTF-8"],
+    ),
     "label_name_unknown": (
         with_col(
             "label", [["neutral", "angry", "happy"][i % 3] if i != 6 else "bored" for i in range(N)]
@@ -326,6 +349,14 @@ DIR_CASES = {
         _edit_manifest(lambda m: m.update(folds=1)),
         ["manifest.json", "invalid manifest field 'folds'"],
     ),
+    "manifest_too_many_folds": (
+        _edit_manifest(lambda m: m.update(folds=1_000_000)),
+        ["manifest.json", "invalid manifest field 'folds'", "127"],
+    ),
+    "features_invalid_utf8": (
+        _edit_table(_set_column("speaker", lambda t: invalid_utf8([f"spk{i}" for i in range(t.num_rows)], 3))),
+        ["column 'speaker' row 3", "not valid UTF-8"],
+    ),
     "manifest_not_json": (
         lambda root: (root / "manifest.json").write_text("{oops"),
         ["not valid JSON"],
@@ -384,6 +415,10 @@ DIR_CASES = {
         ["'fold' must be 0..2", "row 0"],
     ),
     "empty_table": (_edit_table(lambda t: t.slice(0, 0)), ["empty table"]),
+    "duplicate_column": (
+        _edit_table(lambda t: pa.Table.from_arrays([*t.columns, t.column("sample")], names=[*t.column_names, "sample"])),
+        ["duplicate column name(s) ['sample']"],
+    ),
 }
 
 

@@ -68,3 +68,29 @@ def test_run_without_dataset_is_one_clear_line(tmp_path: Path) -> None:
     res = ramer(tmp_path, "run")
     assert res.returncode == 1
     assert "no dataset given" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_without_a_terminal_progress_is_plain_lines_with_eta() -> None:
+    """CI, nohup, a log file: one line per stage, epochs at most every 30 s, with ETA."""
+    from pipeline.cli.experiment import LogProgress, progress_display
+
+    now = [100.0]
+    lines: list[str] = []
+    plain = LogProgress(emit=lines.append, clock=lambda: now[0])
+    hooks = plain.hooks()
+    hooks.on_start(4)
+    hooks.on_stage("fold 1/2 run 1/1 · stages 1-2 (pretrain, index)")
+    now[0] += 10
+    hooks.on_epoch("fold 1/2 run 1/1 · pretrain audio", 0, {"val": 0.5})  # 10 s after the last line: quiet
+    now[0] += 30
+    hooks.on_epoch("fold 1/2 run 1/1 · pretrain audio", 4, {"val": 0.61})
+    hooks.on_advance(1)
+    now[0] += 20
+    hooks.on_stage("fold 1/2 run 1/1 · train ramer")
+    assert lines == [
+        "fold 1/2 run 1/1 · stages 1-2 (pretrain, index) | 0/4 units, elapsed 0:00:00, ETA -",
+        "fold 1/2 run 1/1 · pretrain audio · epoch 5 · val 0.610 | 0/4 units, elapsed 0:00:40, ETA -",
+        "fold 1/2 run 1/1 · train ramer | 1/4 units, elapsed 0:01:00, ETA 0:03:00",
+    ]
+    bar, _ = progress_display()  # pytest captures stdout: not a terminal
+    assert isinstance(bar, LogProgress)

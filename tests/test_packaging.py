@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,3 +76,76 @@ def test_benchmark_experiment_configs_parse():
         systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
         assert systems, path
         assert "ramer data" in path.read_text() and "ramer run" in path.read_text(), f"{path}: no command to rerun"
+
+
+def test_dependencies_the_code_imports_are_declared() -> None:
+    proj = _project()
+    deps, extras = proj["dependencies"], proj["optional-dependencies"]
+    assert any(d.startswith("scipy") for d in deps), "pipeline/evaluation/report.py imports scipy"
+    assert any(d.startswith("tomli") and "python_version < '3.11'" in d for d in deps), "the 3.10 tomllib"
+    assert any(d.startswith("h5py") for d in extras["iemocap"]), "ramer data import iemocap-mmin"
+    assert any(d.startswith("h5py") for d in extras["dev"]), "the IEMOCAP importer tests"
+
+
+# Runs `main()` once per command (argument lists separated by "--") in one process where
+# faiss and h5py cannot be imported, as after `pip install ramer` without extras; prints
+# each command's exit code and stderr after a marker.
+WITHOUT_EXTRAS = r"""
+import contextlib, io, sys
+sys.modules["faiss"] = None  # `import faiss` now raises ImportError, as if not installed
+sys.modules["h5py"] = None
+from pipeline.cli import main
+commands, cur = [], []
+for a in sys.argv[1:] + ["--"]:
+    if a == "--":
+        commands.append(cur)
+        cur = []
+    else:
+        cur.append(a)
+for args in commands:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    print(f"=== {code} {' '.join(args)}\n{err.getvalue()}", end="")
+"""
+
+
+def _run_without_extras(tmp_path: Path, commands: list[list[str]]) -> list[tuple[int, list[str]]]:
+    env = {**os.environ, "RAMER_DATA_DIR": str(tmp_path / "data"), "RAMER_RUNS_DIR": str(tmp_path / "runs"),
+           "RAMER_RESULTS_DIR": str(tmp_path / "results"), "RAMER_QDRANT_PATH": str(tmp_path / "qdrant")}
+    env.pop("QDRANT_URL", None)
+    argv = [a for c in commands for a in (*c, "--")][:-1]
+    res = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS, *argv], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = []
+    for report in res.stdout.split("=== ")[1:]:
+        head, *lines = report.splitlines()
+        out.append((int(head.split()[0]), [ln for ln in lines if ln.strip()]))
+    assert len(out) == len(commands), res.stdout[-3000:]
+    return out
+
+
+def test_without_faiss_help_data_and_collections_work_and_training_names_the_extra(tmp_path: Path) -> None:
+    """`pip install -e .` without extras: no module-level `import faiss` on these paths."""
+    synth = ["data", "synth", "--out", "d", "--labeled", "60", "--unlabeled", "20", "--dims",
+             "audio=4,visual=3,text=5", "--folds", "3"]
+    working = [["--help"], ["data", "--help"], ["collections", "--help"], ["run", "--help"], ["predict", "--help"],
+               ["bench", "retrieval", "--help"], synth, ["data", "validate", "d"], ["data", "info", "d"],
+               ["collections", "ingest", "d", "--dim", "8"], ["collections", "list"],
+               ["collections", "search", "d__raw__f0", "--sample", "lab_000001", "--modality", "audio", "-k", "2"]]
+    needing = [["run", "--dataset", "d", "-e", "x"], ["pretrain", "--dataset", "d", "-e", "x"],
+               ["demo", "--out", "demo"], ["collections", "explore", "d__raw__f0", "-o", "view.html"],
+               ["data", "import", "iemocap-mmin", "nowhere", "--name", "i"]]
+    results = _run_without_extras(tmp_path, working + needing)
+    for args, (code, lines) in zip(working, results):
+        assert code == 0, (args, lines)
+    for args, (code, lines) in zip(needing, results[len(working):]):
+        assert code == 1 and len(lines) == 1 and "Traceback" not in lines[0], (args, lines)
+        fix = "pip install 'ramer[iemocap]'" if "iemocap-mmin" in args else "pip install 'ramer[cpu]'"
+        assert fix in lines[0], (args, lines[0])
+    assert not [p for p in ("runs", "demo", "view.html") if (tmp_path / p).exists()], "stopped before any work"

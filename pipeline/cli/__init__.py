@@ -1,18 +1,29 @@
 """The `ramer` command line: a thin layer over the library.
 
 Each command group lives in its own module and registers on `app`; user-facing errors
-(`RamerError`) become one red line and exit code 1, never a traceback.
+(`RamerError`) become one red line and exit code 1, and a bad flag or value one red line
+and exit code 2 (with the command's --help to look at), never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.errors import RamerError
+
+try:  # typer >= 0.20 ships its own copy of click; older versions use click itself
+    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
+except ImportError:  # pragma: no cover - older typer
+    from click.exceptions import ClickException, UsageError
+
+    _NoArgs = getattr(__import__("click.exceptions", fromlist=["x"]), "NoArgsIsHelpError", ())
 
 app = typer.Typer(
     name="ramer",
@@ -39,6 +50,8 @@ def _root(
 
 def _register() -> None:
     # Imported here so `import pipeline.cli` stays cheap and each group stays one file.
+    if any(g.name == "data" for g in app.registered_groups):  # main() may run again (tests)
+        return
     from pipeline.cli import collections as collections_cli
     from pipeline.cli import data as data_cli
     from pipeline.cli import experiment as experiment_cli
@@ -51,11 +64,29 @@ def _register() -> None:
     app.add_typer(__import__("pipeline.cli.bench", fromlist=["app"]).app, name="bench")  # issue 8
 
 
-def main() -> None:
+def error_line(text: str) -> None:
+    """One red line on stderr (escaped: '[cpu]' in a message is text, not rich markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console entry point (`argv` for tests; default sys.argv)."""
     _register()
     try:
-        # standalone mode: click prints usage errors and exits 2 by itself
-        app()
-    except RamerError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = app(args=list(argv) if argv is not None else None, prog_name="ramer", standalone_mode=False)
+    except _NoArgs as exc:  # `ramer`, `ramer data`: raising it printed the group's help already
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        error_line(f"{' '.join(exc.format_message().split())}{hint}")
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        error_line(" ".join(exc.format_message().split()))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_line("aborted")
         sys.exit(1)
+    except RamerError as exc:
+        error_line(" ".join(str(exc).split()))
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

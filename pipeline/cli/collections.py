@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, check_name, load_settings
 from pipeline.errors import RamerError
 from pipeline.store.ingest import SCALES, collection_name, default_scale_tags, ingest_hidden
 from pipeline.store.qdrant_store import ALLOWED_SPLITS, HiddenFeatureStore
@@ -76,7 +76,7 @@ def apply_cmd(
     experiment: ExperimentOpt = "raw",
     fold: Annotated[list[int] | None, typer.Option(
         "--fold", "-f", help="Fold(s) to create; repeat the flag. Default: every fold of the manifest.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Vector size (default: the spec's, 256).")] = None,
+    dim: Annotated[int | None, typer.Option(min=1, help="Vector size (default: the spec's, 256).")] = None,
     distance: Annotated[str | None, typer.Option(
         help="Cosine (default), Euclid or Dot; Euclid is the paper's ablation.")] = None,
     spec: SpecOpt = None, qdrant_url: UrlOpt = None, store: PathOpt = None, engine: EngineOpt = None,
@@ -87,8 +87,12 @@ def apply_cmd(
     """
     from pipeline.data.schema import MANIFEST, Manifest
 
+    check_name("--experiment", experiment)
     manifest = Manifest.load(Path(dataset_dir) / MANIFEST)
     folds = fold if fold else list(range(manifest.folds))
+    bad = [f for f in folds if not 0 <= f < manifest.folds]
+    if bad:
+        raise RamerError(f"--fold {bad[0]}: {manifest.name} has folds 0..{manifest.folds - 1}")
     out = _console()
     with _open(qdrant_url, store, engine, spec) as st:
         for f in folds:
@@ -186,10 +190,10 @@ def ingest_cmd(
     dataset_dir: DatasetArg,
     experiment: ExperimentOpt = "raw",
     fold: Annotated[int, typer.Option("--fold", "-f", help="Fold whose split labels the points.")] = 0,
-    run: Annotated[int, typer.Option(help="Run (seeds the validation split of the fold).")] = 0,
+    run: Annotated[int, typer.Option(min=0, help="Run (seeds the validation split of the fold).")] = 0,
     scale: Annotated[str, typer.Option(
         help="Unlabeled rows to store: those of this DB scale (labeled rows are always stored).")] = "turbo",
-    dim: Annotated[int, typer.Option(help="Projected vector size.")] = 256,
+    dim: Annotated[int, typer.Option(min=1, help="Projected vector size.")] = 256,
     seed: Annotated[int | None, typer.Option(envvar="RAMER_SEED", help="Projection seed (default: settings seed).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Points per upsert batch.")] = 512,
     spec: SpecOpt = None, qdrant_url: UrlOpt = None, store: PathOpt = None, engine: EngineOpt = None,
@@ -205,6 +209,7 @@ def ingest_cmd(
 
     if scale not in SCALES:
         raise RamerError(f"--scale '{scale}': choose one of {', '.join(SCALES)}")
+    check_name("--experiment", experiment)
     settings = _settings(qdrant_url, store, engine)
     ds = load_dataset(dataset_dir)
     if ds.manifest.task != "single_label":

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.config import load_settings
-from pipeline.data.dataset import Dataset, load_dataset
+from pipeline.config import check_name, load_settings
+from pipeline.data.bounds import check_folds
+from pipeline.data.dataset import Dataset, check_output_dir, load_dataset
 from pipeline.data.info import DatasetInfo, dataset_info, human_bytes
 
 app = typer.Typer(help="Datasets: synthesize, import, validate, describe.", no_args_is_help=True)
@@ -24,6 +25,8 @@ console = Console()
 
 
 def _progress() -> Progress:
+    """A transient bar on a terminal; elsewhere (CI, a log file) it draws nothing, so
+    `_reading` says what is being read instead."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -32,6 +35,11 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _reading(label: str) -> None:
+    if not console.is_terminal:
+        console.print(f"reading {label} ...", highlight=False, markup=False)
 
 
 def parse_dims(text: str) -> dict[str, int]:
@@ -49,6 +57,13 @@ def parse_dims(text: str) -> dict[str, int]:
 
 def _split_list(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def _check_target(out: Path, name: str | None) -> None:
+    """--name and the output directory, before any work (one line, nothing written)."""
+    if name is not None:
+        check_name("--name", name)
+    check_output_dir(out)
 
 
 def _summary(ds: Dataset, seconds: float | None = None) -> None:
@@ -88,8 +103,9 @@ def synth(
 ) -> None:
     """Generate a synthetic MER2024-like dataset (shared emotion latent, text > audio > visual)."""
     from pipeline.data.dataset import write_dataset
-    from pipeline.data.synth import ORACLE, SynthConfig, make_synthetic
+    from pipeline.data.synth import ORACLE, SynthConfig, check_config, make_synthetic
 
+    _check_target(out, name)
     cfg = SynthConfig(
         labeled=labeled,
         unlabeled=unlabeled,
@@ -98,6 +114,7 @@ def synth(
         seed=load_settings(seed=seed).seed,
         missing_rate=missing_rate,
     )
+    check_config(cfg)  # before the progress bar starts
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"generating (seed {cfg.seed})", total=labeled + unlabeled)
@@ -141,6 +158,9 @@ def import_parquet_cmd(
 
     settings = load_settings(data_dir=data_dir, seed=seed)
     target = out if out is not None else settings.data_dir / name
+    _check_target(target, name)
+    check_folds(file, folds)
+    _reading(str(file))
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"reading {file.name}", total=None)
@@ -262,6 +282,7 @@ def synth_regression(
     """Generate a synthetic CMU-MOSI-like regression dataset (sentiment targets in [-3, 3])."""
     from pipeline.data.synth_regression import RegressionSynthConfig, write_regression
 
+    _check_target(out, name)
     cfg = RegressionSynthConfig(
         labeled=labeled, unlabeled=unlabeled, dims=parse_dims(dims), folds=folds,
         seed=load_settings(seed=seed).seed,
@@ -284,10 +305,16 @@ _KEEP_SEQ = Annotated[bool, typer.Option(
     "(CARAT); the pooled vectors are written as always.")]
 
 
-def _run_import(label: str, name: str, out: Path | None, data_dir: Path | None, seed: int | None, fn) -> None:
-    """Resolve the target directory, run `fn(target, seed, progress)` under a rich bar, summarise."""
+def _run_import(label: str, name: str, out: Path | None, data_dir: Path | None, seed: int | None, fn,
+                folds: int | None = None) -> None:
+    """Resolve the target directory, run `fn(target, seed, progress)` under a rich bar, summarise.
+    `folds` (when the importer assigns them) is checked before any reading."""
     settings = load_settings(data_dir=data_dir, seed=seed)
     target = out if out is not None else settings.data_dir / name
+    _check_target(target, name)
+    if folds is not None:
+        check_folds(label, folds)
+    _reading(label)
     t0 = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"reading {label}", total=None)
@@ -308,6 +335,7 @@ def synth_multilabel(
     """Generate a synthetic CMU-MOSEI-like multi-label dataset (6 emotions, ~1.6 labels per clip)."""
     from pipeline.data.synth_multilabel import MultiLabelSynthConfig, write_multilabel
 
+    _check_target(out, name)
     cfg = MultiLabelSynthConfig(labeled=labeled, unlabeled=unlabeled, dims=parse_dims(dims), folds=folds,
                                 seed=load_settings(seed=seed).seed)
     t0 = time.perf_counter()
@@ -337,7 +365,7 @@ def import_mer2024_cmd(
     ext = {m: e for m, e in (("audio", audio), ("visual", visual), ("text", text)) if e}
     _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_mer2024(
         root, name, t, ext, labels=labels, features=features, labeled_corpora=tuple(_split_list(labeled_corpora) or ()),
-        unlisted=unlisted, allow_missing=allow_missing, folds=folds, seed=s, progress=p))
+        unlisted=unlisted, allow_missing=allow_missing, folds=folds, seed=s, progress=p), folds=folds)
 
 
 @import_app.command("mmsa")
@@ -356,7 +384,7 @@ def import_mmsa_cmd(
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_mmsa(
         file, name, t, task=task, official_split=official_split, classes=_split_list(classes), folds=folds, seed=s,
-        progress=p, keep_sequences=keep_sequences))
+        progress=p, keep_sequences=keep_sequences), folds=None if official_split else folds)
 
 
 @import_app.command("carat-mosei")
@@ -372,7 +400,8 @@ def import_carat_mosei_cmd(
     from pipeline.data.importers import import_carat_mosei
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_carat_mosei(
-        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences))
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences),
+        folds=None if official_split else folds)
 
 
 @import_app.command("iemocap-mmin")
@@ -406,4 +435,4 @@ def import_m3ed_cmd(
 
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_m3ed(
         file, name, t, official_split=official_split, folds=folds, seed=s, progress=p,
-        keep_sequences=keep_sequences))
+        keep_sequences=keep_sequences), folds=None if official_split else folds)

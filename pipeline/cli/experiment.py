@@ -22,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typing_extensions import Self
 
 from pipeline.config import load_settings
 from pipeline.training import protocol
@@ -76,6 +77,8 @@ def build_config(
             raise typer.BadParameter(str(exc)) from None
         return ranges[0] if len(ranges) == 1 else ranges
     fold_list = _csv(folds)
+    if fold_list is not None and not all(f.isdigit() for f in fold_list):
+        raise typer.BadParameter(f"'{folds}' is not a comma list of fold numbers (0, 1, ...)", param_hint="--folds")
     return load_experiment(
         config,
         dataset=None if dataset is None else str(dataset),
@@ -132,14 +135,71 @@ def rich_progress() -> tuple[Progress, protocol.Progress]:
     return bar, hooks
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class LogProgress:
+    """Progress as plain log lines, for a stdout that is not a terminal (CI, nohup, a log
+    file), where a live bar prints nothing for minutes or one truncated line: a line per
+    stage of every fold x run, and a line per epoch at most every `epoch_every` seconds,
+    each with the work units done, elapsed time and ETA."""
+
+    def __init__(self, emit=None, clock=time.monotonic, epoch_every: float = 30.0) -> None:
+        self.emit = emit or (lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+        self.clock, self.epoch_every = clock, epoch_every
+        self.total, self.done, self.t0, self.last = 0, 0, clock(), float("-inf")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _line(self, text: str) -> None:
+        now = self.clock()
+        elapsed = now - self.t0
+        eta = _clock(elapsed / self.done * (self.total - self.done)) if self.done else "-"
+        self.emit(f"{text} | {self.done}/{self.total} units, elapsed {_clock(elapsed)}, ETA {eta}")
+        self.last = now
+
+    def start(self, total: int) -> None:
+        self.total, self.t0 = total, self.clock()
+
+    def stage(self, text: str) -> None:
+        self._line(text)
+
+    def epoch(self, text: str, e: int, rec: dict) -> None:
+        if self.clock() - self.last >= self.epoch_every:
+            self._line(f"{text} · epoch {e + 1} · val {rec['val']:.3f}")
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+    def hooks(self) -> protocol.Progress:
+        return protocol.Progress(on_start=self.start, on_stage=self.stage, on_epoch=self.epoch,
+                                 on_advance=self.advance)
+
+
+def progress_display() -> tuple[Progress | LogProgress, protocol.Progress]:
+    """A live rich bar on a terminal, plain log lines anywhere else."""
+    if console.is_terminal:
+        return rich_progress()
+    plain = LogProgress()
+    return plain, plain.hooks()
+
+
 def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None) -> Path | None:
     """Run the protocol with a progress bar; write results unless stopping early."""
     from pipeline.errors import RamerError
+    from pipeline.extras import load_faiss
 
     if not cfg.dataset:
         raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
+    load_faiss()  # every stage needs the fast path: say so before any work
     settings = load_settings()
-    bar, hooks = rich_progress()
+    bar, hooks = progress_display()
     t0 = time.perf_counter()
     with bar:
         out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after=stop_after)
@@ -168,6 +228,36 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
         path = evaluate_noise(cfg, load_settings(), noises, schedule, on_stage=lambda t: status.update(t))
     console.print(f"noise report: {path} ({time.perf_counter() - t0:.0f} s)")
     return path
+
+
+def _check_noise(specs: list[str], schedule: str) -> None:
+    from pipeline.data.noise import SCHEDULES, parse_noise
+
+    for spec in specs:
+        try:
+            parse_noise(spec)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--noise") from None
+    if schedule not in SCHEDULES:
+        raise typer.BadParameter(f"'{schedule}': choose one of {', '.join(SCHEDULES)}", param_hint="--noise-schedule")
+
+
+def _check_demo(out: Path, labeled: int, unlabeled: int, folds: str, runs: int, epochs: int, experiment: str) -> None:
+    """The demo's options, before its dataset is generated."""
+    from pipeline.config import check_name
+    from pipeline.data.dataset import check_output_dir
+    from pipeline.data.synth import SynthConfig
+
+    check_name("--experiment", experiment)
+    check_output_dir(out)
+    n_folds = SynthConfig().folds
+    fold_list = _csv(folds) or []
+    if not fold_list or not all(f.isdigit() and int(f) < n_folds for f in fold_list):
+        raise typer.BadParameter(f"'{folds}': a comma list of folds 0..{n_folds - 1}", param_hint="--folds")
+    for name, value, low in (("--labeled", labeled, 10 * n_folds), ("--unlabeled", unlabeled, 0),
+                             ("--runs", runs, 1), ("--epochs", epochs, 1)):
+        if value < low:
+            raise typer.BadParameter(f"{value}: must be >= {low}", param_hint=name)
 
 
 def summary_table(results_dir: Path) -> Table:
@@ -239,13 +329,17 @@ def register(app: typer.Typer) -> None:
         ) -> None:
             cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
                                k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+            if noise:  # checked before the stages run, not after
+                _check_noise(noise, noise_schedule)
             execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
             if noise and stage == "evaluate":
                 evaluate_noise_cli(cfg, noise, noise_schedule)
 
         command.__doc__ = doc
         if stage != "evaluate":  # --noise belongs to `ramer evaluate` only
-            sig = inspect.signature(command)
+            # eval_str: with `from __future__ import annotations` they are strings, and typer
+            # would then see bare types without their Annotated help, short flags and kinds
+            sig = inspect.signature(command, eval_str=True)
             command.__signature__ = sig.replace(
                 parameters=[p for n, p in sig.parameters.items() if n not in ("noise", "noise_schedule")]
             )
@@ -269,7 +363,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthetic MER2024-like data -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
         from pipeline.data.synth import SynthConfig, write_synthetic
+        from pipeline.extras import load_faiss
 
+        _check_demo(out, labeled, unlabeled, folds, runs, epochs, experiment)
+        load_faiss()  # before the demo data is written
         t0 = time.perf_counter()
         dims = {"audio": 256, "visual": 192, "text": 256}
         with console.status(f"generating {labeled} labeled + {unlabeled} unlabeled synthetic samples"):
@@ -302,7 +399,9 @@ def register(app: typer.Typer) -> None:
             merge_results(list(merge), results)
 
         if not (results / "metrics.parquet").is_file():
-            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first)")
+            found = sorted(p.parent.name for p in results.parent.glob("*/metrics.parquet"))
+            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first; results in "
+                             f"{results.parent}: {', '.join(found) or 'none'})")
         path = render_report(results)
         from pipeline.evaluation.strategy_report import append_strategy_report
 

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.collections import CollectionArg, EngineOpt, PathOpt, UrlOpt, _console, _open
+from pipeline.config import check_output_file
 from pipeline.errors import RamerError
 from pipeline.evaluation.explore import COLOR_FIELDS, DEFAULT_MAX_POINTS, PROJECTIONS, write_view
 from pipeline.store.ingest import SCALES
@@ -48,6 +49,7 @@ def explore_cmd(
     """
     if scale is not None and scale not in SCALES:
         raise RamerError(f"--scale '{scale}': choose one of {', '.join(SCALES)}")
+    check_output_file("--out", out)
     t0 = time.perf_counter()
     with _open(qdrant_url, store, engine) as st:
         path, view = write_view(st, collection, out, modalities=modality, color=color,

@@ -8,6 +8,7 @@ write never leaves a partial dataset and the previous good version stays in plac
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from pipeline.data.bounds import check_utf8, require_parquet_memory
 from pipeline.data.schema import FEATURES, MANIFEST, Manifest
 from pipeline.data.sequences import Sequences, check_sequences, load_sequences, write_sequences
 from pipeline.errors import DataError
@@ -102,9 +104,11 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
     if not fpath.is_file():
         raise DataError(f"{fpath}: features table not found")
     try:
-        table = pq.read_table(fpath, memory_map=True)
+        pf = pq.ParquetFile(fpath, memory_map=True)
+        require_parquet_memory(fpath, pf.metadata, pf.schema_arrow, pf.schema_arrow.names)
+        table = pf.read()
     except UNREADABLE_PARQUET as exc:
-        raise DataError(f"{fpath}: not a readable parquet file ({exc})") from None
+        raise DataError(f"{fpath}: not a readable parquet file ({' '.join(str(exc).split())})") from None
     ds = _dataset_from_table(manifest, root, table, fpath)
     if validate:
         validate_arrays(ds, fpath)
@@ -113,7 +117,11 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
 
 
 def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: Path) -> Dataset:
-    cols = set(table.column_names)
+    names = table.column_names
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise DataError(f"{where}: duplicate column name(s) {dup} (rule: one column per name)")
+    cols = set(names)
     if table.num_rows == 0:
         raise DataError(f"{where}: empty table (no samples)")
     label_col = _label_column(manifest.task)
@@ -129,6 +137,9 @@ def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: 
     if scol.null_count:
         i = int(np.flatnonzero(~scol.is_valid().to_numpy(zero_copy_only=False))[0])
         raise DataError(f"{where}: null sample name at row {i} (rule: every row needs a 'sample')")
+    for c in ("sample", "label_name", "speaker", "scale"):
+        if c in cols:
+            check_utf8(where, c, table.column(c))
     samples = scol.to_numpy(zero_copy_only=False).astype(str)
     labcol = table.column(label_col)
     if manifest.task == "single_label" and not pa.types.is_integer(labcol.type):
@@ -280,6 +291,21 @@ def build_table(
     return pa.table(cols)
 
 
+def check_output_dir(out: Path) -> None:
+    """`out` can become a dataset directory: not an existing file, under a folder that
+    exists or can be made. Called before any work, so a bad --out costs nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a directory (rule: a dataset is a directory)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{out}: cannot be created, {parent} is a file and not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: cannot be created, {parent} is not writable")
+
+
 def publish_dir(tmp: Path, out: Path) -> None:
     """Replace `out` by the fully written `tmp` (same filesystem) without a partial state."""
     if out.exists():
@@ -326,6 +352,7 @@ def write_dataset(
     `sequences` (modality -> frames in table row order) go to `sequences/`; the manifest
     records their frame counts."""
     out = Path(out)
+    check_output_dir(out)
     if sequences and manifest.sequences is None:
         manifest = _with_frames(manifest, sequences, out)
     ds = _dataset_from_table(manifest, out, table, out / FEATURES)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from pipeline.data.bounds import MAX_CLASSES, MAX_DIM, MAX_FOLDS
 from pipeline.errors import DataError
 
 Task = Literal["single_label", "multi_label", "regression"]
@@ -21,7 +22,7 @@ _LETTERS = {"audio": "a", "visual": "v", "video": "v", "text": "l", "language": 
 
 class ModalitySpec(BaseModel):
     name: str
-    dim: int = Field(gt=0)
+    dim: int = Field(gt=0, le=MAX_DIM)
 
     @property
     def letter(self) -> str:
@@ -35,9 +36,10 @@ class Manifest(BaseModel):
 
     name: str
     task: Task = "single_label"
-    classes: list[str] = Field(default_factory=list)
+    # Bounded: readers size tables by these (the fold column is int8).
+    classes: list[str] = Field(default_factory=list, max_length=MAX_CLASSES)
     modalities: list[ModalitySpec]
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, le=MAX_FOLDS)
     seed: int = 0
     provenance: dict = Field(default_factory=dict)
     # Frame sequences kept in sequences/ (see pipeline.data.sequences): modality -> T_m.

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.bounds import load_npy
 from pipeline.data.schema import Manifest
 from pipeline.errors import DataError
 
@@ -173,8 +174,10 @@ def check_sequences(
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: not found (manifest.json declares sequences)")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if not mmap:  # numpy allocates the header's shape first: check it against the file
+        return load_npy(path)
+    try:  # a map larger than the file is refused by numpy itself
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npy file ({exc})") from None
 

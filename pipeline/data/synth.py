@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.data.bounds import check_dim, check_folds
 from pipeline.data.dataset import Dataset, build_table, write_dataset
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.splits import assign_folds
@@ -167,6 +168,9 @@ def check_config(cfg: SynthConfig) -> None:
         raise DataError(f"synthetic: latent_dim {cfg.latent_dim} < {len(CLASSES)} classes")
     if not 0.0 <= cfg.missing_rate < 1.0:
         raise DataError(f"synthetic: missing rate {cfg.missing_rate} must be in [0, 1)")
+    check_folds("synthetic", cfg.folds)
+    for m, d in cfg.dims.items():
+        check_dim("synthetic", m, d)
 
 
 def synth_manifest(cfg: SynthConfig, name: str, generator: str) -> Manifest:

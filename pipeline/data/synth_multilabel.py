@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pipeline.data.bounds import check_folds
 from pipeline.data.dataset import Dataset, build_table, write_dataset
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.splits import assign_folds
@@ -72,7 +73,10 @@ def _top_k(keys: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 def make_multilabel(cfg: MultiLabelSynthConfig, name: str = "synth-ml") -> tuple[Manifest, pa.Table, pa.Table]:
     """(manifest, features table, oracle table of the unlabeled pool's label sets)."""
-    if cfg.labeled < cfg.folds * 10 or cfg.unlabeled < 0 or not cfg.dims:
+    check_folds("synthetic multi-label", cfg.folds)
+    if cfg.unlabeled < 0:
+        raise DataError(f"synthetic multi-label: --unlabeled {cfg.unlabeled} must be >= 0")
+    if cfg.labeled < cfg.folds * 10 or not cfg.dims:
         raise DataError(f"synthetic multi-label: need >= {cfg.folds * 10} labeled samples, got {cfg.labeled}")
     if cfg.latent_dim < len(EMOTIONS):
         raise DataError(f"synthetic multi-label: latent_dim {cfg.latent_dim} < {len(EMOTIONS)} emotions")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.bounds import check_folds
 from pipeline.data.dataset import Dataset, build_table, write_dataset
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.splits import assign_folds
@@ -40,7 +41,10 @@ def draw_targets(cfg: RegressionSynthConfig, n: int, rng: np.random.Generator) -
 
 def make_regression(cfg: RegressionSynthConfig, name: str = "synth-reg") -> tuple[Manifest, object]:
     """(manifest, features table). Unlabeled rows carry no target (null)."""
-    if cfg.labeled < cfg.folds * 7 or cfg.unlabeled < 0 or not cfg.dims:
+    check_folds("synthetic regression", cfg.folds)
+    if cfg.unlabeled < 0:
+        raise DataError(f"synthetic regression: --unlabeled {cfg.unlabeled} must be >= 0")
+    if cfg.labeled < cfg.folds * 7 or not cfg.dims:
         raise DataError(f"synthetic regression: need >= {cfg.folds * 7} labeled samples, got {cfg.labeled}")
     world = _world(cfg)  # protos[0], protos[1] serve as polarity / intensity directions
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 10]))

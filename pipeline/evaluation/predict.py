@@ -20,8 +20,10 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.config import Settings
-from pipeline.data.dataset import UNREADABLE_PARQUET, load_dataset
+from pipeline.data.bounds import require_parquet_memory
+from pipeline.data.dataset import load_dataset
 from pipeline.data.fingerprint import dataset_fingerprint
+from pipeline.data.importers.parquet import ModalityReader, open_parquet, read_batches, string_cells
 from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.errors import DataError, RamerError
@@ -35,36 +37,47 @@ from pipeline.training.systems import parse_system
 
 
 def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
-    try:
-        table = pq.read_table(path)
-    except UNREADABLE_PARQUET as exc:
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    if "sample" not in table.column_names:
+    """Sample names, (N, D_m) float32 per modality (zeros where absent) and the (N, M)
+    availability mask, read batch by batch with the importer's checks and memory bounds."""
+    pf = open_parquet(path)
+    schema = pf.schema_arrow
+    if "sample" not in schema.names:
         raise DataError(f"{path}: missing column 'sample'")
-    if not any(m in table.column_names for m in modalities):
+    mods = [m for m in modalities if m in schema.names]
+    if not mods:
         raise DataError(f"{path}: no modality column; expected some of {modalities}")
-    n = table.num_rows
+    for m in mods:
+        t = schema.field(m).type
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+            raise DataError(f"{path}: column '{m}' has type {t} (rule: one list<float> column per modality)")
+    n = pf.metadata.num_rows
+    require_parquet_memory(path, pf.metadata, schema, ["sample", *mods])
+    dim = dict(zip(modalities, dims))
+    readers = {m: ModalityReader(path, m, n, dim[m]) for m in mods}
+    samples = np.empty(n, object)
+    start = 0
+    for batch in read_batches(pf, path, ["sample", *mods]):
+        b = batch.num_rows
+        if start + b > n:
+            raise DataError(f"{path}: more rows than the {n} its footer declares (corrupt metadata)")
+        col = batch.column("sample")
+        if col.null_count:
+            i = start + int(np.argmin(col.is_valid().to_numpy(zero_copy_only=False)))
+            raise DataError(f"{path}: row {i} has no sample name (rule: 'sample' is required)")
+        samples[start : start + b] = string_cells(path, "sample", col, start)
+        for m in mods:
+            readers[m].add(batch.column(m), start, samples[start : start + b])
+        start += b
     xs, avail = [], np.zeros((n, len(modalities)), bool)
     for i, (m, d) in enumerate(zip(modalities, dims)):
-        x = np.zeros((n, d), np.float32)
-        if m in table.column_names:
-            col = table.column(m).to_pylist()
-            for r, v in enumerate(col):
-                if v is None:
-                    continue
-                if len(v) != d:
-                    raise DataError(f"{path}: row {r} column '{m}' has {len(v)} values, expected {d}")
-                x[r] = v
-                avail[r, i] = True
-            if not np.isfinite(x).all():
-                raise DataError(f"{path}: NaN/inf in column '{m}'")
-        xs.append(x)
+        r = readers.get(m)
+        xs.append(r.mat if r is not None and r.mat is not None else np.zeros((n, d), np.float32))
+        if r is not None:
+            avail[:, i] = r.present
     none = ~avail.any(axis=1)
     if none.any():
         raise DataError(f"{path}: row {int(np.flatnonzero(none)[0])} has no modality at all")
-    return table.column("sample").to_numpy(zero_copy_only=False).astype(str), xs, avail
+    return samples.astype(str), xs, avail
 
 
 def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int,
@@ -72,6 +85,9 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     """Predictions for every row of `input_path` with the experiment's `system_name`
     model of `fold` (its last run); with `explain`, the neighbours that filled each
     missing modality (sample names and scores) as extra columns."""
+    if out is not None and not out.parent.is_dir():
+        raise RamerError(f"--out {out}: folder {out.parent} does not exist")
+    open_parquet(input_path)  # a missing or unreadable input says so before any model is built
     fr, system, chosen = _trained_fold(settings, experiment, fold, system_name)
     ds, spec = fr.ctx.ds, fr.ctx.spec
     model = fr.build_model(chosen, inputs_as_stored=False)  # encode and retrieve the new inputs
@@ -109,26 +125,34 @@ def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: s
     set-up training used: stage-0 scaler, encoders, the system's DB scale and options."""
     runs_dir = settings.runs_dir / experiment
     if not (runs_dir / "config.json").is_file():
-        raise RamerError(f"{runs_dir}: no such experiment (run `ramer run -e {experiment}` first)")
+        found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
+        raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
+                         f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
     saved = load_json(runs_dir / "config.json")
     recorded = saved.pop("data_fingerprint", None)
     cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
     ds = load_dataset(cfg.dataset)
     check_fingerprint({"data_fingerprint": recorded}, dataset_fingerprint(cfg.dataset), runs_dir / "config.json", cfg.dataset)
-    if not 0 <= fold < ds.manifest.folds:
-        raise RamerError(f"--fold {fold}: {cfg.dataset} has folds 0..{ds.manifest.folds - 1}")
+    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
+    if fold not in folds:
+        raise RamerError(f"--fold {fold}: experiment '{experiment}' trained fold(s) {', '.join(map(str, folds))}")
     run = cfg.runs - 1
     run_dir = runs_dir / f"f{fold}_r{run}"
+    trained = ", ".join(sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")) or "none"
+    try:
+        system = parse_system(system_name, cfg.retrieval)
+    except RamerError as exc:
+        raise RamerError(f"--system '{system_name}': {exc}; trained in {run_dir}: {trained}") from None
     if not (run_dir / PREPROCESS_FILE).is_file():
         raise RamerError(f"{run_dir / PREPROCESS_FILE}: no preprocessing statistics (train fold {fold} first)")
     split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
     ctx = fold_context(ds, split, model_spec(ds), condition_matrix(ds.manifest), "cpu", run_dir,
                        cfg.seed, cfg.preprocess, recorded)
     fr = FoldRun(ctx, cfg)
-    system = parse_system(system_name, cfg.retrieval)
     chosen = fr.chosen(system, train=False)
     if chosen is None or not (run_dir / f"{chosen.slug}.pt").is_file():
-        raise RamerError(f"{run_dir}: no trained '{system.label}' model for fold {fold} run {run}")
+        raise RamerError(f"--system '{system.label}': no trained model for fold {fold} run {run} in {run_dir} "
+                         f"(trained: {trained})")
     return fr, system, chosen
 
 

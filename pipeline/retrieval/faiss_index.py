@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import faiss
 import numpy as np
+
+from pipeline.extras import load_faiss
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ METRICS = ("cosine", "euclidean")
 
 def gpu_count() -> int:
     """GPUs FAISS can use; 0 for CPU-only builds (no GPU symbols at all)."""
+    faiss = load_faiss()
     if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "index_cpu_to_gpu"):
         return 0
     try:
@@ -71,6 +73,7 @@ def _blas_blocks(b: int) -> None:
     blocks of up to 64 MB (128 x 131072 for B=128, 1024 x 16384 from B=1024). A single
     thread has no barriers to wait on and prefers cache-sized 8 MB blocks
     (benchmarks/bench_retrieval.py, docs/scale.md)."""
+    faiss = load_faiss()
     threads = faiss.omp_get_max_threads()
     budget = BLAS_BLOCK_FLOATS if threads > 1 else BLAS_BLOCK_FLOATS // 8
     qbs = min(max(b, 1), 1024)
@@ -104,6 +107,7 @@ class FastIndex:
         ids = np.arange(len(x), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         if ids.shape != (len(x),):
             raise ValueError(f"ids: shape {ids.shape} != ({len(x)},)")
+        faiss = load_faiss()
         faiss.cvar.distance_compute_blas_threshold = 1
         if self.threads:
             faiss.omp_set_num_threads(int(self.threads))
@@ -135,7 +139,7 @@ class FastIndex:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if self.metric == "cosine":
-            faiss.normalize_L2(q)
+            load_faiss().normalize_L2(q)
         extra = 0 if exclude_ids is None else 1
         if self.gpu_ is not None and k + extra > GPU_MAX_K:
             log.warning("FAISS GPU caps k at %d; returning the top %d", GPU_MAX_K, GPU_MAX_K - extra)

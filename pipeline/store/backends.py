@@ -22,6 +22,12 @@ from pipeline.config import Settings
 from pipeline.store.spec import ServerOptions
 
 
+def choices(names: list[str], k: int = 8) -> str:
+    """'a, b, c (+12 more)' or 'none': the valid names for a one-line error."""
+    head = ", ".join(names[:k]) or "none"
+    return head + (f" (+{len(names) - k} more)" if len(names) > k else "")
+
+
 @dataclass(frozen=True)
 class Where:
     """A conjunction of the only conditions the store ever needs."""

@@ -15,7 +15,14 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from pipeline.errors import StoreError
-from pipeline.store.backends import Record, VectorConfig, Where, folder_bytes, in_use_message
+from pipeline.store.backends import (
+    Record,
+    VectorConfig,
+    Where,
+    choices,
+    folder_bytes,
+    in_use_message,
+)
 from pipeline.store.spec import ServerOptions
 
 _SCHEMA = {
@@ -76,7 +83,8 @@ class ClientBackend:
 
     def _require(self, name: str) -> None:
         if not self.exists(name):
-            raise StoreError(f"collection '{name}' not found at {self.location} (see `ramer collections list`)")
+            raise StoreError(f"collection '{name}' not found at {self.location} "
+                             f"(collections: {choices(self.list_collections())})")
 
     def create(self, name: str, vectors: dict[str, VectorConfig], server: ServerOptions) -> None:
         extra: dict[str, Any] = {}

@@ -19,7 +19,14 @@ from typing import Any
 import qdrant_edge as qe
 
 from pipeline.errors import StoreError
-from pipeline.store.backends import Record, VectorConfig, Where, folder_bytes, in_use_message
+from pipeline.store.backends import (
+    Record,
+    VectorConfig,
+    Where,
+    choices,
+    folder_bytes,
+    in_use_message,
+)
 from pipeline.store.spec import ServerOptions
 
 CONFIG_FILE = "edge_config.json"
@@ -83,7 +90,8 @@ class EdgeBackend:
     def _shard(self, name: str) -> qe.EdgeShard:
         if name not in self._shards:
             if not self.exists(name):
-                raise StoreError(f"collection '{name}' not found in {self.root} (see `ramer collections list`)")
+                raise StoreError(f"collection '{name}' not found in {self.root} "
+                                 f"(collections: {choices(self.list_collections())})")
             try:
                 self._shards[name] = qe.EdgeShard.load(str(self._path(name)))
             except Exception as exc:  # noqa: BLE001 (the Rust side raises plain Exception)
@@ -115,7 +123,8 @@ class EdgeBackend:
         if shard is not None:
             shard.close()
         if not self.exists(name):
-            raise StoreError(f"collection '{name}' not found in {self.root}")
+            raise StoreError(f"collection '{name}' not found in {self.root} "
+                             f"(collections: {choices(self.list_collections())})")
         shutil.rmtree(self._path(name))
 
     # ------------------------------------------------------------ points

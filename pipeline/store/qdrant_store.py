@@ -116,7 +116,12 @@ class HiddenFeatureStore:
         """Create `collection` per the spec (indexes before any data); idempotent.
         Returns True when it was created, False when it already matched."""
         size = dim or self.spec.vectors.size
-        dist = normalise_distance(distance or self.spec.vectors.distance)
+        if size < 1:
+            raise StoreError(f"collection '{collection}': vector size {size} must be >= 1")
+        try:
+            dist = normalise_distance(distance or self.spec.vectors.distance)
+        except ValueError as exc:
+            raise StoreError(f"collection '{collection}': {exc}") from None
         want = {m: VectorConfig(size, dist) for m in modalities}
         if not want:
             raise StoreError(f"collection '{collection}': no modalities to create vectors for")
@@ -237,14 +242,25 @@ class HiddenFeatureStore:
         scale: str | None = None,
     ) -> list[Hit]:
         """Exact top-k neighbours under the leakage filter (split allowed, not the query)."""
+        self.require_vector(collection, modality)
+        if k < 1:
+            raise StoreError(f"search: k must be >= 1, got {k}")
         where = Where(splits=tuple(allowed_splits), scale=scale,
                       exclude_ids=(exclude_id,) if exclude_id else ())
         vec = np.asarray(vector, np.float32).ravel().tolist()
         return [_hit(r.id, r.payload, r.score or 0.0)
                 for r in self.backend.search(collection, modality, vec, k, where)]
 
+    def require_vector(self, collection: str, modality: str) -> VectorConfig:
+        """The named vector's config; an unknown name is one line listing the collection's."""
+        config = self.backend.vectors(collection)
+        if modality not in config:
+            raise StoreError(f"collection '{collection}' has no vector '{modality}' (vectors: {', '.join(sorted(config))})")
+        return config[modality]
+
     def lookup(self, collection: str, sample: str, modality: str) -> tuple[str, np.ndarray, dict[str, Any]]:
         """(point id, stored vector (d,), payload) of one sample's `modality`."""
+        self.require_vector(collection, modality)
         batches = self.backend.scroll(collection, Where(sample=sample), [modality], batch=2)
         recs = next(batches, [])
         if not recs:
@@ -265,10 +281,7 @@ class HiddenFeatureStore:
     def fetch_matrix(self, collection: str, modality: str, splits: Sequence[str] | None = None,
                      scale: str | None = None, batch: int = 2048) -> StoredMatrix:
         """Scroll every point holding `modality` (optionally only some splits / a scale)."""
-        config = self.backend.vectors(collection)
-        if modality not in config:
-            raise StoreError(f"collection '{collection}' has no vector '{modality}' (has {sorted(config)})")
-        d = config[modality].size
+        d = self.require_vector(collection, modality).size
         where = Where(splits=tuple(splits) if splits else None, scale=scale, has_vector=modality)
         ids: list[str] = []
         rows: list[list[float]] = []

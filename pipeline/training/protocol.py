@@ -120,11 +120,20 @@ def run_experiment(
         raise ValueError(f"stop_after={stop_after!r}")
     progress = progress or Progress()
     ds = load_dataset(cfg.dataset)
-    device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
-    torch.set_num_threads(max(1, settings.threads))
-    import faiss
+    from pipeline.extras import load_faiss
+    from pipeline.training.validate import validate_experiment
 
-    faiss.omp_set_num_threads(max(1, settings.threads))
+    # Every option is checked before any directory is written (one line, nothing left behind).
+    systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+    requested = cfg.device if cfg.device != "auto" else settings.device
+    validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
+    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
+    if stray:
+        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
+    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
+    device = resolve_device(requested)
+    torch.set_num_threads(max(1, settings.threads))
+    load_faiss().omp_set_num_threads(max(1, settings.threads))
     runs_dir = settings.runs_dir / cfg.experiment
     results_dir = settings.results_dir / cfg.experiment
     if fresh:
@@ -133,14 +142,6 @@ def run_experiment(
     _check_resume(cfg, runs_dir, resume or stop_after is not None, fingerprint)
     runs_dir.mkdir(parents=True, exist_ok=True)
     save_json({**load_json_like(cfg), "data_fingerprint": fingerprint}, runs_dir / "config.json")
-    systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
-    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
-    if stray:
-        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
-    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
-    bad = [f for f in folds if not 0 <= f < ds.manifest.folds]
-    if bad:
-        raise RamerError(f"folds {bad} do not exist in {cfg.dataset} (it has {ds.manifest.folds})")
     spec = model_spec(ds)
     conds = condition_matrix(ds.manifest)
     out = RunOutputs(results_dir)
@@ -186,7 +187,10 @@ def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
             parse_ranges(cfg.test_missing_rate)
     except ValueError as exc:
         raise RamerError(f"missing-rate ranges: {exc}") from None
-    names = expand_systems(cfg.systems, cfg.strategy, train_ranges)
+    try:
+        names = expand_systems(cfg.systems, cfg.strategy, train_ranges)
+    except ValueError as exc:
+        raise RamerError(f"--strategy: {exc}") from None
     if cfg.strategy == "none" and any(split_strategy(s)[1] != "none" for s in names):
         raise RamerError("systems with a +strategy suffix need --strategy (span-missing training and testing)")
     return names

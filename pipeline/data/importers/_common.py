@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.data.bounds import check_folds
 from pipeline.data.dataset import Dataset, build_table, write_dataset
 from pipeline.data.importers.parquet import sha256_file
 from pipeline.data.schema import Manifest, ModalitySpec
@@ -32,9 +33,11 @@ def offenders(items: Sequence[object], k: int = 5) -> str:
     return head + (f" (+{len(items) - k} more)" if len(items) > k else "")
 
 
-def require(path: Path, what: str) -> Path:
+def require(path: Path, what: str, like: str | None = None) -> Path:
+    """`path`, or one DataError; with `like` (a glob) it lists what its folder holds instead."""
     if not path.exists():
-        raise DataError(f"{path}: {what} not found")
+        found = "" if like is None else f" (found: {offenders(sorted(p.name for p in path.parent.glob(like))) or 'none'})"
+        raise DataError(f"{path}: {what} not found{found}")
     return path
 
 
@@ -117,6 +120,7 @@ def publish(
     except ValidationError as exc:
         raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
     if fixed_folds is None:
+        check_folds(src, folds)
         if labeled.sum() < folds:
             raise DataError(f"{src}: {int(labeled.sum())} labeled samples cannot fill {folds} folds")
         fold = assign_folds(y, labeled, folds, seed)

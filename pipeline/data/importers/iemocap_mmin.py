@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.bounds import check_dim, load_npy, read_h5, require_memory
 from pipeline.data.dataset import Dataset
 from pipeline.data.importers._common import (
     Progress,
@@ -29,13 +30,14 @@ from pipeline.data.importers._common import (
     sha256_file,
 )
 from pipeline.errors import DataError
+from pipeline.extras import optional_import
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 SETS = ("trn", "val", "tst")
 
 
 def _names(path: Path) -> list[str]:
-    arr = np.load(path, allow_pickle=True)
+    arr = load_npy(path, allow_pickle=True)  # ids as bytes objects: only import files you trust
     out = []
     for v in arr.reshape(len(arr), -1)[:, 0] if arr.ndim > 1 else arr:
         out.append(v.decode() if isinstance(v, bytes) else str(v))
@@ -43,7 +45,7 @@ def _names(path: Path) -> list[str]:
 
 
 def _labels(path: Path, n_classes: int) -> np.ndarray:
-    lab = np.load(path)
+    lab = load_npy(path)
     if lab.ndim == 2:
         if lab.shape[1] != n_classes:
             raise DataError(f"{path}: one-hot labels have {lab.shape[1]} columns, expected {n_classes}")
@@ -55,8 +57,7 @@ def import_iemocap_mmin(
     root: str | Path, name: str, out: str | Path, audio: str = "comparE", visual: str = "denseface",
     text: str = "bert_large", classes: list[str] | None = None, progress: Progress = None, seed: int = 0,
 ) -> Dataset:
-    import h5py
-
+    h5py = optional_import("h5py", "ramer data import iemocap-mmin", "pip install 'ramer[iemocap]'")
     root = Path(root).resolve()
     classes = list(classes or CLASSES)
     tdir = require(root / "target", "target/ folder")
@@ -98,7 +99,7 @@ def import_iemocap_mmin(
     feats = {}
     files = {"audio": root / "A" / f"{audio}.h5", "visual": root / "V" / f"{visual}.h5", "text": root / "L" / f"{text}.h5"}
     for m, path in files.items():
-        require(path, f"{m} feature file")
+        require(path, f"{m} feature file", like="*.h5")
         hashes[str(path.relative_to(root))] = sha256_file(path)
         with h5py.File(path, "r") as h5:
             missing = [s for s in samples if s not in h5]
@@ -107,9 +108,11 @@ def import_iemocap_mmin(
             mat = None
             bad = []
             for i, s in enumerate(samples):
-                v = np.asarray(h5[s][()], np.float32)
+                v = read_h5(path, h5[s], s).astype(np.float32)
                 v = v.reshape(-1, v.shape[-1]).mean(0) if v.ndim > 1 else v
                 if mat is None:
+                    check_dim(path, m, v.shape[0])
+                    require_memory(path, 4 * n * v.shape[0], f"{n} x {v.shape[0]} features")
                     mat = np.zeros((n, v.shape[0]), np.float32)
                 if v.shape != (mat.shape[1],):
                     bad.append(f"{s} {v.shape}")

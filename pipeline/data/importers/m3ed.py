@@ -47,8 +47,8 @@ def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: boo
     try:
         with src.open("rb") as fh:
             data = pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise DataError(f"{src}: not a readable pickle ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises almost any type (MemoryError too)
+        raise DataError(f"{src}: not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, (list, tuple)) or len(data) <= max(ITEMS.values()):
         raise DataError(f"{src}: expected CARAT's M3ED feature list with >= {max(ITEMS.values()) + 1} items")
     labels = data[ITEMS["labels"]]

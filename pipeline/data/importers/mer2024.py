@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.bounds import check_dim, load_npy, load_npz, require_memory
 from pipeline.data.dataset import Dataset
 from pipeline.data.importers._common import (
     Progress,
@@ -35,13 +36,9 @@ UNLABELED_EMO = {"", "none", "unknown", "nan"}
 
 
 def _corpora(path: Path) -> dict[str, dict]:
-    try:
-        npz = np.load(path, allow_pickle=True)  # dicts inside: only import files you trust
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    npz = load_npz(path, allow_pickle=True)  # dicts inside: only import files you trust
     out = {}
-    for key in npz.files:
-        obj = npz[key]
+    for key, obj in npz.items():
         obj = obj.item() if obj.dtype == object and obj.shape == () else obj
         if not isinstance(obj, dict):
             raise DataError(f"{path}: '{key}' is {type(obj).__name__}, expected a dict name -> {{emo, val}}")
@@ -61,11 +58,13 @@ def _read_vectors(folder: Path, names: np.ndarray, allow_missing: bool, progress
         if not f.is_file():
             missing.append(n)
             continue
-        v = np.load(f)
+        v = load_npy(f)
         v = v.reshape(-1) if v.ndim == 2 and 1 in v.shape else v
         if mat is None:
             if v.ndim != 1:
                 raise DataError(f"{f}: shape {v.shape}, expected (D,) (utterance-level features, '-UTT')")
+            check_dim(f, folder.name, v.shape[0])
+            require_memory(folder, 4 * len(names) * v.shape[0], f"{len(names)} x {v.shape[0]} features")
             mat = np.zeros((len(names), v.shape[0]), np.float32)
         if v.shape != (mat.shape[1],):
             bad_shape.append(f"{n} {v.shape}")
@@ -96,7 +95,7 @@ def import_mer2024(
     root = Path(root).resolve()
     lab_path = require(Path(labels) if labels else root / "label-6way.npz", "label file label-6way.npz")
     feat_root = Path(features) if features else (root / "features" if (root / "features").is_dir() else root)
-    dirs = {m: require(feat_root / f"{e}-UTT", f"feature folder for {m}") for m, e in extractors.items()}
+    dirs = {m: require(feat_root / f"{e}-UTT", f"feature folder for {m}", like="*-UTT") for m, e in extractors.items()}
     if not dirs:
         raise DataError("mer2024: give at least one modality extractor (--audio / --visual / --text)")
     corp = _corpora(lab_path)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.bounds import MAX_CLASSES
 from pipeline.data.dataset import Dataset
 from pipeline.data.importers._common import (
     Progress,
@@ -42,8 +43,8 @@ def _load(path: Path) -> dict:
     try:
         with path.open("rb") as fh:
             data = pickle.load(fh)
-    except (pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: not a readable pickle ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises almost any type (MemoryError too)
+        raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or any(s not in data for s in SPLITS):
         raise DataError(f"{path}: expected a dict with {SPLITS}, found {sorted(data) if isinstance(data, dict) else type(data).__name__}")
     return data
@@ -107,6 +108,10 @@ def import_mmsa(
             y = target.astype(np.int64)
             if (y != target).any() or (y < 0).any():
                 raise DataError(f"{src}: classification_labels must be class indices >= 0, e.g. {offenders(target[y != target])}")
+            if y.max() >= MAX_CLASSES:  # before any list is sized by a label value
+                j = int(np.argmax(y))
+                raise DataError(f"{src}: classification label {y[j]} of sample '{samples[j]}' is out of range "
+                                f"0..{MAX_CLASSES - 1} (rule: class indices, at most {MAX_CLASSES} classes)")
             n_cls = int(y.max()) + 1
             classes = classes or (["negative", "neutral", "positive"] if n_cls == 3 else [str(i) for i in range(n_cls)])
             if len(classes) < n_cls:

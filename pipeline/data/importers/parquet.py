@@ -17,9 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from pipeline.data.bounds import (
+    MAX_CLASSES,
+    check_dim,
+    check_folds,
+    check_utf8,
+    require_memory,
+    require_parquet_memory,
+)
 from pipeline.data.dataset import UNREADABLE_PARQUET, Dataset, build_table, write_dataset
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.splits import assign_folds
@@ -44,7 +53,8 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def _open(src: Path) -> pq.ParquetFile:
+def open_parquet(src: Path) -> pq.ParquetFile:
+    """The file's reader; a missing, non-parquet or corrupt-footer file is one DataError."""
     if not src.exists():
         raise DataError(f"{src}: input file not found")
     if not src.is_file():
@@ -55,7 +65,7 @@ def _open(src: Path) -> pq.ParquetFile:
         raise DataError(f"{src}: not a parquet file ({' '.join(str(exc).split())})") from None
 
 
-def _batches(pf: pq.ParquetFile, src: Path, columns: list[str]):
+def read_batches(pf: pq.ParquetFile, src: Path, columns: list[str]):
     """Record batches; corrupt pages (found only while decoding) become a DataError."""
     batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
     while True:
@@ -114,7 +124,42 @@ def _plan_columns(src: Path, schema: pa.Schema, modalities: Sequence[str] | None
     return lists
 
 
-class _Reader:
+def _label_is_int(src: Path, lab_type: pa.DataType) -> bool:
+    """True for int (or all-null) labels, False for string class names; anything else is an error."""
+    if pa.types.is_dictionary(lab_type):
+        lab_type = lab_type.value_type
+    if pa.types.is_integer(lab_type) or pa.types.is_null(lab_type):
+        return True
+    if pa.types.is_string(lab_type) or pa.types.is_large_string(lab_type):
+        return False
+    raise DataError(
+        f"{src}: column 'label' has type {lab_type}; it must hold int class indices or string class names"
+    )
+
+
+def string_cells(src: Path, name: str, arr: pa.Array, start: int) -> np.ndarray:
+    """(b,) object array of str/None from a string (or int) column of one batch."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        try:
+            arr = arr.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"{src}: column '{name}' has type {arr.type} (rule: it holds text)") from None
+    check_utf8(src, name, arr, start)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _int64(src: Path, lab: pa.Array, start: int) -> np.ndarray:
+    """(b,) int64 labels, -1 where null; a uint64 beyond int64 is an out-of-range label."""
+    try:
+        return lab.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        i = int(np.argmax(pc.greater(lab, 2**63 - 1).fill_null(False).to_numpy(zero_copy_only=False)))
+        raise DataError(f"{src}: label {lab[i].as_py()} at row {start + i} is out of range (rule: class indices)") from None
+
+
+class ModalityReader:
     """Accumulates one modality column across batches into an (N, D) float32 matrix."""
 
     def __init__(self, src: Path, name: str, n: int, fixed_dim: int | None):
@@ -124,6 +169,9 @@ class _Reader:
         self.present = np.zeros(n, bool)
 
     def _alloc(self, dim: int) -> None:
+        # The dim of a variable list comes from its first value: bound it before sizing by it.
+        check_dim(self.src, self.name, dim)
+        require_memory(self.src, 4 * self.n * dim, f"column '{self.name}' ({self.n} rows x {dim} values)")
         self.dim = dim
         self.mat = np.zeros((self.n, dim), np.float32)
 
@@ -191,6 +239,10 @@ def _label_indices(
     if not is_int:
         names = raw[idx].astype(str)
         classes = list(classes) if classes else sorted(set(names.tolist()))
+        if len(classes) > MAX_CLASSES:
+            raise DataError(
+                f"{src}: {len(classes)} distinct labels, more than {MAX_CLASSES} classes (rule: a label names a class)"
+            )
         lookup = {c: i for i, c in enumerate(classes)}
         codes = np.array([lookup.get(v, -1) for v in names], np.int64)
         if (codes < 0).any():
@@ -201,18 +253,7 @@ def _label_indices(
         y[idx] = codes
     else:
         vals = raw[idx].astype(np.int64)
-        if classes is None and names_col is not None:
-            classes = _classes_from_names(src, samples, idx, vals, names_col)
-        if classes is None:
-            top = int(vals.max()) if len(vals) else 0
-            classes = [str(i) for i in range(top + 1)]
-        bad = (vals < 0) | (vals >= len(classes))
-        if bad.any():
-            j = idx[np.argmax(bad)]
-            raise DataError(
-                f"{src}: label {raw[j]} at row {j} '{samples[j]}' is out of range 0..{len(classes) - 1} "
-                f"(classes {list(classes)})"
-            )
+        classes = _int_classes(src, samples, idx, vals, names_col, classes)
         y[idx] = vals
     if names_col is not None:  # a given label_name must agree with the label
         given = names_col[idx]
@@ -230,10 +271,43 @@ def _label_indices(
     return y, list(classes)
 
 
+def _int_classes(
+    src: Path, samples: np.ndarray, idx: np.ndarray, vals: np.ndarray,
+    names_col: np.ndarray | None, classes: Sequence[str] | None,
+) -> list[str]:
+    """The class list of int labels, checked before anything is sized by a label value (a
+    flipped byte can make a label 84,606,977): with --classes every label indexes that
+    list; without, the labels must be the contiguous classes 0..K-1, K <= MAX_CLASSES,
+    named by label_name where the file gives one name per class."""
+    k = len(classes) if classes else MAX_CLASSES
+    bad = (vals < 0) | (vals >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        j = idx[i]
+        rule = f"classes {list(classes)}" if classes else (
+            f"int labels are class indices 0..K-1, K <= {MAX_CLASSES}; --classes or string labels name them"
+        )
+        raise DataError(f"{src}: label {vals[i]} at row {j} '{samples[j]}' is out of range 0..{k - 1} ({rule})")
+    if classes:
+        return list(classes)
+    top = int(vals.max()) if len(vals) else -1
+    absent = np.setdiff1d(np.arange(top + 1), vals)  # top < MAX_CLASSES: a bounded range
+    if len(absent):
+        raise DataError(
+            f"{src}: int labels run 0..{top} but class(es) {absent[:5].tolist()} have no labeled row "
+            "(rule: without --classes the labels are the contiguous classes 0..K-1)"
+        )
+    if top < 0:
+        return []  # nothing labeled: the class count check reports it
+    named = _classes_from_names(src, samples, idx, vals, names_col) if names_col is not None else None
+    return named or [str(i) for i in range(top + 1)]
+
+
 def _classes_from_names(
     src: Path, samples: np.ndarray, idx: np.ndarray, vals: np.ndarray, names_col: np.ndarray
 ) -> list[str] | None:
-    """Class list from (label, label_name) pairs; every index must have one consistent name."""
+    """Class list from (label, label_name) pairs; every index must have one consistent name.
+    `vals` are already the contiguous classes 0..K-1 (see `_int_classes`)."""
     mapping: dict[int, str] = {}
     for j, v in zip(idx, vals):
         nm = names_col[j]
@@ -243,11 +317,9 @@ def _classes_from_names(
             raise DataError(
                 f"{src}: label {v} is named both '{mapping[int(v)]}' and '{nm}' (row {j} '{samples[j]}')"
             )
-    if not mapping:
-        return None
-    top = max(max(mapping), int(vals.max()))
-    if min(mapping) < 0 or len(mapping) != top + 1:
-        return None  # gaps or negatives: fall back to numeric names, range check reports
+    top = int(vals.max())
+    if len(mapping) != top + 1:
+        return None  # some class unnamed: numeric names, and the label_name check reports
     return [mapping[i] for i in range(top + 1)]
 
 
@@ -263,31 +335,18 @@ def import_parquet(
 ) -> Dataset:
     """Import `src` as dataset `name` into `out/` (atomic; nothing written on error)."""
     src = Path(src).resolve()
-    pf = _open(src)
+    pf = open_parquet(src)
     n = pf.metadata.num_rows
     if n == 0:
         raise DataError(f"{src}: empty file (no rows)")
-    if folds < 2:
-        raise DataError(f"{src}: --folds must be >= 2, got {folds}")
+    check_folds(src, folds)
     schema = pf.schema_arrow
     mods = _plan_columns(src, schema, modalities)
-    lab_type = schema.field("label").type
-    if pa.types.is_dictionary(lab_type):
-        lab_type = lab_type.value_type
-    is_int = pa.types.is_integer(lab_type)
-    if not (
-        is_int
-        or pa.types.is_string(lab_type)
-        or pa.types.is_large_string(lab_type)
-        or pa.types.is_null(lab_type)
-    ):
-        raise DataError(
-            f"{src}: column 'label' has type {lab_type}; it must hold int class indices or string class names"
-        )
-    if pa.types.is_null(lab_type):
-        is_int = True
+    is_int = _label_is_int(src, schema.field("label").type)
+    keep = [c for c in ("sample", "label", "label_name", *PASSTHROUGH) if c in schema.names]
+    require_parquet_memory(src, pf.metadata, schema, keep + mods)  # before anything is sized by n
     readers = {
-        m: _Reader(
+        m: ModalityReader(
             src,
             m,
             n,
@@ -297,22 +356,22 @@ def import_parquet(
         )
         for m in mods
     }
-    keep = [c for c in ("sample", "label", "label_name", *PASSTHROUGH) if c in schema.names]
     samples = np.empty(n, object)
     raw_labels = np.empty(n, object if not is_int else np.int64)
     labeled = np.zeros(n, bool)
     extra_cols = {c: np.empty(n, object) for c in keep if c in ("label_name", *PASSTHROUGH)}
     start = 0
-    for batch in _batches(pf, src, keep + mods):
+    for batch in read_batches(pf, src, keep + mods):
         b = batch.num_rows
+        if start + b > n:
+            raise DataError(f"{src}: more rows than the {n} its footer declares (corrupt metadata)")
         s = batch.column("sample")
         if s.null_count:
             i = int(np.argmin(s.is_valid().to_numpy(zero_copy_only=False)))
             raise DataError(
                 f"{src}: row {start + i} has no sample name (rule: 'sample' is required)"
             )
-        s = s.cast(pa.string()) if not pa.types.is_string(s.type) else s
-        bs = s.to_numpy(zero_copy_only=False)
+        bs = string_cells(src, "sample", s, start)
         samples[start : start + b] = bs
         lab = batch.column("label")
         if pa.types.is_dictionary(lab.type):
@@ -320,19 +379,18 @@ def import_parquet(
         valid = lab.is_valid().to_numpy(zero_copy_only=False)
         labeled[start : start + b] = valid
         if is_int:
-            raw_labels[start : start + b] = (
-                lab.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
-            )
+            raw_labels[start : start + b] = _int64(src, lab, start)
         else:
-            raw_labels[start : start + b] = lab.to_numpy(zero_copy_only=False)
+            raw_labels[start : start + b] = string_cells(src, "label", lab, start)
         for c, dest in extra_cols.items():
-            col = batch.column(c)
-            dest[start : start + b] = col.cast(pa.string()).to_numpy(zero_copy_only=False)
+            dest[start : start + b] = string_cells(src, c, batch.column(c), start)
         for m in mods:
             readers[m].add(batch.column(m), start, bs)
         start += b
         if progress is not None:
             progress(b)
+    if start != n:
+        raise DataError(f"{src}: {start} rows read but its footer declares {n} (corrupt metadata)")
     _check_samples(src, samples)
     y, class_list = _label_indices(
         src, samples, raw_labels, labeled, is_int, extra_cols.get("label_name"), classes

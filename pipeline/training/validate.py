@@ -1,0 +1,101 @@
+"""An experiment's options checked against what exists, before any work is done or any
+folder written: one RamerError naming the option, the value and the valid choices.
+
+Without these checks a bad value surfaced minutes later, deep in a stage, as a
+traceback (`--scale huge` inside the scale mask, `--runs 0` as an IndexError) after
+`runs/<experiment>/` had been created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pipeline.config import check_name
+from pipeline.data.scales import SCALES
+from pipeline.errors import RamerError
+from pipeline.retrieval.faiss_index import METRICS
+from pipeline.retrieval.fill import RULES
+from pipeline.training.config import ExperimentConfig, RetrievalConfig
+from pipeline.training.systems import AUTO_CHOICES, System
+
+DB_SOURCES = ("hidden", "raw", "multimodal")
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def _choice(option: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise RamerError(f"{option} '{value}': choose one of {', '.join(choices)}")
+
+
+def _at_least(option: str, value: int, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise RamerError(f"{option} {value!r}: must be an integer >= {low}")
+
+
+def check_device(device: str) -> None:
+    """auto | cpu | cuda | cuda:N, and a CUDA device only where torch sees one."""
+    import torch
+
+    dev = device.strip().lower()
+    if dev in ("auto", "cpu"):
+        return
+    if not re.fullmatch(r"cuda(:\d+)?", dev):
+        raise RamerError(f"--device '{device}': choose one of {DEVICES}")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(dev.split(":")[1]) if ":" in dev else 0
+    if index >= n:
+        seen = f"GPUs 0..{n - 1}" if n else "no GPU"
+        raise RamerError(f"--device '{device}': torch sees {seen} (use --device auto or cpu)")
+
+
+def check_retrieval(where: str, r: RetrievalConfig) -> None:
+    _at_least(f"{where} k", r.k, 1)
+    _choice(f"{where} scale", r.scale, SCALES)
+    _choice(f"{where} metric", r.metric, METRICS)
+    _choice(f"{where} two_rule", r.two_rule, RULES)
+    _choice(f"{where} db_source", r.db_source, DB_SOURCES)
+    for key, values in AUTO_CHOICES.items():
+        _choice(f"{where} {key}", getattr(r, key), (*values, "auto"))
+
+
+def check_system(system: System) -> None:
+    """A system's own overrides: retrieval options, model Config fields, training options
+    (of every variant of a selection system such as 'ramer(k=5|10)')."""
+    from pipeline.models.registry import model_config
+
+    for variant in system.candidates:
+        check_system(variant)
+    if system.retrieval is not None:
+        check_retrieval(f"system '{system.label}':", system.retrieval)
+    model_config(system.model, **system.overrides)  # unknown option -> one line listing them
+    for key in ("epochs", "batch_size", "patience"):
+        if key in system.train:
+            _at_least(f"system '{system.label}': {key}", system.train[key], 1)
+
+
+def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequence[str],
+                        systems: Sequence[System], device: str) -> None:
+    """Every option of `cfg` (its parsed systems, the device it resolves to) against the
+    dataset it runs on."""
+    check_name("--experiment", cfg.experiment)
+    _at_least("--runs", cfg.runs, 1)
+    _at_least("--epochs", cfg.train.epochs, 1)
+    _at_least("--pretrain-epochs", cfg.pretrain.epochs, 1)
+    _at_least("train.batch_size", cfg.train.batch_size, 1)
+    _at_least("pretrain.batch_size", cfg.pretrain.batch_size, 1)
+    check_device(device)
+    check_retrieval("retrieval", cfg.retrieval)
+    if not cfg.precision_ks or not all(isinstance(k, int) and k >= 1 for k in cfg.precision_ks):
+        raise RamerError(f"precision_ks {cfg.precision_ks}: give integers >= 1")
+    unknown = sorted(set(cfg.modality_missing_rate) - set(modalities))
+    if unknown:
+        raise RamerError(f"modality_missing_rate: {unknown} are not modalities of the dataset ({', '.join(modalities)})")
+    folds = cfg.folds if cfg.folds is not None else list(range(n_folds))
+    bad = [f for f in folds if not (isinstance(f, int) and 0 <= f < n_folds)]
+    if bad or not folds:
+        raise RamerError(f"--folds {bad or folds}: {cfg.dataset} has folds 0..{n_folds - 1}")
+    if not systems:
+        raise RamerError("--systems: give at least one system")
+    for s in systems:
+        check_system(s)
