@@ -63,6 +63,19 @@ def test_kth_score_rule_uses_the_modality_with_the_closer_kth_neighbour():
     np.testing.assert_allclose(out2[0, 2], s2 / np.linalg.norm(s2), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rule", ["kth-score", "both"])
+def test_a_row_with_nothing_available_gets_a_zero_fill(rule):
+    """Condition 'a' on a row whose audio is genuinely absent: no modality to query with.
+    Its batch's only query modality is audio itself, so the audio fill has no source."""
+    vecs, present = _db(40, seed=2)
+    retr = ModalityRetriever(k=3).fit(vecs, present, np.ones(40, bool))
+    filler = RetrievalFiller(retr, MODS, vecs, present, k=3, rule=rule, keys=vecs)
+    avail = np.array([[True, False, False], [False, False, False]])  # row 6: nothing available
+    out = filler(np.zeros((2, 3, 8), np.float32), avail, np.array([5, 6]))
+    assert np.all(out[1] == 0) and np.all(out[0, 0] == 0)
+    assert np.all(np.abs(np.linalg.norm(out[0, 1:], axis=-1) - 1) < 1e-5)  # row 5 filled from audio
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), fold=st.integers(0, 4), scale=st.sampled_from(["small", "medium", "large", "turbo"]))
 def test_cached_neighbours_never_include_query_val_or_test(seed, fold, scale):

@@ -165,6 +165,9 @@ class RetrievalFiller:
 
     def _source_for(self, ti: int, nbs: dict[int, Neighbours], avail: np.ndarray) -> Neighbours:
         queries = [qi for qi in nbs if qi != ti]
+        if not queries:  # the batch's only available modality is t itself: nothing to query with
+            b = len(avail)
+            return Neighbours(np.full((b, self.k), -1, np.int64), np.full((b, self.k), -np.inf, np.float32))
         if self.rule == "both":  # the union of every available modality's neighbours (B, K*Q)
             return Neighbours(np.concatenate([nbs[qi].rows for qi in queries], axis=1),
                               np.concatenate([nbs[qi].scores for qi in queries], axis=1))
