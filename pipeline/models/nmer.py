@@ -1,4 +1,4 @@
-"""NMER: noise-robust joint representation under incomplete data (Li et al. 2023).
+"""NMER: noise-robust joint representation under incomplete data ("Learning Noise-Robust Joint Representation for Multimodal Emotion Recognition under Incomplete Data Scenarios", arXiv 2311.16114).
 
 - Modality-specific encoders E_m: noisy x_m -> h_m (B, H).
 - Modality-invariant encoder: a per-modality projection then one shared MLP and tanh, c_m (B, H);
