@@ -31,7 +31,12 @@ _RAMER_TRAIN = {"epochs": 40, "patience": 40, "batch_size": 128, **_REFERENCE_AD
 
 PAPER = {
     "experiment": {
-        "retrieval": {"scale": "small", "k": 10, "finetune_encoders": True},
+        # the paper: the small DB, top-10, cosine over unimodal hidden features, queried
+        # with the available modality's h, fills summed then L2-normalised; the encoders
+        # loaded from stage 1 and trained on; two available modalities: the reference's rule
+        "retrieval": {"scale": "small", "k": 10, "metric": "cosine", "db_source": "hidden",
+                      "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score",
+                      "finetune_encoders": True},
         # the reference code's pretrain model: 2 post-norm layers at the input width,
         # 8 heads, feed-forward 2048, dropout 0.5, h of 256, classifier [256, 128]
         "encoder": {"d_model": 0, "layers": 2, "heads": 8, "ff": 2048, "hidden": 256, "dropout": 0.5,
@@ -59,7 +64,8 @@ PRESETS: dict[str, dict] = {"none": {"experiment": {}, "models": {}}, "paper": P
 # Systems whose settings a paper specifies (the report's differences line); the linear
 # references and NMER (no preset: its paper is known here from a summary only) have none.
 PAPER_METHODS = ("ramer", "ae", "cra", "mmin", "if-mmin", "cif-mmin", "carat")
-STAGE1_SECTIONS = ("retrieval", "encoder", "pretrain")  # apply to systems built on stage 1
+STAGE1_SECTIONS = ("retrieval", "encoder")  # apply to systems built on stage 1 only
+# `pretrain` applies to them and to the MMIN family's teacher phase
 
 
 def get_preset(name: str) -> dict:
@@ -160,10 +166,12 @@ def _keys_for(system: Any, preset: dict) -> list[str]:
     from pipeline.models.registry import model_class
     from pipeline.training.systems import M3S_KEYS, TRAIN_KEYS
 
-    stage1 = model_class(system.model).uses_stage1_encoders
-    keys = [k for k in dotted(preset["experiment"])
-            if (stage1 or k.split(".")[0] not in STAGE1_SECTIONS)
-            and (system.strategy == "m3s" or not k.startswith("m3s."))]
+    cls = model_class(system.model)
+    stage1 = cls.uses_stage1_encoders
+    sections = {"train", "m3s"} if system.strategy == "m3s" else {"train"}
+    sections |= set(STAGE1_SECTIONS) if stage1 else set()
+    sections |= {"pretrain"} if stage1 or cls.has_teacher_phase else set()
+    keys = [k for k in dotted(preset["experiment"]) if k.split(".")[0] in sections]
     for entry in (preset["models"].get(system.model, {}), preset["models"].get(f"+{system.strategy}", {})):
         for opt in entry:
             sec = "train" if opt in TRAIN_KEYS else "m3s" if opt in M3S_KEYS else "model"
