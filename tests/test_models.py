@@ -255,3 +255,23 @@ def test_learns_tiny_task(name, tiny):
     avail = conds[np.random.default_rng(1).integers(0, len(conds), len(test))]  # random conditions
     acc = score_accuracy(ds.y[test], predict(model, bank, test, avail))
     assert acc > 2.0 / N_CLASSES, f"{name}: test accuracy {acc:.3f} (val {res.best_score:.3f})"
+
+
+def test_the_add_a_model_example_in_the_docs_runs(monkeypatch):
+    """docs/extending.md's example model registers, builds and trains one step."""
+    import re
+    from pathlib import Path
+
+    from pipeline.models import registry
+
+    text = (Path(__file__).parent.parent / "docs" / "extending.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))  # keep the real registry clean
+    namespace: dict = {}
+    exec(compile(code, "docs/extending.md", "exec"), namespace)
+    model = create_model("concat-mlp", spec_for("single_label"))
+    batch = make_batch("single_label", all_conditions(), seed=0)
+    out = model(batch)
+    loss = task_loss("single_label", out.logits, batch.y) + out.aux_loss
+    loss.backward()
+    assert torch.isfinite(loss) and out.logits.shape == (len(batch.y), N_CLASSES)

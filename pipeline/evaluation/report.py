@@ -114,8 +114,9 @@ def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str =
     conds = ordered_unique(metrics.column("condition").to_pylist())
     missing = [c for c in conds if len(c) < max(map(len, conds))] or conds
     lines = [(f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
-              "fold x run; positive = reference better; p: paired t-test / Wilcoxon):"), "",
-             "| system | metric | Δ mean (points) | reference wins | p (t) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+              f"fold x run; Δ = `{reference}` minus the system, positive = `{reference}` better; "
+              "p: paired t-test / Wilcoxon):"), "",
+             f"| system | metric | Δ mean (points) | `{reference}` wins | p (t) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
     for metric in head:
         per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), missing)
         units = {s: per.get((s, metric)) for s in systems}
