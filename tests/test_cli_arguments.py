@@ -51,6 +51,7 @@ RUN_CASES = {
     "missing_rate": ([*RUN, "--strategy", "m3s", "--missing-rate", "abc"], ["'abc'", "LO-HI"]),
     "test_missing_rate": ([*RUN, "--strategy", "m3s", "--test-missing-rate", "6-2"], ["lo <= hi"]),
     "ablations": ([*RUN, "--ablations", "zzz"], ["zzz", "retrieval"]),
+    "preset": ([*RUN, "--preset", "papr"], ["unknown preset 'papr'", "none, paper"]),
     "noise": ([*RUN, "--noise", "smell:20"], ["smell", "gaussian"]),
     "noise_schedule": ([*RUN, "--noise", "gaussian:20", "--noise-schedule", "zzz"], ["'zzz'", "linear"]),
 }
@@ -113,6 +114,7 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         "runs": (["demo", "--runs", "0"], ["--runs", ">= 1"]),
         "epochs": (["demo", "--epochs", "0"], ["--epochs", ">= 1"]),
         "experiment": (["demo", "--experiment", "../up"], ["--experiment '../up'"]),
+        "preset": (["demo", "--preset", "papr"], ["unknown preset 'papr'", "none, paper"]),
     },
     "report": {
         "results": (["report", "{root}/results/nope"], ["no metrics.parquet", "done"]),

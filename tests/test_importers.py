@@ -68,7 +68,8 @@ def test_mer2024_round_trip(tmp_path):
     ds = import_mer2024(tmp_path / "src", "mer", tmp_path / "mer", EXTRACTORS, unlisted=True, folds=2)
     assert len(ds) == 57 and ds.labeled.sum() == 40
     assert ds.manifest.dims == [6, 5, 4] and ds.manifest.task == "single_label"
-    assert set(ds.extra["scale"][~ds.labeled]) <= {"medium,large,turbo", "large,turbo"}
+    half = "medium,large,turbo,half-pool,pool,train+half-pool,train+pool"  # the paper's medium = half the pool
+    assert set(ds.extra["scale"][~ds.labeled]) <= {half, "large,turbo,pool,train+pool"}
     prov = ds.manifest.provenance
     assert len(prov["sha256"]) == 64 and set(prov["features"]) == {"audio", "visual", "text"}
     run_tiny(tmp_path / "mer", tmp_path)

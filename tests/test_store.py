@@ -170,7 +170,7 @@ def test_ingest_twice_same_points_exact_payload(filled: Filled) -> None:
         assert p["split"] == names[i] and p["dataset"] == "tiny" and p["fold"] == int(ds.folds[i])
         if ds.labeled[i]:
             assert p["label"] == ds.y[i] and p["label_name"] == CLASSES[ds.y[i]]
-            assert set(p["scale"]) == {"small", "medium", "turbo"}
+            assert set(p["scale"]) == {"small", "train", "train+half-pool", "train+pool", "turbo"}
         else:
             assert p["label"] == -1 and p["label_name"] == "unlabeled" and p["split"] == "unlabeled"
             assert {"large", "turbo"} <= set(p["scale"]) and "small" not in p["scale"]

@@ -52,6 +52,7 @@ StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Span-missin
 MissingRateOpt = Annotated[str | None, typer.Option("--missing-rate", help="Training span missing-rate range LO-HI, e.g. 0.4-0.6 or 40-60 (with --strategy); a comma list trains every system once per range (mmin+m3s@20-40).")]
 TestMissingRateOpt = Annotated[str | None, typer.Option("--test-missing-rate", help="Test span missing-rate range(s), comma list allowed: every model is scored on each (default: the training ranges).")]
 NoiseOpt = Annotated[list[str] | None, typer.Option("--noise", help="Also evaluate the trained models under noise: KIND:T1,T2,... (gaussian | impulse, t in 0..100); repeatable.")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="Settings layer under the config file and flags: none | paper (each method as its paper and reference code specify; docs/paper.md).")]
 NoiseScheduleOpt = Annotated[str, typer.Option("--noise-schedule", help="Beta schedule of the noise: linear | scaled-linear | cosine.")]
 
 
@@ -64,7 +65,7 @@ def build_config(
     folds: str | None, runs: int | None, epochs: int | None, pretrain_epochs: int | None,
     k: int | None, scale: str | None, finetune: bool | None, seed: int | None, device: str | None,
     no_ingest: bool = False, strategy: str | None = None, missing_rate: str | None = None,
-    test_missing_rate: str | None = None,
+    test_missing_rate: str | None = None, preset: str | None = None,
 ) -> ExperimentConfig:
     from pipeline.data.spans import parse_ranges
 
@@ -80,7 +81,7 @@ def build_config(
     if fold_list is not None and not all(f.isdigit() for f in fold_list):
         raise typer.BadParameter(f"'{folds}' is not a comma list of fold numbers (0, 1, ...)", param_hint="--folds")
     return load_experiment(
-        config,
+        config, preset,
         dataset=None if dataset is None else str(dataset),
         experiment=experiment,
         systems=_split_systems(systems),
@@ -242,11 +243,16 @@ def _check_noise(specs: list[str], schedule: str) -> None:
         raise typer.BadParameter(f"'{schedule}': choose one of {', '.join(SCHEDULES)}", param_hint="--noise-schedule")
 
 
-def _check_demo(out: Path, labeled: int, unlabeled: int, folds: str, runs: int, epochs: int, experiment: str) -> None:
+def _check_demo(out: Path, labeled: int, unlabeled: int, folds: str, runs: int, epochs: int, experiment: str,
+                preset: str | None = None) -> None:
     """The demo's options, before its dataset is generated."""
     from pipeline.config import check_name
     from pipeline.data.dataset import check_output_dir
     from pipeline.data.synth import SynthConfig
+    from pipeline.training.presets import get_preset
+
+    if preset is not None:
+        get_preset(preset)  # one line listing the presets
 
     check_name("--experiment", experiment)
     check_output_dir(out)
@@ -298,7 +304,7 @@ def register(app: typer.Typer) -> None:
         finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
         resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
         strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None, test_missing_rate: TestMissingRateOpt = None,
-        ablations: AblationsOpt = None,
+        ablations: AblationsOpt = None, preset: PresetOpt = None,
     ) -> None:
         """The whole RAMER protocol: pretrain -> index -> train -> evaluate, every fold x run.
 
@@ -306,13 +312,14 @@ def register(app: typer.Typer) -> None:
         checkpoints go to runs/<experiment>/ so --resume continues an interrupted run.
         """
         cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
-                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
+                           preset)
         if ablations:
             from dataclasses import replace
 
             from pipeline.training.ablations import ablation_systems
 
-            extra = ablation_systems(_csv(ablations) or [])
+            extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
             cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
         execute(cfg, resume, fresh)
 
@@ -324,11 +331,12 @@ def register(app: typer.Typer) -> None:
             scale: ScaleOpt = None, finetune: FinetuneOpt = None, seed: SeedOpt = None,
             device: DeviceOpt = None, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
             strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None,
-            test_missing_rate: TestMissingRateOpt = None,
+            test_missing_rate: TestMissingRateOpt = None, preset: PresetOpt = None,
             noise: NoiseOpt = None, noise_schedule: NoiseScheduleOpt = "linear",
         ) -> None:
             cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
-                               k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+                               k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
+                               preset)
             if noise:  # checked before the stages run, not after
                 _check_noise(noise, noise_schedule)
             execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
@@ -360,19 +368,21 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[int, typer.Option(help="Runs per fold.")] = 1,
         epochs: Annotated[int, typer.Option(help="Epochs (pretrain and train).")] = 15,
         experiment: Annotated[str, typer.Option(help="Experiment name.")] = "demo",
+        preset: PresetOpt = None,
     ) -> None:
         """Synthetic MER2024-like data -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
         from pipeline.data.synth import SynthConfig, write_synthetic
         from pipeline.extras import load_faiss
 
-        _check_demo(out, labeled, unlabeled, folds, runs, epochs, experiment)
+        _check_demo(out, labeled, unlabeled, folds, runs, epochs, experiment, preset)
         load_faiss()  # before the demo data is written
         t0 = time.perf_counter()
         dims = {"audio": 256, "visual": 192, "text": 256}
         with console.status(f"generating {labeled} labeled + {unlabeled} unlabeled synthetic samples"):
             ds = write_synthetic(out, SynthConfig(labeled=labeled, unlabeled=unlabeled, dims=dims, seed=0))
         console.print(f"dataset: {out} ({len(ds)} samples, {time.perf_counter() - t0:.0f} s)")
-        cfg = build_config(None, out, experiment, None, folds, runs, epochs, epochs, None, None, None, None, None)
+        cfg = build_config(None, out, experiment, None, folds, runs, epochs, epochs, None, None, None, None, None,
+                           preset=preset)
         report = execute(cfg, resume=False, fresh=True)
         views = sorted((report.parent / "views").glob("*.html")) if report else []
         if views:  # issue 18: the collections, browsable without a server

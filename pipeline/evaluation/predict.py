@@ -140,7 +140,7 @@ def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: s
     run_dir = runs_dir / f"f{fold}_r{run}"
     trained = ", ".join(sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")) or "none"
     try:
-        system = parse_system(system_name, cfg.retrieval)
+        system = parse_system(system_name, cfg.retrieval, cfg.models)
     except RamerError as exc:
         raise RamerError(f"--system '{system_name}': {exc}; trained in {run_dir}: {trained}") from None
     if not (run_dir / PREPROCESS_FILE).is_file():

@@ -135,6 +135,40 @@ def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str =
     return lines + [""]
 
 
+def differences_section(results_dir: Path, systems: list[str]) -> list[str]:
+    """One line per system run under settings that differ from its paper's (compared
+    with the `paper` preset, pipeline.training.presets), from the saved config.json;
+    nothing for a results folder without one or systems no paper specifies."""
+    import json
+
+    from pipeline.errors import RamerError
+    from pipeline.training.config import experiment_from_dict
+    from pipeline.training.presets import differences_line, paper_differences
+    from pipeline.training.systems import parse_system
+
+    path = results_dir / "config.json"
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text()).get("experiment")
+    if not isinstance(saved, dict):
+        return []
+    cfg = experiment_from_dict(saved, str(path))
+    lines = []
+    for label in systems:
+        try:
+            system = parse_system(label, cfg.retrieval, cfg.models)
+        except RamerError:
+            continue  # a label this version cannot parse: no claim about it
+        diffs = paper_differences(cfg, system)
+        if diffs:
+            lines.append(differences_line(label, diffs))
+    if not lines:
+        return []
+    head = (f"Settings that differ from the papers (compared with `--preset paper`; this run: preset "
+            f"`{cfg.preset}`; docs/paper.md says why each default differs):")
+    return [head, "", *lines, ""]
+
+
 def paper_table() -> str:
     """The paper's Table 3 as published, plus the averages recomputed from its own cells:
     several published averages disagree with the mean of their six conditions (e.g.
@@ -306,6 +340,7 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
             "",
         ]
     parts += [condition_table(metrics, head), ""]
+    parts += differences_section(results_dir, ordered_unique(metrics.column("system").to_pylist()))
     parts += winners(metrics, metric=head[0]) + paired_comparison(metrics, head)
     if second:
         parts += [f"{TITLES[head[0]]} ({' / '.join(second)}, %):", "", condition_table(metrics, second), ""]

@@ -132,7 +132,7 @@ def evaluate_noise(
     ds = load_dataset(cfg.dataset)
     device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
     spec, conds = model_spec(ds), condition_matrix(ds.manifest)
-    systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
     runs_dir = settings.runs_dir / cfg.experiment
     fingerprint = dataset_fingerprint(cfg.dataset)
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))

@@ -89,6 +89,12 @@ class MERModel(nn.Module):
     uses_stage1_encoders: bool = False
     has_teacher_phase: bool = False
 
+    @property
+    def output_loss_weight(self) -> float:
+        """Weight of the task loss the trainer puts on `Output.logits` (0: the model's
+        own aux loss is its whole objective, as CARAT's eq. 15)."""
+        return 1.0
+
     def zero_aux(self, ref: Tensor) -> Tensor:
         return ref.new_zeros(())
 

@@ -15,7 +15,10 @@ Multi-label MER in three steps (paper Figure 2):
    vectors (new label co-occurrences; training only). Prediction = mean of the
    aggregated and the MRM (second level) probabilities (paper eq. 16).
 Loss weights: the paper's Table 4, ID 0 (gamma_o 0.01, alpha 0.1, beta 1, shuffle 0.1,
-contrastive 1, reconstruction 1); the trainer adds BCE on the final prediction.
+contrastive 1, reconstruction 1). By default the trainer adds BCE on the final prediction
+(`w_final` 1) and the reconstruction / contrastive losses are detached from the extractor
+(`detach_losses`); `--preset paper` trains eq. 15 as written: no final-prediction loss,
+nothing detached, every batch embedding an anchor, queue 8192.
 
 Adapted here:
 - Frames when the dataset keeps them (`ramer data import ... --keep-sequences`): each
@@ -124,7 +127,7 @@ class CARAT(MERModel):
         dropout: float = 0.1  # Transformer dropout
         latent: int = 64  # contrastive latent size (paper: 64)
         queue: int = 1024  # momentum queue of latent embeddings (paper: 8192)
-        anchors: int = 512  # contrastive anchors sampled per batch (CPU budget)
+        anchors: int = 512  # contrastive anchors sampled per batch (CPU budget); 0 = every embedding (paper)
         temperature: float = 0.07  # supervised contrastive temperature
         proto_m: float = 0.99  # prototype moving-average momentum
         w_o: float = 0.01  # gamma_o: MRM loss on U (paper Table 4 ID 0)
@@ -138,6 +141,12 @@ class CARAT(MERModel):
         reconstruction: bool = True  # False = "w/o alpha&beta-recon" ablation
         shuffle: bool = True  # False = "w/o shf" ablation
         full_targets: bool = True  # missing modalities' reconstruction targets from x_full
+        # Not in the paper's eq. 15: a BCE on the final (eq. 16) prediction, added by the
+        # trainer with this weight (paper: 0), and the reconstruction / contrastive losses
+        # cut from the extractor (paper: False). Both default on: through a live U the
+        # extractor collapsed to an easily reconstructed constant on our data.
+        w_final: float = 1.0
+        detach_losses: bool = True
 
     def __init__(self, spec: ModelSpec, cfg: CARAT.Config):
         super().__init__()
@@ -157,6 +166,10 @@ class CARAT(MERModel):
         self.register_buffer("queue_label", torch.full((cfg.queue,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("trained_on_frames", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def output_loss_weight(self) -> float:
+        return self.cfg.w_final
 
     # ------------------------------------------------------------ pieces
 
@@ -281,9 +294,10 @@ class CARAT(MERModel):
         pol = self._polarity(y)  # (B, C)
         if cfg.reconstruction:
             loss = loss + cfg.w_alpha * task_loss(task, self._mrm(self._heads(alpha), keep), y)
-            # Reconstruction trains the encoders/decoders/g_m, not the extractor: through a
-            # live U the extractor collapses to an easily reconstructed constant.
-            U = U.detach()
+            # By default reconstruction trains the encoders/decoders/g_m, not the extractor:
+            # through a live U the extractor collapses to an easily reconstructed constant.
+            # The paper (`detach_losses=False`) backpropagates into it.
+            U = U.detach() if cfg.detach_losses else U
             lat_d = torch.stack([e(U[:, m]) for m, e in enumerate(self.enc)], dim=1)
             dec, alpha_d, _ = self._reconstruct(lat_d, F.normalize(lat_d, dim=-1), avail)
             target = U
@@ -305,7 +319,8 @@ class CARAT(MERModel):
             recon = recon + ((alpha_d - target) ** 2 * w).sum() / (w.sum().clamp_min(1) * size)
             loss = loss + cfg.w_recon * recon
         if cfg.contrastive:  # shapes the latent space (encoders) that the prototypes live in
-            lat_c = torch.stack([e(U[:, m].detach()) for m, e in enumerate(self.enc)], dim=1)
+            U_c = U.detach() if cfg.detach_losses else U
+            lat_c = torch.stack([e(U_c[:, m]) for m, e in enumerate(self.enc)], dim=1)
             loss = loss + cfg.w_contrastive * self._contrastive(lat_c, alpha, beta, pol, avail)
         if cfg.shuffle and task == "multi_label" and B > 1:
             loss = loss + cfg.w_shuffle * self._shuffled(beta, pol, keep)
@@ -326,13 +341,13 @@ class CARAT(MERModel):
         feats, labels = [lat[avail]], [group[avail]]  # U level: available modalities only
         if cfg.reconstruction:
             for level in (alpha, beta):
-                level = level.detach()
+                level = level.detach() if cfg.detach_losses else level
                 z = torch.stack([e(level[:, m]) for m, e in enumerate(self.enc)], dim=1)  # (B, M, C, z)
                 feats.append(z.flatten(0, 1)), labels.append(group.flatten(0, 1))
         feats = F.normalize(torch.cat(feats).flatten(0, 1), dim=-1)  # (N, z)
         labels = torch.cat(labels).flatten()  # (N,)
         n = feats.shape[0]
-        idx = torch.randperm(n, device=feats.device)[: cfg.anchors]
+        idx = torch.randperm(n, device=feats.device)[: cfg.anchors or n]
         valid_q = self.queue_label >= 0
         pool = torch.cat([feats, self.queue[valid_q].clone()])  # (N + Q, z)
         pool_lab = torch.cat([labels, self.queue_label[valid_q].clone()])

@@ -14,8 +14,8 @@ Losses: CE + `mse_weight` x forward imagination + `inv_weight` x invariant consi
 `nce_weight` x InfoNCE.
 
 Adapted: utterance-level MLP encoders (specific and invariant) instead of LSTM/TextCNN;
-the reference weights the three pairs 0.25 / 0.25 / 0.5, here all pairs weigh the same
-(any number of modalities). The invariant feature is the mean over the *available*
+the reference weights the three pairs 0.25 / 0.25 / 0.5 (`pair_weights`, set by
+`--preset paper`); by default all pairs weigh the same (any number of modalities). The invariant feature is the mean over the *available*
 modalities instead of a concatenation including encodings of zero inputs.
 """
 
@@ -49,6 +49,9 @@ class CIFMMIN(MMIN):
         temperature: float = 0.1  # initial InfoNCE temperature (learned)
         inv_weight: float = 1.0  # invariant-consistency loss in the imagination phase
         cycle_weight: float = 0.0  # the CIF-MMIN reference has no backward imagination
+        # InfoNCE weight of each modality pair in manifest order ((a,v), (a,l), (v,l) for
+        # audio, visual, text); empty = equal weights (any number of modalities)
+        pair_weights: tuple[float, ...] = ()
 
     def __init__(self, spec: ModelSpec, cfg: CIFMMIN.Config):
         super().__init__(spec, cfg)
@@ -72,7 +75,7 @@ class CIFMMIN(MMIN):
         cs = self.embed(self.inv_encoders, batch.x)  # M x (B, I)
         zs = [p(c) for p, c in zip(self.proj, cs)]  # M x (B, I)
         nce = lambda a, b: info_nce(a, b, self.log_scale)
-        aux = self.cfg.nce_weight * pairwise(nce, zs, batch.avail)
+        aux = self.cfg.nce_weight * pairwise(nce, zs, batch.avail, weights=tuple(self.cfg.pair_weights))
         return Output(self.pre_head(h), aux, h)
 
     def invariant(self, batch: Batch, hs: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -4,10 +4,14 @@ Input utterance vector -> linear projection to d_model (the reference code runs 
 Transformer at the input width, 5120 for text; projecting first keeps it cheap) ->
 [CLS, x] as 2 tokens with learned positions -> Transformer encoder -> CLS output ->
 linear to the 256-d hidden feature h (what the database stores) -> MLP classifier.
+`d_model = 0` is the reference shape: no projection, the Transformer at the input width
+(post-norm with `norm_first=False`, as PyTorch's default the reference uses), where that
+is feasible (`encoder_width`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -15,16 +19,41 @@ from torch import Tensor, nn
 
 from pipeline.models.base import mlp
 
+log = logging.getLogger(__name__)
+FALLBACK_WIDTH = 256  # d_model when the input width is infeasible for d_model = 0
+
 
 @dataclass
 class EncoderConfig:
-    d_model: int = 256  # Transformer width after the input projection
+    d_model: int = 256  # Transformer width after the input projection; 0 = the input width (reference)
     hidden: int = 256  # size of h, the stored hidden feature (paper: 256)
     layers: int = 2  # Transformer layers (reference code: 2)
     heads: int = 8  # attention heads (reference code: 8)
     ff: int = 512  # feed-forward width
     dropout: float = 0.5  # paper: 0.5
     classifier: tuple[int, ...] = (128,)  # MLP hidden sizes after h (reference: [256, 128])
+    norm_first: bool = True  # pre-norm layers; the reference code: post-norm (False)
+    # d_model = 0 falls back to FALLBACK_WIDTH above this many parameters per encoder
+    # (Adam holds ~4 copies: 400M parameters are ~6.4 GB)
+    max_params: int = 400_000_000
+
+
+def transformer_params(width: int, ff: int, layers: int) -> int:
+    """Parameters of `layers` PyTorch Transformer encoder layers of this width."""
+    attn = 4 * width * width + 4 * width  # in-proj (3 w^2 + 3w) + out-proj (w^2 + w)
+    return layers * (attn + 2 * width * ff + ff + width + 4 * width)  # + feed-forward + 2 LayerNorms
+
+
+def encoder_width(in_dim: int, cfg: EncoderConfig) -> tuple[int, str]:
+    """(Transformer width, why): the input width for d_model = 0 unless the heads do not
+    divide it or it would exceed `max_params`; then FALLBACK_WIDTH after a projection."""
+    if cfg.d_model:
+        return cfg.d_model, "projected"
+    if in_dim % cfg.heads:
+        return FALLBACK_WIDTH, f"input width {in_dim} is not divisible by {cfg.heads} heads"
+    if transformer_params(in_dim, cfg.ff, cfg.layers) > cfg.max_params:
+        return FALLBACK_WIDTH, f"input width {in_dim} needs more than max_params={cfg.max_params:,} parameters"
+    return in_dim, "reference"
 
 
 class UnimodalEncoder(nn.Module):
@@ -32,16 +61,20 @@ class UnimodalEncoder(nn.Module):
 
     def __init__(self, in_dim: int, n_out: int, cfg: EncoderConfig):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(in_dim, cfg.d_model), nn.LayerNorm(cfg.d_model))
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
-        self.pos = nn.Parameter(torch.zeros(1, 2, cfg.d_model))
+        width, self.shape = encoder_width(in_dim, cfg)
+        # the reference feeds x to the Transformer as it is; a projection otherwise
+        self.proj = (nn.Identity() if self.shape == "reference"
+                     else nn.Sequential(nn.Linear(in_dim, width), nn.LayerNorm(width)))
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.zeros(1, 2, width))
         nn.init.trunc_normal_(self.cls, std=0.02)
         nn.init.trunc_normal_(self.pos, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            cfg.d_model, cfg.heads, cfg.ff, cfg.dropout, batch_first=True, norm_first=True
+            width, cfg.heads, cfg.ff, cfg.dropout, batch_first=True, norm_first=cfg.norm_first
         )
         self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.to_hidden = nn.Linear(cfg.d_model, cfg.hidden)
+        self.to_hidden = nn.Linear(width, cfg.hidden)
+        self.width = width
         self.head = mlp([cfg.hidden, *cfg.classifier, n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -54,6 +87,19 @@ class UnimodalEncoder(nn.Module):
 
     def classify(self, h: Tensor) -> Tensor:
         return self.head(self.drop(torch.relu(h)))  # (B, n_out)
+
+
+def describe_encoders(encoders: list[UnimodalEncoder], names: tuple[str, ...], cfg: EncoderConfig) -> list[str]:
+    """One line per modality: its exact parameter count and shape, and why a reference
+    shape (d_model = 0) was not used where it was infeasible."""
+    lines = []
+    for name, enc in zip(names, encoders):
+        n = sum(p.numel() for p in enc.parameters())
+        line = f"stage-1 encoder {name}: {n:,} parameters ({cfg.layers} layers at width {enc.width}, ff {cfg.ff})"
+        if cfg.d_model == 0 and enc.shape != "reference":
+            line += f"; reference shape infeasible: {enc.shape}, projected to {enc.width} instead"
+        lines.append(line)
+    return lines
 
 
 class FusedEncoders(nn.Module):

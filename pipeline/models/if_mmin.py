@@ -10,6 +10,7 @@ towards the frozen teacher's invariant feature of the complete input.
 Losses: CE + `mse_weight` x forward imagination + `inv_weight` x invariant consistency
 (+ `cycle_weight` x cycle: the IF-MMIN reference drops the backward AE, so 0 by default);
 pretraining: CE + `cmd_weight` x CMD over modality pairs.
+`mse_weight` is inherited from MMIN (4); the IF-MMIN script uses 1 (`--preset paper`).
 
 Adapted: utterance-level MLP encoders instead of LSTM/TextCNN; the shared encoder ends
 in tanh (CMD assumes bounded features). The reference concatenates the invariant features

@@ -109,16 +109,24 @@ def info_nce(a: Tensor, b: Tensor, log_scale: Tensor) -> Tensor:
     return 0.5 * (ce(logits, target) + ce(logits.T, target))
 
 
-def pairwise(loss_fn, feats: list[Tensor], present: Tensor, min_rows: int = 2) -> Tensor:
-    """Mean of loss_fn(f_i, f_j) over modality pairs, each on the rows having both."""
-    losses = []
-    for i, j in combinations(range(len(feats)), 2):
+def pairwise(loss_fn, feats: list[Tensor], present: Tensor, min_rows: int = 2,
+             weights: tuple[float, ...] = ()) -> Tensor:
+    """Mean of loss_fn(f_i, f_j) over modality pairs (in `combinations` order: (0, 1),
+    (0, 2), (1, 2), ...), each on the rows having both; `weights` (one per pair, empty =
+    equal) make it a weighted mean over the pairs that have enough rows."""
+    pairs = list(combinations(range(len(feats)), 2))
+    if weights and len(weights) != len(pairs):
+        raise ValueError(f"{len(weights)} pair weights for {len(pairs)} modality pairs")
+    losses, ws = [], []
+    for p, (i, j) in enumerate(pairs):
         rows = present[:, i] & present[:, j]  # (B,)
         if int(rows.sum()) >= min_rows:
             losses.append(loss_fn(feats[i][rows], feats[j][rows]))
+            ws.append(weights[p] if weights else 1.0)
     if not losses:
         return feats[0].new_zeros(())
-    return torch.stack(losses).mean()
+    w = torch.tensor(ws, dtype=losses[0].dtype, device=losses[0].device)
+    return (torch.stack(losses) * w).sum() / w.sum()
 
 
 class TeacherStudent(MERModel):

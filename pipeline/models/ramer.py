@@ -50,13 +50,16 @@ class RAMER(MERModel):
         retrieval: bool = True  # False = the "w/o retrieval" ablation
         l2_available: bool = False  # L2-normalise available h too (lower validation WA on synth data)
         finetune_encoders: bool = False  # False = stage-1 encoders frozen (retrieval cacheable)
+        norm_first: bool = True  # encoder layers pre-norm (the reference code: post-norm)
+        max_params: int = 400_000_000  # encoder size cap of d_model = 0 (EncoderConfig)
 
     def __init__(self, spec: ModelSpec, cfg: RAMER.Config):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         enc_cfg = EncoderConfig(
             d_model=cfg.d_model, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-            ff=cfg.ff, dropout=cfg.dropout, classifier=cfg.encoder_classifier,
+            ff=cfg.ff, dropout=cfg.dropout, classifier=cfg.encoder_classifier, norm_first=cfg.norm_first,
+            max_params=cfg.max_params,
         )
         self.encoders = nn.ModuleList(UnimodalEncoder(d, spec.n_out, enc_cfg) for d in spec.dims)
         m = len(spec.dims)

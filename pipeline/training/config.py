@@ -1,4 +1,5 @@
-"""The experiment config: typed, layered (defaults < TOML file < CLI flags), saved with results."""
+"""The experiment config: typed, layered (defaults < preset < TOML file < CLI flags), saved
+with results (the preset's name included)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,12 @@ class ExperimentConfig:
     test_missing_rate: list | None = None  # test range(s); None = the training range(s)
     modality_missing_rate: dict[str, list[float]] = field(default_factory=dict)  # per-modality training ranges
     m3s: M3SConfig = field(default_factory=M3SConfig)
+    # A named layer of settings under the TOML file (pipeline.training.presets): none | paper
+    preset: str = "none"
+    # Per registry name (or strategy suffix '+m3s'): stage-3 training, model and M3S
+    # options of that method's systems, e.g. [models.carat] lr = 5e-5; a system's own
+    # options ('carat(lr=...)') beat them
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,18 +105,20 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
     return dataclasses.replace(obj, **updates)
 
 
-def load_experiment(path: str | Path | None = None, **overrides: Any) -> ExperimentConfig:
-    """Defaults, then the TOML file, then non-None overrides (dotted keys allowed: 'train.epochs')."""
-    cfg = ExperimentConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise RamerError(f"{p}: config file not found")
-        try:
-            data = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise RamerError(f"{p}: invalid TOML ({exc})") from None
-        cfg = _merge(cfg, data, str(p))
+def _read_toml(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise RamerError(f"{p}: config file not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RamerError(f"{p}: invalid TOML ({exc})") from None
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Non-None dotted overrides ('train.epochs': 3) as a nested table."""
     nested: dict[str, Any] = {}
     for key, val in overrides.items():
         if val is None:
@@ -119,7 +128,44 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = val
-    cfg = _merge(cfg, nested, "command line")
+    return nested
+
+
+def resolve_layers(path: str | Path | None = None, preset: str | None = None, **overrides: Any) -> ExperimentConfig:
+    """Defaults < preset < TOML file < non-None overrides (flags; dotted keys allowed:
+    'train.epochs'). The preset is the flag's, else the file's `preset`, else none. A
+    preset's per-model option yields to the same option set for every system above it."""
+    from pipeline.training.presets import (
+        check_models,
+        dotted,
+        get_preset,
+        merge_models,
+        per_system_keys,
+        without_keys,
+    )
+
+    where = str(path) if path is not None else "config"
+    data = _read_toml(path)
+    flags = _nest(overrides)
+    name = preset if preset is not None else data.get("preset", "none")
+    if not isinstance(name, str):
+        raise RamerError(f"{where}: preset must be a name, not {name!r}")
+    table = get_preset(name)
+    file_models, flag_models = data.pop("models", {}), flags.pop("models", {})
+    cfg = _merge(ExperimentConfig(), table["experiment"], f"preset '{name}'")
+    cfg = _merge(cfg, {k: v for k, v in data.items() if k != "preset"}, where)
+    cfg = _merge(cfg, flags, "command line")
+    file_keys, flag_keys = per_system_keys(set(dotted(data))), per_system_keys(set(dotted(flags)))
+    models = without_keys(table["models"], file_keys | flag_keys)
+    models = merge_models(models, without_keys(file_models, flag_keys))
+    models = merge_models(models, flag_models)
+    check_models(models, where)
+    return dataclasses.replace(cfg, preset=name, models=models)
+
+
+def load_experiment(path: str | Path | None = None, preset: str | None = None, **overrides: Any) -> ExperimentConfig:
+    """The config of a new experiment (`resolve_layers`), checked for diagnostics-only options."""
+    cfg = resolve_layers(path, preset, **overrides)
     if cfg.retrieval.leaks:
         raise RamerError("retrieval.leaks are diagnostics: add a 'leaky[KIND]:SYSTEM' system instead, "
                          "so every report labels the leaky row as such")
@@ -127,5 +173,12 @@ def load_experiment(path: str | Path | None = None, **overrides: Any) -> Experim
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:
-    """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json)."""
-    return _merge(ExperimentConfig(), data, where)
+    """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json).
+    One saved before presets existed (no `preset` key) used the former meaning of the
+    DB scale 'medium': train rows + half of the pool (`scales.legacy_scale`)."""
+    from pipeline.data.scales import legacy_scale
+
+    cfg = _merge(ExperimentConfig(), data, where)
+    if "preset" not in data:
+        cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, scale=legacy_scale(cfg.retrieval.scale)))
+    return cfg

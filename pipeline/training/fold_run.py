@@ -205,7 +205,8 @@ class FoldRun:
             e = self.cfg.encoder
             options = {
                 "d_model": e.d_model, "hidden": e.hidden, "layers": e.layers, "heads": e.heads, "ff": e.ff,
-                "encoder_classifier": tuple(e.classifier), "dropout": e.dropout,
+                "encoder_classifier": tuple(e.classifier), "dropout": e.dropout, "norm_first": e.norm_first,
+                "max_params": e.max_params,
                 "retrieval": system.use_retrieval, "finetune_encoders": r.finetune_encoders, **options,
             }
         model = create_model(system.model, spec, **options).to(self.ctx.device)

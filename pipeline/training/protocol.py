@@ -67,11 +67,25 @@ def _check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerpri
                 "pass --resume to continue it or --fresh to start over"
             )
         check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
+        _check_legacy_medium(load_json(saved), saved)
         if _resumable(load_json(saved), load_json_like(cfg)) != _resumable(load_json_like(cfg), load_json(saved)):
             raise RamerError(
                 f"{saved}: --resume with a different config than the checkpoints were made with; "
                 "use a new --experiment name or --fresh"
             )
+
+
+def _check_legacy_medium(saved: dict, where: Path) -> None:
+    """Checkpoints made before the paper's scale names (no `preset` in their config) used
+    'medium' for train rows + half of the pool; today 'medium' is the paper's half of the
+    pool only, so those checkpoints cannot be resumed under that name."""
+    if "preset" in saved:
+        return
+    names = [saved.get("retrieval", {}).get("scale", ""), *saved.get("systems", [])]
+    if any("medium" in str(n) for n in names):
+        raise RamerError(f"{where}: made when DB scale 'medium' meant train rows + half of the pool (now "
+                         "'train+half-pool'; 'medium' is the paper's half of the pool only); use a new "
+                         "--experiment or --fresh")
 
 
 def check_fingerprint(saved: dict, fingerprint: str, where: Path, dataset: str) -> None:
@@ -124,7 +138,7 @@ def run_experiment(
     from pipeline.training.validate import validate_experiment
 
     # Every option is checked before any directory is written (one line, nothing left behind).
-    systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
     requested = cfg.device if cfg.device != "auto" else settings.device
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
     stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]

@@ -7,6 +7,7 @@ hidden-feature database (Qdrant is the store of record, FAISS serves training).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,18 @@ from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel, ModelSpec, Output
-from pipeline.models.encoders import EncoderConfig, FusedEncoders, UnimodalEncoder
+from pipeline.models.encoders import (
+    EncoderConfig,
+    FusedEncoders,
+    UnimodalEncoder,
+    describe_encoders,
+)
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.scores import chance_score, task_score
 from pipeline.training.trainer import ConditionBatches, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
+log = logging.getLogger(__name__)
 
 
 def stage_seed(base: int, fold: int, run: int, stage: str) -> int:
@@ -132,6 +139,7 @@ def pretrain_encoders(
     spec, ds = ctx.spec, ctx.ds
     seed_everything(ctx.seed("init-encoders"))  # weights independent of what ran before
     encoders = [UnimodalEncoder(d, spec.n_out, enc_cfg) for d in spec.dims]
+    _describe_once(encoders, spec, enc_cfg)
     if path.is_file():
         for enc, state in zip(encoders, load_torch(path)):
             enc.load_state_dict(state)
@@ -161,6 +169,19 @@ def pretrain_encoders(
         save_json(scores, ctx.run_dir / STAGE1_SCORES)
     save_torch([e.state_dict() for e in encoders], path)
     return [e.eval() for e in encoders]
+
+
+_DESCRIBED: set[tuple] = set()
+
+
+def _describe_once(encoders: list[UnimodalEncoder], spec: ModelSpec, cfg: EncoderConfig) -> None:
+    """Log each encoder's exact size (and any infeasible reference shape) once per process
+    and shape, not once per fold x run."""
+    key = (spec.dims, repr(cfg))
+    if key not in _DESCRIBED:
+        _DESCRIBED.add(key)
+        for line in describe_encoders(encoders, spec.modalities, cfg):
+            log.info(line)
 
 
 STAGE1_SCORES = "encoders.json"  # per modality: stage-1 validation score, epoch, chance

@@ -39,10 +39,18 @@ from torch.func import functional_call
 from pipeline.data.bank import FeatureBank
 from pipeline.data.spans import Range, apply_spans, range_name, range_tag, span_masks
 from pipeline.errors import RamerError
-from pipeline.models.base import Batch, MERModel, task_loss
+from pipeline.models.base import Batch, MERModel
 from pipeline.models.inference import predict
 from pipeline.training.scores import Score
-from pipeline.training.trainer import FitResult, Forward, Step, StepFactory, TrainConfig, fit
+from pipeline.training.trainer import (
+    FitResult,
+    Forward,
+    Step,
+    StepFactory,
+    TrainConfig,
+    fit,
+    model_loss,
+)
 
 STRATEGIES = ("orig", "spl-trn", "m3s")
 
@@ -136,7 +144,7 @@ def span_bank(bank: FeatureBank, rows: np.ndarray, ranges: Sequence[Range], seed
 
 def batch_loss(model: MERModel, batch: Batch, params: dict | None = None) -> torch.Tensor:
     out = model(batch) if params is None else functional_call(model, params, (batch,))
-    return task_loss(model.spec.task, out.logits, batch.y) + out.aux_loss
+    return model_loss(model, out, batch.y)
 
 
 def m3s_step(
@@ -216,13 +224,13 @@ class SpanBatches:
         return score_fn(y, predict(model, self.val_bank, self.val_rows, np.ones(len(self.dims), bool)))
 
 
-def m3s_steps(source: SpanBatches, cfg: M3SConfig) -> StepFactory:
+def m3s_steps(source: SpanBatches, cfg: M3SConfig, clip: float = 5.0) -> StepFactory:
     """Algorithm 1 as the loop's step: the epoch's batch is the query X2, a fresh support
     batch X1 of the same size is drawn for each (first-order or second-order MAML)."""
 
     def make(model: MERModel, opt: torch.optim.Optimizer, forward: Forward) -> Step:
         model.prepare_functional()  # e.g. the MMIN teacher snapshot, outside functional calls
-        return lambda query, rng: m3s_step(model, opt, source.support(rng, len(query.rows)), query, cfg)
+        return lambda query, rng: m3s_step(model, opt, source.support(rng, len(query.rows)), query, cfg, clip)
 
     return make
 
@@ -237,7 +245,7 @@ def fit_strategy(
     if source.strategy != "m3s":
         return fit(model, source, score_fn, cfg, on_epoch=on_epoch)
     m3s = m3s or M3SConfig()
-    return fit(model, source, score_fn, cfg, make_step=m3s_steps(source, m3s), lr=m3s.outer_lr or cfg.lr,
+    return fit(model, source, score_fn, cfg, make_step=m3s_steps(source, m3s, cfg.clip), lr=m3s.outer_lr or cfg.lr,
                on_epoch=on_epoch)
 
 

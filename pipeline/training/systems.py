@@ -28,7 +28,8 @@ from pipeline.training.config import RetrievalConfig
 
 # Stage-3 training options a system may override, e.g. 'carat(lr=0.0003,epochs=60)' (the
 # seed stays derived from the system's name, so it is never an override).
-TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience"}
+TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience", "optimizer", "beta1", "schedule",
+              "warmup", "clip"}
 M3S_KEYS = {"inner_lr", "outer_lr", "inner_steps", "second_order"}  # with a +m3s strategy only
 _CALL = re.compile(r"^(?P<name>[\w\-/ .]+?)\s*(\((?P<args>.*)\))?$")
 
@@ -98,32 +99,57 @@ STAGE1_LEAKS = ("encoders-test", "stage1-test")  # these change the encoders (an
 LEAKY = re.compile(r"^leaky\[(?P<kinds>[\w+-]+)\]:(?P<system>.+)$")
 
 
-def parse_system(text: str, base: RetrievalConfig) -> System:
+def parse_system(text: str, base: RetrievalConfig, models: dict[str, dict] | None = None) -> System:
     """One system from its string; a '|' in an option makes a selection system whose
     variant is chosen per (fold, run) on that unit's own validation split, and so does
-    an 'auto' RAMER retrieval option (`AUTO_CHOICES`)."""
+    an 'auto' RAMER retrieval option (`AUTO_CHOICES`). `models`: the experiment's
+    per-method options (`ExperimentConfig.models`), under the system's own."""
     leaky = LEAKY.match(text.strip())
     if leaky:
-        return _leaky(text.strip(), leaky.group("kinds").split("+"), leaky.group("system"), base)
+        return _leaky(text.strip(), leaky.group("kinds").split("+"), leaky.group("system"), base, models)
     if "leak" in text:
         raise RamerError(f"system '{text}': leaks are diagnostics; write one as "
                          f"'leaky[KIND]:{text.split('(')[0].strip()}' (KIND: {', '.join(LEAK_KINDS)}) "
                          "so every report labels it")
     variants = selection_variants(text)
     if variants:
-        parsed = tuple(parse_system(v, base) for v in variants)
+        parsed = tuple(parse_system(v, base, models) for v in variants)
         return dataclasses.replace(parsed[0], label=text.strip(), candidates=parsed)
-    return _resolve_auto(_parse_one(text, base))
+    return _resolve_auto(_with_models(_parse_one(text, base), models or {}))
 
 
-def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig) -> System:
+def _with_models(system: System, models: dict[str, dict]) -> System:
+    """The system with its method's `models` entries (the strategy's, e.g. '+m3s', over
+    the model's) under its own options; M3S options only under the m3s strategy."""
+    from pipeline.models.registry import model_class
+    from pipeline.training.strategies import config_fields
+
+    entries = [models.get(system.model, {}), models.get(f"+{system.strategy}", {})]
+    if not any(entries):
+        return system
+    own = config_fields(model_class(system.model))
+    model, train, m3s = {}, {}, {}
+    for entry in entries:  # later wins
+        for key, val in entry.items():
+            if key in own:
+                model[key] = val
+            elif key in TRAIN_KEYS:
+                train[key] = val
+            elif key in M3S_KEYS and system.strategy == "m3s":
+                m3s[key] = val
+    return dataclasses.replace(system, overrides={**model, **system.overrides}, train={**train, **system.train},
+                               m3s={**m3s, **system.m3s})
+
+
+def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig,
+           models: dict[str, dict] | None = None) -> System:
     """A diagnostic system: `inner` with the given leaks, labelled 'leaky[...]:inner'."""
     from pipeline.models.registry import model_class
 
     unknown = sorted(set(kinds) - set(LEAK_KINDS))
     if unknown:
         raise RamerError(f"system '{label}': unknown leak {unknown}; known: {', '.join(LEAK_KINDS)}")
-    system = parse_system(inner, dataclasses.replace(base, leaks=tuple(kinds)))
+    system = parse_system(inner, dataclasses.replace(base, leaks=tuple(kinds)), models)
     needs_db = sorted(set(kinds) & {"db", *STAGE1_LEAKS})
     if needs_db and (system.retrieval is None or model_class(system.model).uses_stage1_encoders is False):
         raise RamerError(f"system '{label}': the {needs_db} leak(s) need a system built on stage 1 (ramer)")

@@ -25,6 +25,10 @@ from pipeline.training.scores import Score
 Forward = Callable[[MERModel, Batch], Output]
 
 
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("constant", "linear-decay", "warmup-linear")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 40  # paper: 40 per fold
@@ -34,6 +38,14 @@ class TrainConfig:
     patience: int = 10  # epochs without validation gain before stopping
     full_prob: float = 0.0  # share of training samples shown with every modality
     seed: int = 0
+    optimizer: str = "adamw"  # adamw | adam (Adam's weight decay is L2 in the gradient)
+    beta1: float = 0.9  # Adam's first-moment decay (the MMIN code family: 0.5)
+    # constant | linear-decay (flat for the first half of the steps, then linearly to 0:
+    # MMIN's niter = niter_decay) | warmup-linear (linear warm-up over `warmup` of the
+    # steps, then linearly to 0: CARAT)
+    schedule: str = "constant"
+    warmup: float = 0.1  # share of the steps spent warming up (warmup-linear only)
+    clip: float = 5.0  # gradient-norm clip (the MMIN / RAMER reference code: 1.0)
 
 
 @dataclass
@@ -131,13 +143,47 @@ class ConditionBatches:
 Step = Callable[[Batch, np.random.Generator], float]  # one optimisation step -> its loss
 
 
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose one of {OPTIMIZERS}")
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=lr, betas=(cfg.beta1, 0.999), weight_decay=cfg.weight_decay)
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: float) -> float:
+    """The multiplier of the base learning rate at optimiser step `step` of `total`."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear-decay":  # MMIN: niter flat epochs, then niter_decay to zero
+        half = total // 2
+        return 1.0 if step < half else max(0.0, 1.0 - (step - half + 1) / max(total - half, 1))
+    if schedule == "warmup-linear":  # CARAT: linear warm-up, then linear decay to zero
+        warm = max(1, int(warmup * total))
+        return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(total - warm, 1))
+    raise ValueError(f"unknown schedule '{schedule}'; choose one of {SCHEDULES}")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per optimiser step; `total_steps` is the full run's (epochs x batches)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule '{cfg.schedule}'; choose one of {SCHEDULES}")
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(cfg.schedule, i, total_steps, cfg.warmup))
+
+
+def model_loss(model: MERModel, out: Output, y: torch.Tensor) -> torch.Tensor:
+    """What one step minimises: the task loss on the final prediction, weighted by the
+    model's `output_loss_weight` (CARAT's eq. 15 has none: 0), + its weighted aux loss."""
+    w = model.output_loss_weight
+    return (w * task_loss(model.spec.task, out.logits, y) if w else 0.0) + out.aux_loss
+
+
 def plain_step(model: MERModel, opt: torch.optim.Optimizer, forward: Forward, clip: float = 5.0) -> Step:
     """The usual step: task loss + the model's weighted aux loss, clipped gradients."""
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(batch: Batch, rng: np.random.Generator) -> float:
         out = forward(model, batch)
-        loss = task_loss(model.spec.task, out.logits, batch.y) + out.aux_loss
+        loss = model_loss(model, out, batch.y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -150,12 +196,16 @@ def plain_step(model: MERModel, opt: torch.optim.Optimizer, forward: Forward, cl
 StepFactory = Callable[[MERModel, torch.optim.Optimizer, Forward], Step]
 
 
+def default_step(cfg: TrainConfig) -> StepFactory:
+    return lambda model, opt, forward: plain_step(model, opt, forward, clip=cfg.clip)
+
+
 def fit(
     model: MERModel,
     source: BatchSource,
     score_fn: Score,
     cfg: TrainConfig,
-    make_step: StepFactory = plain_step,
+    make_step: StepFactory | None = None,
     forward: Forward | None = None,
     lr: float | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
@@ -172,8 +222,11 @@ def fit(
         return direct(source, score_fn, cfg)
     rng = np.random.default_rng(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
-    step = make_step(model, opt, forward or (lambda m, b: m(b)))
+    opt = make_optimizer(params, cfg, lr or cfg.lr)
+    # an upper bound of the run's steps (1-row tail batches are skipped), so a schedule
+    # that decays to zero gets there no earlier than the last epoch
+    sched = make_scheduler(opt, cfg, cfg.epochs * -(-len(source.train_rows) // cfg.batch_size))
+    step = (make_step or default_step(cfg))(model, opt, forward or (lambda m, b: m(b)))
     keeper = EarlyStopping(model, cfg.patience)
     for epoch in range(cfg.epochs):
         model.train()
@@ -182,6 +235,7 @@ def fit(
         for batch in source.epoch(rng, order, cfg.batch_size, model.uses_sequences):
             total += step(batch, rng) * len(batch.rows)
             n += len(batch.rows)
+            sched.step()
         if keeper.update(model, epoch, total / max(n, 1), source.validate(model, score_fn), on_epoch):
             break
     return keeper.restore(model)

@@ -72,6 +72,17 @@ def check_system(system: System) -> None:
     for key in ("epochs", "batch_size", "patience"):
         if key in system.train:
             _at_least(f"system '{system.label}': {key}", system.train[key], 1)
+    check_optimiser(f"system '{system.label}':", system.train)
+
+
+def check_optimiser(where: str, train: dict) -> None:
+    """The optimiser and schedule names of a TrainConfig (or a system's overrides of one)."""
+    from pipeline.training.trainer import OPTIMIZERS, SCHEDULES
+
+    if "optimizer" in train:
+        _choice(f"{where} optimizer", train["optimizer"], OPTIMIZERS)
+    if "schedule" in train:
+        _choice(f"{where} schedule", train["schedule"], SCHEDULES)
 
 
 def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequence[str],
@@ -85,6 +96,9 @@ def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequenc
     _at_least("train.batch_size", cfg.train.batch_size, 1)
     _at_least("pretrain.batch_size", cfg.pretrain.batch_size, 1)
     check_device(device)
+    for stage in ("pretrain", "train"):
+        t = getattr(cfg, stage)
+        check_optimiser(stage, {"optimizer": t.optimizer, "schedule": t.schedule})
     check_retrieval("retrieval", cfg.retrieval)
     if not cfg.precision_ks or not all(isinstance(k, int) and k >= 1 for k in cfg.precision_ks):
         raise RamerError(f"precision_ks {cfg.precision_ks}: give integers >= 1")
