@@ -217,10 +217,11 @@ def paper_differences(cfg: Any, system: Any, preset: str = "paper") -> list[tupl
     return [(k, mine[k], paper[k]) for k in keys if not _same(k, mine[k], paper[k])]
 
 
-def differences_line(label: str, diffs: list[tuple[str, Any, Any]]) -> str:
-    """'- `ramer`: differs from the paper in: retrieval.scale turbo (paper small), ...'"""
+def differences_line(labels: str | list[str], diffs: list[tuple[str, Any, Any]]) -> str:
+    """'- `ramer`, `w/o retrieval`: differs from the paper in: retrieval.scale turbo (paper small), ...'"""
+    labels = [labels] if isinstance(labels, str) else labels
     body = ", ".join(f"{k} {_show(a)} (paper {_show(b)})" for k, a, b in diffs)
-    return f"- `{label}`: differs from the paper in: {body}"
+    return "- " + ", ".join(f"`{label}`" for label in labels) + f": differs from the paper in: {body}"
 
 
 def field_paths(obj: Any, prefix: str = "") -> set[str]:
