@@ -148,10 +148,8 @@ def test_duplicates_found_near_and_exact_and_partial(tmp_path):
     feats, labels, null = with_copies(rng)
     present = {m: ~null.get(m, np.zeros(len(labels), bool)) for m in feats}
     labeled = np.array([v is not None for v in labels])
-    for backend in ("numpy", "faiss"):
-        d = find_duplicates({m: x.astype(np.float32) for m, x in feats.items()}, present, labeled, backend=backend)
-        assert d.pool_rows.tolist() == [80, 81], backend
-        assert d.labeled_pairs.tolist() == [[2, 79]], backend
+    d = find_duplicates({m: x.astype(np.float32) for m, x in feats.items()}, present, labeled)
+    assert d.pool_rows.tolist() == [80, 81] and d.labeled_pairs.tolist() == [[2, 79]]
     strict = find_duplicates({m: x.astype(np.float32) for m, x in feats.items()}, present, labeled, threshold=1.0)
     assert strict.pool_rows.tolist() == [80]  # the perturbed copy is near, not identical
 
@@ -213,7 +211,24 @@ def test_blocked_search_matches_one_block(monkeypatch):
     x = rng.standard_normal((n, 8)).astype(np.float32)
     x[200:260] = x[:60] + 1e-5  # 60 pool copies
     labeled = np.arange(n) < 150
-    whole = dmod.find_duplicates({"a": x}, {"a": np.ones(n, bool)}, labeled, backend="numpy")
+    whole = dmod.find_duplicates({"a": x}, {"a": np.ones(n, bool)}, labeled)
     monkeypatch.setattr(dmod, "BLOCK_FLOATS", 500)  # ~1 query row per block
-    blocked = dmod.find_duplicates({"a": x}, {"a": np.ones(n, bool)}, labeled, backend="numpy")
+    blocked = dmod.find_duplicates({"a": x}, {"a": np.ones(n, bool)}, labeled)
     assert whole.pool_rows.tolist() == blocked.pool_rows.tolist() == list(range(200, 260))
+
+
+def test_offset_features_and_placeholder_rows():
+    """A large common offset (raw cosine ~1 for every pair) does not make rows duplicates;
+    a placeholder vector (the column means) agrees only with another placeholder."""
+    rng = np.random.default_rng(7)
+    n = 200
+    x = (1000.0 + rng.standard_normal((n, 16))).astype(np.float32)  # every raw cosine > 0.999
+    t = rng.standard_normal((n, 8)).astype(np.float32)
+    x[150], t[150] = x[5], t[5]  # pool copy of labeled row 5 on both modalities
+    holders = [7, 160, 165]
+    t[holders] = t[np.setdiff1d(np.arange(n), holders)].mean(0)  # so the column means stay the same
+    x[160] = x[6]  # copies row 6's audio, but row 6 has real text: not a duplicate
+    x[165] = x[7]  # copies row 7's audio, and both texts are placeholders: a duplicate
+    labeled = np.arange(n) < 100
+    d = find_duplicates({"audio": x, "text": t}, {"audio": np.ones(n, bool), "text": np.ones(n, bool)}, labeled)
+    assert d.pool_rows.tolist() == [150, 165] and not len(d.labeled_pairs)
