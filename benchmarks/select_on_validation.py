@@ -1,9 +1,12 @@
 """Rank the systems of an experiment by their validation score (model selection, never test).
 
-Reads runs/<experiment>/f*_r*/<system>.fit.json (written by `ramer run`/`ramer train`),
-averages each system's best validation score over the (fold, run) units it finished, and
-prints a markdown table, best first. Scores are the task's selection score: WA
-(single-label), micro-F1 (multi-label) or -MAE (regression), so higher is always better.
+`ramer sweep` is the way to compare settings now: it trains stages 1-3 only, never scores
+the test split, and writes results/<experiment>/validation.md and validation.parquet
+(docs/selection.md). This script stays for checkpoints an earlier `ramer run` left: it reads
+runs/<experiment>/f*_r*/<system>.fit.json, averages each system's best validation score
+over the (fold, run) units it finished, and prints a markdown table, best first. Scores are
+the task's selection score: WA (single-label), micro-F1 (multi-label) or -MAE
+(regression), so higher is always better.
 
     python benchmarks/select_on_validation.py runs/nmer-sweep
 """

@@ -33,7 +33,7 @@ from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.training.config import ExperimentConfig
 
 RUN = ["--dataset", "{ds}", "-e", "walk"]  # the good part of every experiment command
-STAGES = ("run", "pretrain", "index", "train", "evaluate")
+STAGES = ("run", "sweep", "pretrain", "index", "train", "evaluate")
 RUN_CASES = {
     "config": (["{under_file}.toml", *RUN], ["config file not found"]),
     "dataset": (["--dataset", "{root}/nope", "-e", "walk"], ["dataset directory not found"]),
@@ -77,7 +77,9 @@ IMPORT = {  # shared by every importer; {src} is its good source
     "folds": (["--folds", "1"], ["--folds 1", "2..127"]),
     "seed": (["--seed", "abc"], ["'--seed'", "valid integer"]),
     "data_dir": (["--data-dir", "{file}"], ["{file} is a file"]),
+    "duplicate_threshold": (["--duplicate-threshold", "1.5"], ["1.5", "(0, 1]"]),
 }
+GROUP_BY = (["--group-by", "nosuch"], ["--group-by column 'nosuch' not found", "--group-by none"])
 
 
 def _import(command: str, src: str, *extra: tuple, without: tuple[str, ...] = (), good: tuple[str, ...] = ()) -> dict:
@@ -89,7 +91,8 @@ def _import(command: str, src: str, *extra: tuple, without: tuple[str, ...] = ()
 
 
 def _run_cases(stage: str) -> dict:
-    skip = {"run": {"noise", "noise_schedule"}, "evaluate": {"ablations"}}.get(stage, {"noise", "noise_schedule", "ablations"})
+    skip = {"run": {"noise", "noise_schedule"}, "sweep": {"noise", "noise_schedule"},
+            "evaluate": {"ablations"}}.get(stage, {"noise", "noise_schedule", "ablations"})
     return {p: ([stage, *args], frags) for p, (args, frags) in RUN_CASES.items() if p not in skip}
 
 
@@ -142,6 +145,7 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
                      ["out of range 0..0", "classes ['a']"])),
         ("modalities", (["data", "import", "parquet", "{pq}", "--name", "x", "--modalities", "smell"],
                         ["['audio']", "unknown modality"])),
+        ("group_by", (["data", "import", "parquet", "{pq}", "--name", "x", *GROUP_BY[0]], GROUP_BY[1])),
     ),
     "data import mer2024": _import(
         "mer2024", "{mer}",
@@ -156,6 +160,8 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
                      "--labels", "{root}/nope.npz"], ["nope.npz", "not found"])),
         ("labeled_corpora", (["data", "import", "mer2024", "{mer}", "--name", "x", "--audio", "chinese-hubert-large",
                               "--labeled-corpora", "nosuch"], ["['nosuch']", "train_corpus"])),
+        ("group_by", (["data", "import", "mer2024", "{mer}", "--name", "x", "--audio", "chinese-hubert-large",
+                       *GROUP_BY[0]], GROUP_BY[1])),
         good=("--audio", "chinese-hubert-large"),
     ),
     "data import mmsa": _import(
@@ -164,6 +170,7 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         ("task", (["data", "import", "mmsa", "{mmsa}", "--name", "x", "--task", "zzz"], ["zzz", "regression"])),
         ("classes", (["data", "import", "mmsa", "{mmsa}", "--name", "x", "--task", "single_label", "--classes", "a"],
                      ["--classes lists 1"])),
+        ("group_by", (["data", "import", "mmsa", "{mmsa}", "--name", "x", *GROUP_BY[0]], GROUP_BY[1])),
     ),
     "data import carat-mosei": _import(
         "carat-mosei", "{carat}",

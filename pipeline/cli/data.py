@@ -66,6 +66,43 @@ def _check_target(out: Path, name: str | None) -> None:
     check_output_dir(out)
 
 
+_GROUP_BY = Annotated[str | None, typer.Option(
+    "--group-by", help="Column whose groups (speakers) never straddle folds: group-stratified folds. "
+    "Default: speaker when the source has it; 'none' turns it off.")]
+_DUP_THRESHOLD = Annotated[float, typer.Option(
+    "--duplicate-threshold", help="Rows count as duplicates at cosine >= this on every shared modality "
+    "(after per-column standardisation); 1 = identical up to float32 rounding (1e-5).")]
+_DROP_DUP = Annotated[bool, typer.Option(
+    "--drop-duplicates", help="Drop pool rows that duplicate a labeled row and keep duplicate labeled rows "
+    "in one fold (default: only count them).")]
+
+
+def _fold_options(group_by: str | None, threshold: float, drop: bool):
+    """The importers' grouping and duplicate options, checked before any reading."""
+    from pipeline.data.importers.folds import FoldOptions
+
+    if not 0.0 < threshold <= 1.0:
+        raise typer.BadParameter(f"{threshold}: must be in (0, 1]", param_hint="--duplicate-threshold")
+    return FoldOptions(group_by=group_by, duplicate_threshold=threshold, drop_duplicates=drop)
+
+
+def fold_lines(ds: Dataset) -> list[str]:
+    """How the folds were grouped and what the duplicate check found (from the manifest)."""
+    prov = ds.manifest.provenance
+    lines = []
+    if "folds" in prov:
+        f = prov["folds"]
+        by = f"grouped by '{f['group_by']}' ({f.get('groups', '?')} groups)" if f.get("group_by") else "not grouped"
+        lines.append(f"folds: {f['method']}, {by}")
+    if "duplicates" in prov:
+        d = prov["duplicates"]
+        lines.append(
+            f"duplicates (cosine >= {d['threshold']}): {d['pool_rows']} pool row(s) duplicate a labeled row, "
+            f"{d['labeled_pairs']} labeled pair(s), {d.get('cross_fold_pairs', 0)} across folds; {d['action']}"
+            + (f", {d['dropped_pool_rows']} dropped" if d.get("dropped_pool_rows") else ""))
+    return lines
+
+
 def _summary(ds: Dataset, seconds: float | None = None) -> None:
     info = dataset_info(ds)
     took = f" in {seconds:.1f} s" if seconds is not None else ""
@@ -77,6 +114,8 @@ def _summary(ds: Dataset, seconds: float | None = None) -> None:
         f"{human_bytes(info.total_bytes)} at {info.root}{took}",
         highlight=False,
     )
+    for line in fold_lines(ds):
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command()
@@ -152,14 +191,17 @@ def import_parquet_cmd(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory.", envvar="RAMER_DATA_DIR")
     ] = None,
+    group_by: _GROUP_BY = None, duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """Import bring-your-own features; assigns stratified folds and writes the directory atomically."""
+    """Import bring-your-own features; assigns stratified folds (grouped by speaker where the file
+    has one), counts duplicate rows and writes the directory atomically."""
     from pipeline.data.importers import import_parquet
 
     settings = load_settings(data_dir=data_dir, seed=seed)
     target = out if out is not None else settings.data_dir / name
     _check_target(target, name)
     check_folds(file, folds)
+    options = _fold_options(group_by, duplicate_threshold, drop_duplicates)
     _reading(str(file))
     t0 = time.perf_counter()
     with _progress() as bar:
@@ -173,6 +215,7 @@ def import_parquet_cmd(
             classes=_split_list(classes),
             modalities=_split_list(modalities),
             progress=lambda k: bar.advance(task, k),
+            fold_options=options,
         )
     _summary(ds, time.perf_counter() - t0)
 
@@ -199,6 +242,8 @@ def info(
         f"{inf.n_unlabeled} unlabeled" + (f", {inf.speakers} speakers" if inf.speakers else ""),
         highlight=False,
     )
+    for line in fold_lines(ds):
+        console.print(line, highlight=False, markup=False)
     if len(inf.class_by_fold):
         t = Table(title="labeled samples per class x fold")
         t.add_column("class")
@@ -358,14 +403,18 @@ def import_mer2024_cmd(
     allow_missing: Annotated[bool, typer.Option(help="Import missing feature files as absent modalities.")] = False,
     out: _OUT = None, folds: Annotated[int, typer.Option(help="Stratified folds.")] = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
+    group_by: _GROUP_BY = None, duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/{name}.npy per modality."""
+    """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/{name}.npy per modality
+    (duplicates between the labeled corpora and the pool, --unlisted included, are counted)."""
     from pipeline.data.importers import import_mer2024
 
     ext = {m: e for m, e in (("audio", audio), ("visual", visual), ("text", text)) if e}
+    options = _fold_options(group_by, duplicate_threshold, drop_duplicates)
     _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_mer2024(
         root, name, t, ext, labels=labels, features=features, labeled_corpora=tuple(_split_list(labeled_corpora) or ()),
-        unlisted=unlisted, allow_missing=allow_missing, folds=folds, seed=s, progress=p), folds=folds)
+        unlisted=unlisted, allow_missing=allow_missing, folds=folds, seed=s, progress=p, fold_options=options),
+        folds=folds)
 
 
 @import_app.command("mmsa")
@@ -378,13 +427,15 @@ def import_mmsa_cmd(
     folds: Annotated[int, typer.Option(help="Stratified folds (without --official-split).")] = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
+    group_by: _GROUP_BY = None, duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
     """MMSA pickles: sequences mean-pooled over valid frames (and kept with --keep-sequences)."""
     from pipeline.data.importers import import_mmsa
 
+    options = _fold_options(group_by, duplicate_threshold, drop_duplicates)
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_mmsa(
         file, name, t, task=task, official_split=official_split, classes=_split_list(classes), folds=folds, seed=s,
-        progress=p, keep_sequences=keep_sequences), folds=None if official_split else folds)
+        progress=p, keep_sequences=keep_sequences, fold_options=options), folds=None if official_split else folds)
 
 
 @import_app.command("carat-mosei")
@@ -395,13 +446,15 @@ def import_carat_mosei_cmd(
     folds: _FOLDS = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
+    duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
     """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file."""
     from pipeline.data.importers import import_carat_mosei
 
+    options = _fold_options(None, duplicate_threshold, drop_duplicates)
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_carat_mosei(
-        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences),
-        folds=None if official_split else folds)
+        file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences,
+        fold_options=options), folds=None if official_split else folds)
 
 
 @import_app.command("iemocap-mmin")
@@ -413,12 +466,15 @@ def import_iemocap_cmd(
     text: Annotated[str, typer.Option(help="L/<name>.h5")] = "bert_large",
     classes: Annotated[str | None, typer.Option(help="Class names in label index order (default angry,happy,neutral,sad).")] = None,
     out: _OUT = None, seed: Annotated[int | None, typer.Option(help="Recorded seed.")] = None, data_dir: _DATA_DIR = None,
+    duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
     """IEMOCAP in MMIN's layout, 4 classes; MMIN's cross-validation folds kept."""
     from pipeline.data.importers import import_iemocap_mmin
 
+    options = _fold_options(None, duplicate_threshold, drop_duplicates)
     _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_iemocap_mmin(
-        root, name, t, audio=audio, visual=visual, text=text, classes=_split_list(classes), progress=p, seed=s))
+        root, name, t, audio=audio, visual=visual, text=text, classes=_split_list(classes), progress=p, seed=s,
+        fold_options=options))
 
 
 @import_app.command("m3ed")
@@ -429,10 +485,12 @@ def import_m3ed_cmd(
     folds: _FOLDS = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
+    duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
     """M3ED, dialogue-level multi-label (7 emotions)."""
     from pipeline.data.importers import import_m3ed
 
+    options = _fold_options(None, duplicate_threshold, drop_duplicates)
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_m3ed(
         file, name, t, official_split=official_split, folds=folds, seed=s, progress=p,
-        keep_sequences=keep_sequences), folds=None if official_split else folds)
+        keep_sequences=keep_sequences, fold_options=options), folds=None if official_split else folds)

@@ -1,4 +1,4 @@
-"""`ramer run | pretrain | index | train | evaluate | demo | predict | report`.
+"""`ramer run | sweep | pretrain | index | train | evaluate | demo | predict | report`.
 
 Thin: options -> typed ExperimentConfig -> pipeline.training.protocol -> files.
 """
@@ -214,6 +214,36 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
     return report
 
 
+def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool) -> Path:
+    """`ramer sweep`: stages 1-3, then validation.md / validation.parquet; never test."""
+    from pipeline.data.dataset import load_dataset
+    from pipeline.data.fingerprint import dataset_fingerprint
+    from pipeline.errors import RamerError
+    from pipeline.extras import load_faiss
+    from pipeline.training.sweep import summarise, write_validation
+
+    if not cfg.dataset:
+        raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
+    load_faiss()
+    settings = load_settings()
+    bar, hooks = progress_display()
+    t0 = time.perf_counter()
+    with bar:
+        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after="sweep")
+    task = load_dataset(cfg.dataset, validate=False).manifest.task
+    path = write_validation(out.records, out.results_dir, f"{cfg.experiment}: {Path(cfg.dataset).name}", task,
+                            dataset_fingerprint(cfg.dataset))
+    table = Table(title="validation score, mean over folds x runs (test never scored)", title_justify="left")
+    for c in ("system", "variant", "mean", "std", "units", "chosen in"):
+        table.add_column(c, justify="left" if c in ("system", "variant") else "right")
+    for r in summarise(out.records):
+        table.add_row(r["system"], r["variant"], f"{r['mean']:.4f}", f"{r['std']:.4f}", str(r["units"]),
+                      f"{r['chosen_in']}/{r['units']}")
+    console.print(table)
+    console.print(f"\n[bold green]done[/] in {time.perf_counter() - t0:.0f} s · {path}")
+    return path
+
+
 def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -> Path:
     """`ramer evaluate --noise ...`: the trained models under noise -> noise_report.md."""
     from pipeline.data.noise import parse_noise
@@ -322,6 +352,34 @@ def register(app: typer.Typer) -> None:
             extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
             cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
         execute(cfg, resume, fresh)
+
+    @app.command()
+    def sweep(
+        config: ConfigArg = None, dataset: DatasetOpt = None, experiment: ExperimentOpt = None,
+        systems: SystemsOpt = None, folds: FoldsOpt = None, runs: RunsOpt = None, epochs: EpochsOpt = None,
+        pretrain_epochs: PreEpochsOpt = None, k: KOpt = None, scale: ScaleOpt = None,
+        finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
+        resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
+        strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None, test_missing_rate: TestMissingRateOpt = None,
+        ablations: AblationsOpt = None,
+    ) -> None:
+        """Compare settings on validation only: stages 1-3 for every system and every 'a|b' variant,
+        then results/<experiment>/validation.md and validation.parquet. The test split is never scored.
+
+        A later `ramer run` of the same experiment reuses these checkpoints and tests the nested
+        selections (each fold x run keeps the variant its own validation split chose).
+        """
+        cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
+                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+        # (a sweep writes nothing to Qdrant; --no-ingest only keeps the config equal to a later `ramer run`'s)
+        if ablations:
+            from dataclasses import replace
+
+            from pipeline.training.ablations import ablation_systems
+
+            extra = ablation_systems(_csv(ablations) or [])
+            cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
+        execute_sweep(cfg, resume, fresh)
 
     def _stage_command(stage: str, doc: str):
         def command(

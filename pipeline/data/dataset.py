@@ -237,6 +237,7 @@ def validate_arrays(ds: Dataset, where: Path | str) -> None:
             f"{where}: fold(s) {empty} of {k} hold no labeled sample "
             "(rule: every fold needs test samples)"
         )
+    _check_groups(ds, where)
     for m in man.modality_names:
         f = ds.features[m]
         finite = np.isfinite(f).all(axis=1) | ~ds.present[m]
@@ -245,6 +246,23 @@ def validate_arrays(ds: Dataset, where: Path | str) -> None:
     none = ~ds.present_matrix().any(axis=1)
     if none.any():
         raise DataError(f"{where}: sample(s) with no modality at all: {_first(none, s)}")
+
+
+def _check_groups(ds: Dataset, where: Path | str) -> None:
+    """A manifest that says its folds are grouped by a stored column (speaker) must not
+    have a group on two folds: that speaker would be trained and tested on."""
+    col = ds.manifest.group_by
+    if col is None or col not in ds.extra:
+        return  # ungrouped, or grouped by a source column that the table does not keep
+    lab = ds.labeled
+    groups, folds = ds.extra[col][lab].astype(str), ds.folds[lab]
+    order = np.lexsort((folds, groups))
+    g, f = groups[order], folds[order]
+    split = (g[1:] == g[:-1]) & (f[1:] != f[:-1])
+    if split.any():
+        i = int(np.argmax(split))
+        raise DataError(f"{where}: {col} '{g[i]}' is in folds {f[i]} and {f[i + 1]} but {MANIFEST} says folds "
+                        f"are grouped by '{col}' (rule: a group's labeled rows share one fold)")
 
 
 # ---------------------------------------------------------------- writing

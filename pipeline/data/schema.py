@@ -44,6 +44,8 @@ class Manifest(BaseModel):
     provenance: dict = Field(default_factory=dict)
     # Frame sequences kept in sequences/ (see pipeline.data.sequences): modality -> T_m.
     sequences: dict[str, int] | None = None
+    # The column whose groups (speakers) never straddle folds; None: folds ignore groups.
+    group_by: str | None = None
 
     @field_validator("modalities")
     @classmethod
@@ -81,8 +83,9 @@ class Manifest(BaseModel):
 
     def save(self, path: Path) -> None:
         data = self.model_dump()
-        if data["sequences"] is None:  # datasets without frames keep their manifest as before
-            del data["sequences"]
+        for key in ("sequences", "group_by"):  # unset: the manifest stays as before they existed
+            if data[key] is None:
+                del data[key]
         path.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod

@@ -2,7 +2,9 @@
 
 Protocol (RAMER appendix B, our issue 4): test = fold f; validation = a stratified
 1/8 of the remaining labeled rows, drawn from (seed, fold, run); train = the rest;
-the unlabeled pool is never used for supervision.
+the unlabeled pool is never used for supervision. With groups (a speaker column, or
+clusters of duplicate rows) the folds are group-stratified: every group's labeled rows
+share one fold, so no speaker is both trained and tested on.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 SPLITS = ("train", "val", "test", "unlabeled")
 
@@ -46,20 +48,36 @@ def _min_count(key: np.ndarray) -> int:
     return int(np.unique(key, return_counts=True)[1].min())
 
 
-def assign_folds(y: np.ndarray, labeled: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Stratified fold ids 0..k-1 for labeled rows, -1 for unlabeled ones."""
+def assign_folds(
+    y: np.ndarray, labeled: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stratified fold ids 0..k-1 for labeled rows, -1 for unlabeled ones. `groups` (N,)
+    ints (only labeled rows are read): rows of one group always get the same fold."""
     folds = np.full(len(labeled), -1, dtype=np.int8)
     idx = np.flatnonzero(labeled)
     key = _strata(y[idx])
-    if _min_count(key) >= k:
+    if groups is not None:
+        parts = _group_parts(key, np.asarray(groups)[idx], k, seed)
+    elif _min_count(key) >= k:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        parts = splitter.split(idx, key)
+        parts = (test for _, test in splitter.split(idx, key))
     else:  # a class too rare to stratify: plain shuffled folds
-        perm = np.random.default_rng(seed).permutation(len(idx))
-        parts = ((None, p) for p in np.array_split(perm, k))
-    for f, (_, test) in enumerate(parts):
+        parts = iter(np.array_split(np.random.default_rng(seed).permutation(len(idx)), k))
+    for f, test in enumerate(parts):
         folds[idx[test]] = f
     return folds
+
+
+def _group_parts(key: np.ndarray, groups: np.ndarray, k: int, seed: int):
+    """Test positions per fold with whole groups kept together, class balance as close to
+    stratified as the groups allow. sklearn's StratifiedGroupKFold, deterministic in `seed`;
+    the caller checks that there are at least k groups."""
+    import warnings
+
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class has fewer than k members": fine with groups
+        warnings.simplefilter("ignore", UserWarning)
+        return [test for _, test in splitter.split(np.zeros(len(key)), key, groups)]
 
 
 def make_split(

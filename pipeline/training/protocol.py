@@ -129,8 +129,10 @@ def run_experiment(
     stop_after: str | None = None,
 ) -> RunOutputs:
     """Run stages 1-4 over folds x runs. `stop_after` in {pretrain, index, train} ends
-    each (fold, run) early: the stage commands of the CLI; a later call resumes from there."""
-    if stop_after not in (None, "pretrain", "index", "train"):
+    each (fold, run) early: the stage commands of the CLI; a later call resumes from there.
+    `stop_after="sweep"` is `train` that also collects validation rows into `records` and
+    skips everything that reads test rows (precision@K, stage 4): `ramer sweep`."""
+    if stop_after not in (None, "pretrain", "index", "train", "sweep"):
         raise ValueError(f"stop_after={stop_after!r}")
     progress = progress or Progress()
     ds = load_dataset(cfg.dataset)
@@ -141,6 +143,10 @@ def run_experiment(
     systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
     requested = cfg.device if cfg.device != "auto" else settings.device
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
+    if stop_after == "sweep":
+        from pipeline.training.sweep import refuse_test_systems
+
+        refuse_test_systems(systems)
     stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
     if stray:
         raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
@@ -173,7 +179,8 @@ def run_experiment(
                 fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
                 progress.on_advance(units_per)
                 continue
-            if any(model_class(s.model).uses_stage1_encoders for s in systems):  # baselines need no DB
+            needs_db = any(model_class(s.model).uses_stage1_encoders for s in systems)  # baselines need none
+            if needs_db and stop_after != "sweep":  # precision@K is scored on test queries
                 out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
                 out.diagnostics += _diagnostics(fr, cfg)
             progress.on_advance(1)
@@ -181,6 +188,10 @@ def run_experiment(
                 progress.on_stage(f"{where} · train {system.label}")
                 if stop_after == "train":
                     fr.train(system)
+                elif stop_after == "sweep":
+                    from pipeline.training.sweep import validation_rows
+
+                    out.records += validation_rows(fr, system)
                 elif stop_after is None:
                     out.records.append(fr.train_and_evaluate(system))
                 progress.on_advance(1)

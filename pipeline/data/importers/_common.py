@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from pipeline.data.bounds import check_folds
 from pipeline.data.dataset import Dataset, build_table, write_dataset
+from pipeline.data.importers.folds import FoldOptions, plan_folds
 from pipeline.data.importers.parquet import sha256_file
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.data.sequences import Sequences
-from pipeline.data.splits import assign_folds
 from pipeline.errors import DataError
 
 Progress = Callable[[int], None] | None
@@ -100,9 +100,12 @@ def publish(
     labeled: np.ndarray, feats: dict[str, np.ndarray], present: dict[str, np.ndarray] | None,
     folds: int, seed: int, provenance: dict, fixed_folds: np.ndarray | None = None,
     extra: dict[str, np.ndarray] | None = None, sequences: dict[str, Sequences] | None = None,
+    fold_options: FoldOptions | None = None,
 ) -> Dataset:
-    """Assign folds (stratified, or the source's own split in `fixed_folds`), build the
-    table and publish `out/` (with `sequences/` if given) atomically after full validation."""
+    """Assign folds (stratified, grouped by speaker where there is one, or the source's own
+    split in `fixed_folds`), count (and with `fold_options.drop_duplicates` drop) duplicate
+    rows, build the table and publish `out/` (with `sequences/` if given) atomically after
+    full validation."""
     src = provenance.get("source", "?")
     dup = np.unique(samples, return_counts=True)
     if (dup[1] > 1).any():
@@ -111,22 +114,31 @@ def publish(
         none = ~np.stack([present[m] for m in feats], axis=1).any(axis=1)
         if none.any():
             raise DataError(f"{src}: sample(s) with no usable modality: {offenders(samples[none])}")
-    try:
-        manifest = Manifest(
-            name=name, task=task, classes=classes,
-            modalities=[ModalitySpec(name=m, dim=a.shape[1]) for m, a in feats.items()],
-            folds=folds, seed=seed, provenance=provenance,
-        )
-    except ValidationError as exc:
-        raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
     if fixed_folds is None:
         check_folds(src, folds)
         if labeled.sum() < folds:
             raise DataError(f"{src}: {int(labeled.sum())} labeled samples cannot fill {folds} folds")
-        fold = assign_folds(y, labeled, folds, seed)
-    else:
-        fold = np.where(labeled, fixed_folds, -1).astype(np.int8)
     ex = dict(extra or {})
+    plan = plan_folds(src, y, labeled, feats, present, folds, seed, ex, fold_options or FoldOptions(),
+                      fixed_folds)
+    try:
+        manifest = Manifest(
+            name=name, task=task, classes=classes,
+            modalities=[ModalitySpec(name=m, dim=a.shape[1]) for m, a in feats.items()],
+            folds=folds, seed=seed, provenance={**provenance, **plan.provenance}, group_by=plan.group_by,
+        )
+    except ValidationError as exc:
+        raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
+    keep = plan.keep
+    if not keep.all():  # dropped pool duplicates: every per-row array loses the same rows
+        if sequences:
+            raise DataError(f"{src}: --drop-duplicates cannot drop rows from kept frame sequences; "
+                            "import without --keep-sequences or without --drop-duplicates")
+        samples, y, labeled = samples[keep], y[keep], labeled[keep]
+        feats = {m: a[keep] for m, a in feats.items()}
+        present = None if present is None else {m: a[keep] for m, a in present.items()}
+        ex = {c: a[keep] for c, a in ex.items()}
+    fold = plan.folds[keep]
     if task == "single_label":
         names = np.array(classes, dtype=object)
         ex["label_name"] = np.where(labeled, names[np.maximum(y, 0)], None)

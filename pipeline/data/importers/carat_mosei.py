@@ -29,6 +29,7 @@ from pipeline.data.importers._common import (
     sha256_file,
     store_frames,
 )
+from pipeline.data.importers.folds import FoldOptions
 from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
 
@@ -63,7 +64,7 @@ def _stack(path: Path, split: str, key: str, seqs, start: int, stop: int) -> np.
 def import_tgt_file(
     src: str | Path, name: str, out: str | Path, classes: list[str], importer: str,
     official_split: bool = False, folds: int = 5, seed: int = 0, progress: Progress = None,
-    keep_sequences: bool = False,
+    keep_sequences: bool = False, fold_options: FoldOptions | None = None,
 ) -> Dataset:
     """Shared reader of CARAT-style (src-*, tgt) torch files; `classes` = emotions of ids 4, 5, ..."""
     src = require(Path(src).resolve(), "CARAT data file")
@@ -124,11 +125,11 @@ def import_tgt_file(
                        labeled=np.ones(n, bool), feats=feats, present=present,
                        folds=3 if official_split else folds, seed=seed, provenance=prov,
                        fixed_folds=split_of if official_split else None,
-                       sequences=None if stage is None else stage.result())
+                       sequences=None if stage is None else stage.result(), fold_options=fold_options)
 
 
 def import_carat_mosei(src: str | Path, name: str, out: str | Path, official_split: bool = False,
                        folds: int = 5, seed: int = 0, progress: Progress = None,
-                       keep_sequences: bool = False) -> Dataset:
+                       keep_sequences: bool = False, fold_options: FoldOptions | None = None) -> Dataset:
     return import_tgt_file(src, name, out, EMOTIONS, "carat-mosei", official_split, folds, seed, progress,
-                           keep_sequences)
+                           keep_sequences, fold_options)

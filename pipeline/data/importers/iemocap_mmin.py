@@ -29,6 +29,7 @@ from pipeline.data.importers._common import (
     require,
     sha256_file,
 )
+from pipeline.data.importers.folds import FoldOptions
 from pipeline.errors import DataError
 from pipeline.extras import optional_import
 
@@ -56,6 +57,7 @@ def _labels(path: Path, n_classes: int) -> np.ndarray:
 def import_iemocap_mmin(
     root: str | Path, name: str, out: str | Path, audio: str = "comparE", visual: str = "denseface",
     text: str = "bert_large", classes: list[str] | None = None, progress: Progress = None, seed: int = 0,
+    fold_options: FoldOptions | None = None,
 ) -> Dataset:
     h5py = optional_import("h5py", "ramer data import iemocap-mmin", "pip install 'ramer[iemocap]'")
     root = Path(root).resolve()
@@ -132,4 +134,4 @@ def import_iemocap_mmin(
             "pooling": "mean over frames / tokens"}
     return publish(out, name=name, task="single_label", classes=classes, samples=samples, y=y,
                    labeled=np.ones(n, bool), feats=feats, present=None, folds=len(cvs), seed=seed,
-                   provenance=prov, fixed_folds=folds)
+                   provenance=prov, fixed_folds=folds, fold_options=fold_options)

@@ -29,6 +29,7 @@ from pipeline.data.importers._common import (
     sha256_file,
 )
 from pipeline.data.importers.carat_mosei import import_tgt_file
+from pipeline.data.importers.folds import FoldOptions
 from pipeline.errors import DataError
 
 EMOTIONS = ["happy", "neutral", "sad", "disgust", "anger", "fear", "surprise"]  # ids 0..6 (pt: 4..10)
@@ -37,11 +38,11 @@ ITEMS = {"labels": 2, "text": 3, "visual": 4, "audio": 5, "train": 7, "val": 8, 
 
 def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: bool = False,
                 folds: int = 5, seed: int = 0, progress: Progress = None,
-                keep_sequences: bool = False) -> Dataset:
+                keep_sequences: bool = False, fold_options: FoldOptions | None = None) -> Dataset:
     src = require(Path(src).resolve(), "M3ED file")
     if src.suffix == ".pt":
         return import_tgt_file(src, name, out, EMOTIONS, "m3ed", official_split, folds, seed, progress,
-                               keep_sequences)
+                               keep_sequences, fold_options)
     if keep_sequences:  # the pickle holds dialogue-level vectors only
         raise DataError(f"{src}: --keep-sequences needs the padded m3ed_data_60.pt file, not the feature pickle")
     try:
@@ -88,4 +89,5 @@ def import_m3ed(src: str | Path, name: str, out: str | Path, official_split: boo
             "unit": "dialogue; labels = union of utterance emotions; features = mean over utterances"}
     return publish(out, name=name, task="multi_label", classes=EMOTIONS, samples=samples, y=y,
                    labeled=np.ones(n, bool), feats=feats, present=None, folds=3 if official_split else folds,
-                   seed=seed, provenance=prov, fixed_folds=split_of if official_split else None)
+                   seed=seed, provenance=prov, fixed_folds=split_of if official_split else None,
+                   fold_options=fold_options)

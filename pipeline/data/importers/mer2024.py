@@ -28,6 +28,7 @@ from pipeline.data.importers._common import (
     require,
     sha256_file,
 )
+from pipeline.data.importers.folds import FoldOptions
 from pipeline.data.scales import scale_tags
 from pipeline.errors import DataError
 
@@ -90,6 +91,7 @@ def import_mer2024(
     labels: str | Path | None = None, features: str | Path | None = None,
     labeled_corpora: tuple[str, ...] = ("train_corpus",), unlisted: bool = False,
     allow_missing: bool = False, folds: int = 5, seed: int = 0, progress: Progress = None,
+    fold_options: FoldOptions | None = None,
 ) -> Dataset:
     """`extractors`: modality -> extractor folder stem, e.g. {'audio': 'chinese-hubert-large'}."""
     root = Path(root).resolve()
@@ -134,4 +136,4 @@ def import_mer2024(
     }
     return publish(out, name=name, task="single_label", classes=EMOTIONS, samples=samples, y=y,
                    labeled=labeled, feats=feats, present=present, folds=folds, seed=seed, provenance=prov,
-                   extra={"scale": tags})
+                   extra={"scale": tags}, fold_options=fold_options)

@@ -31,6 +31,7 @@ from pipeline.data.importers._common import (
     sha256_file,
     store_frames,
 )
+from pipeline.data.importers.folds import FoldOptions
 from pipeline.data.sequences import stage_sequences
 from pipeline.errors import DataError
 
@@ -53,7 +54,7 @@ def _load(path: Path) -> dict:
 def import_mmsa(
     src: str | Path, name: str, out: str | Path, task: str = "regression", official_split: bool = False,
     classes: list[str] | None = None, folds: int = 5, seed: int = 0, progress: Progress = None,
-    keep_sequences: bool = False,
+    keep_sequences: bool = False, fold_options: FoldOptions | None = None,
 ) -> Dataset:
     src = require(Path(src).resolve(), "MMSA pickle")
     if task not in ("regression", "single_label"):
@@ -126,4 +127,4 @@ def import_mmsa(
         return publish(out, name=name, task=task, classes=classes, samples=samples, y=y, labeled=labeled,
                        feats=feats, present=present, folds=3 if official_split else folds, seed=seed,
                        provenance=prov, fixed_folds=split_of if official_split else None,
-                       sequences=None if stage is None else stage.result())
+                       sequences=None if stage is None else stage.result(), fold_options=fold_options)

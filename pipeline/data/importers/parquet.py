@@ -30,8 +30,8 @@ from pipeline.data.bounds import (
     require_parquet_memory,
 )
 from pipeline.data.dataset import UNREADABLE_PARQUET, Dataset, build_table, write_dataset
+from pipeline.data.importers.folds import NO_GROUP, FoldOptions, plan_folds
 from pipeline.data.schema import Manifest, ModalitySpec
-from pipeline.data.splits import assign_folds
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,11 @@ def read_batches(pf: pq.ParquetFile, src: Path, columns: list[str]):
         yield batch
 
 
-def _plan_columns(src: Path, schema: pa.Schema, modalities: Sequence[str] | None) -> list[str]:
-    """Check the column set; return the modality columns in order."""
+def _plan_columns(
+    src: Path, schema: pa.Schema, modalities: Sequence[str] | None, group_by: str | None = None,
+) -> list[str]:
+    """Check the column set; return the modality columns in order. `group_by` names one
+    more column that is read (for the folds) but not stored, unless it is `speaker`."""
     names = schema.names
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
@@ -94,7 +97,7 @@ def _plan_columns(src: Path, schema: pa.Schema, modalities: Sequence[str] | None
             raise DataError(
                 f"{src}: column '{other}' (multi-label/regression) is not supported by the parquet importer; use 'label'"
             )
-    reserved = {"sample", "label", "label_name", *PASSTHROUGH, *IGNORED}
+    reserved = {"sample", "label", "label_name", *PASSTHROUGH, *IGNORED, *_group_column(group_by)}
     lists = [c for c in names if c not in reserved and _is_list(schema.field(c).type)]
     for c in names:
         if c in reserved or c in lists:
@@ -332,8 +335,11 @@ def import_parquet(
     classes: Sequence[str] | None = None,
     modalities: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    fold_options: FoldOptions | None = None,
 ) -> Dataset:
-    """Import `src` as dataset `name` into `out/` (atomic; nothing written on error)."""
+    """Import `src` as dataset `name` into `out/` (atomic; nothing written on error).
+    `fold_options`: grouping (default: by `speaker` when the file has it) and duplicates."""
+    fold_options = fold_options or FoldOptions()
     src = Path(src).resolve()
     pf = open_parquet(src)
     n = pf.metadata.num_rows
@@ -341,9 +347,10 @@ def import_parquet(
         raise DataError(f"{src}: empty file (no rows)")
     check_folds(src, folds)
     schema = pf.schema_arrow
-    mods = _plan_columns(src, schema, modalities)
+    mods = _plan_columns(src, schema, modalities, fold_options.group_by)
     is_int = _label_is_int(src, schema.field("label").type)
-    keep = [c for c in ("sample", "label", "label_name", *PASSTHROUGH) if c in schema.names]
+    keep = [c for c in ("sample", "label", "label_name", *PASSTHROUGH, *_group_column(fold_options.group_by))
+            if c in schema.names]
     require_parquet_memory(src, pf.metadata, schema, keep + mods)  # before anything is sized by n
     readers = {
         m: ModalityReader(
@@ -359,7 +366,7 @@ def import_parquet(
     samples = np.empty(n, object)
     raw_labels = np.empty(n, object if not is_int else np.int64)
     labeled = np.zeros(n, bool)
-    extra_cols = {c: np.empty(n, object) for c in keep if c in ("label_name", *PASSTHROUGH)}
+    extra_cols = {c: np.empty(n, object) for c in keep if c not in ("sample", "label")}
     start = 0
     for batch in read_batches(pf, src, keep + mods):
         b = batch.num_rows
@@ -408,38 +415,36 @@ def import_parquet(
         raise DataError(
             f"{src}: row {i} '{samples[i]}' has no modality at all (rule: >= 1 modality per sample)"
         )
+    plan = plan_folds(src, y, labeled, feats, present, folds, seed,
+                      {c: v for c, v in extra_cols.items() if c != "label_name"}, fold_options)
+    provenance = {"importer": "parquet", "source": str(src), "sha256": sha256_file(src), "rows": n,
+                  **plan.provenance}
     try:
         manifest = Manifest(
-            name=name,
-            task="single_label",
-            classes=class_list,
+            name=name, task="single_label", classes=class_list,
             modalities=[ModalitySpec(name=m, dim=readers[m].dim) for m in mods],
-            folds=folds,
-            seed=seed,
-            provenance={
-                "importer": "parquet",
-                "source": str(src),
-                "sha256": sha256_file(src),
-                "rows": n,
-            },
+            folds=folds, seed=seed, provenance=provenance, group_by=plan.group_by,
         )
     except ValidationError as exc:
         raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
-    fold = assign_folds(y, labeled, folds, seed)
+    keep = plan.keep  # False: a pool row dropped as a duplicate of a labeled row
     names = np.array(class_list, dtype=object)
-    extra = {"label_name": np.where(labeled, names[np.maximum(y, 0)], None)}
+    extra = {"label_name": np.where(labeled, names[np.maximum(y, 0)], None)[keep]}
     for c in PASSTHROUGH:
         if c in extra_cols:
-            extra[c] = extra_cols[c]
-    table = build_table(manifest, samples, y, labeled, fold, feats, present, extra)
+            extra[c] = extra_cols[c][keep]
+    table = build_table(manifest, samples[keep], y[keep], labeled[keep], plan.folds[keep],
+                        {m: a[keep] for m, a in feats.items()}, {m: a[keep] for m, a in present.items()}, extra)
     log.info(
-        "importing %s: %d rows, %d labeled, modalities %s",
-        src,
-        n,
-        int(labeled.sum()),
-        {m: readers[m].dim for m in mods},
+        "importing %s: %d rows (%d dropped as duplicates), %d labeled, modalities %s",
+        src, n, int((~keep).sum()), int(labeled.sum()), {m: readers[m].dim for m in mods},
     )
     return write_dataset(out, manifest, table)
+
+
+def _group_column(group_by: str | None) -> tuple[str, ...]:
+    """The extra column a --group-by reads, if any (speaker is read anyway)."""
+    return () if group_by in (None, NO_GROUP) else (group_by,)
 
 
 def _check_samples(src: Path, samples: np.ndarray) -> None:
