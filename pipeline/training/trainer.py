@@ -19,6 +19,7 @@ import torch
 
 from pipeline.data.bank import FeatureBank
 from pipeline.models.base import Batch, MERModel, Output, task_loss
+from pipeline.models.encoders import seed_dropout
 from pipeline.models.inference import predict
 from pipeline.training.scores import Score
 
@@ -73,6 +74,7 @@ class EarlyStopping:
 def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+    seed_dropout(seed)  # the encoders' CPU dropout masks
     return torch.Generator().manual_seed(seed)
 
 
@@ -150,6 +152,14 @@ def plain_step(model: MERModel, opt: torch.optim.Optimizer, forward: Forward, cl
 StepFactory = Callable[[MERModel, torch.optim.Optimizer, Forward], Step]
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel where torch has it for these tensors: the default
+    per-tensor update cost 9.5 ms of a 65 ms encoder step on CPU, fused 2.7 ms."""
+    fusable = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) and p.device.type in ("cpu", "cuda")
+                  for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fusable or None)
+
+
 def fit(
     model: MERModel,
     source: BatchSource,
@@ -172,7 +182,7 @@ def fit(
         return direct(source, score_fn, cfg)
     rng = np.random.default_rng(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(params, lr or cfg.lr, cfg.weight_decay)
     step = make_step(model, opt, forward or (lambda m, b: m(b)))
     keeper = EarlyStopping(model, cfg.patience)
     for epoch in range(cfg.epochs):
