@@ -4,6 +4,7 @@ parent alone writes the embedded store, resume works, and a failing unit is one 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +52,53 @@ def _stored(st: Settings, data: Path, experiment: str) -> dict:
         return out
 
 
-def test_jobs_2_gives_the_serial_metrics_store_and_resume(tmp_path, tiny_data):
-    cfg1, st = _setup(tmp_path, tiny_data, "serial")
-    serial = protocol.run_experiment(cfg1, st, jobs=1)
-    cfg2, _ = _setup(tmp_path, tiny_data, "par")
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, tiny_data):
+    """The reference: one process, folds 0 and 1, results written."""
+    root = tmp_path_factory.mktemp("serial")
+    cfg, st = _setup(root, tiny_data, "serial")
+    out = protocol.run_experiment(cfg, st, jobs=1)
+    protocol.write_results(out, cfg, st)
+    return root, st, out
+
+
+def test_jobs_2_gives_the_serial_metrics_store_and_resume(serial, tiny_data):
+    root, st, ref = serial
+    cfg2, _ = _setup(root, tiny_data, "par")
     protocol.run_experiment(cfg2, st, stop_after="pretrain", jobs=2)  # "killed" after stage 1
     par = protocol.run_experiment(cfg2, st, resume=True, jobs=2)
     assert par.jobs == 2 and len(_metrics(par)) > 0
-    assert _metrics(par) == _metrics(serial), "same seeds, same numbers, same order"
-    assert par.precision == serial.precision and par.diagnostics == serial.diagnostics
+    assert _metrics(par) == _metrics(ref), "same seeds, same numbers, same order"
+    assert par.precision == ref.precision and par.diagnostics == ref.diagnostics
     a, b = _stored(st, tiny_data, "serial"), _stored(st, tiny_data, "par")
     for fold in (0, 1):  # the parent wrote each fold's vectors, exactly what a serial run stores
         assert (a[fold][0] == b[fold][0]).all() and (a[fold][2] == b[fold][2]).all()
         np.testing.assert_array_equal(a[fold][1], b[fold][1])
-    assert all((tmp_path / "runs" / "par" / f"f{f}_r0" / "precision.json").is_file() for f in (0, 1))
+    assert all((root / "runs" / "par" / f"f{f}_r0" / "precision.json").is_file() for f in (0, 1))
+
+
+def test_array_tasks_merged_equal_one_run(serial, tiny_data, monkeypatch):
+    """docs/parallel.md's Slurm pattern: each array task runs its own folds as its own
+    experiment; `ramer report --merge` gives the metrics one run over every fold gives."""
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    root, st, _ = serial
+    for fold in (1, 0):  # tasks finish in any order
+        cfg, _ = _setup(root, tiny_data, f"task{fold}")
+        cfg = replace(cfg, folds=[fold])
+        protocol.write_results(protocol.run_experiment(cfg, st), cfg, st)
+    res = st.results_dir
+    with pytest.raises(SystemExit) as done:
+        main(["report", str(res / "merged"), "--merge", str(res / "task0"), "--merge", str(res / "task1")])
+    assert done.value.code == 0
+    for name in ("metrics.parquet", "precision.parquet", "diagnostics.parquet"):
+        merged, one = (sorted(map(str, pq.read_table(res / d / name).to_pylist())) for d in ("merged", "serial"))
+        assert merged == one and merged, name
+    with pytest.raises(SystemExit) as twice:  # one unit from two sources: refused, nothing averaged twice
+        main(["report", str(res / "bad"), "--merge", str(res / "task0"), "--merge", str(res / "serial")])
+    assert twice.value.code == 1
 
 
 def _break_unit(tmp: Path, experiment: str) -> None:
