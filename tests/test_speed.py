@@ -67,3 +67,45 @@ def test_encoder_uses_only_fast_dropout():
     drops = [m for m in enc.modules() if isinstance(m, nn.Dropout)]
     assert drops and all(isinstance(m, FastDropout) for m in drops)
     assert np.isclose(drops[0].p, 0.5)
+
+
+def _live_filler(n: int = 60, k: int = 4):
+    from pipeline.retrieval.fill import RetrievalFiller
+    from pipeline.retrieval.retriever import ModalityRetriever
+
+    rng = np.random.default_rng(0)
+    mods = ["a", "b"]
+    vecs = {m: rng.standard_normal((n, 8)).astype(np.float32) for m in mods}
+    present = {m: np.ones(n, bool) for m in mods}
+    filler = RetrievalFiller(ModalityRetriever(k=k).fit(vecs, present, np.ones(n, bool)), mods, vecs, present, k=k)
+    calls = []
+    search = filler._search
+    filler._search = lambda m, q, r: (calls.append(len(r)), search(m, q, r))[1]
+    return filler, vecs, calls, search
+
+
+def test_evaluation_remembers_live_searches_exactly():
+    filler, vecs, calls, search = _live_filler()
+    rows = np.arange(10, 30)
+    q = vecs["a"][rows] + 0.1  # a fine-tuned encoder's query, not the stored vector
+    filler.set_training(False)
+    first = filler.neighbours("a", q, rows)
+    again = filler.neighbours("a", q, rows)  # another condition, the same query vectors
+    moved = filler.neighbours("a", q + 0.5, rows)  # other weights / noisy inputs: searched again
+    assert calls == [20, 20]
+    direct = search("a", q + 0.5, rows)
+    assert np.array_equal(moved.rows, direct[0]) and np.array_equal(first.rows, again.rows)
+    assert np.array_equal(first.rows, search("a", q, rows)[0])
+
+
+def test_refresh_every_reuses_training_lists_for_that_many_epochs():
+    filler, vecs, calls, _ = _live_filler()
+    rows = np.arange(20)
+    for every, expected in ((1, [20, 20, 20, 20]), (2, [20, 20])):
+        filler.refresh_every, calls[:] = every, []
+        for epoch in range(4):
+            filler.set_training(True)
+            got = filler.neighbours("b", vecs["b"][rows] + epoch, rows)
+            filler.set_training(False)
+            assert (got.rows >= 0).all() and not (got.rows == rows[:, None]).any()  # never the query
+        assert calls == expected, every

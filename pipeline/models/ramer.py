@@ -97,6 +97,7 @@ class RAMER(MERModel):
             keys = fold.scaled_features() if self.query_features else None
             stored_queries = raw or (inputs_as_stored and (self.query_features or not self.cfg.finetune_encoders))
             self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys)
+            self.filler.refresh_every = retrieval.refresh_every
             self.fill_length = torch.ones(len(self.spec.modalities), device=fold.device)  # (M,)
             if retrieval.fill_norm == "stored":
                 cand = fold.candidates(retrieval)  # lengths from allowed rows only, never val / test
@@ -113,6 +114,8 @@ class RAMER(MERModel):
 
     def train(self, mode: bool = True) -> RAMER:
         super().train(mode)
+        if self.filler is not None and hasattr(self.filler, "set_training"):
+            self.filler.set_training(mode)  # its epoch count for `refresh_every`
         if not self.cfg.finetune_encoders:
             # Frozen encoders stay in eval mode: their outputs must equal the stored vectors.
             self.encoders.eval()
