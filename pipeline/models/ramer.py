@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, FoldResources, MERModel, ModelSpec, Output, mlp
-from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
+from pipeline.models.encoders import EncoderConfig, UnimodalEncoder, use_fast_dropout
 from pipeline.models.registry import register_model
 
 
@@ -68,6 +68,7 @@ class RAMER(MERModel):
         # Frozen encoders: h of every dataset row is already in the database, so the
         # training stage may hand over the stored (N, H) vectors instead of re-encoding.
         self.stored_hidden: list[Tensor] | None = None  # M x (N, H), by dataset row
+        use_fast_dropout(self)  # the head's dropout cost more than its matmuls on CPU
 
     uses_stage1_encoders = True
 
