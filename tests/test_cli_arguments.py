@@ -41,6 +41,7 @@ RUN_CASES = {
     "systems": ([*RUN, "--systems", "nosuch"], ["unknown system 'nosuch'", "mmin"]),
     "folds": ([*RUN, "--folds", "7"], ["--folds [7]", "folds 0..2"]),
     "runs": ([*RUN, "--runs", "0"], ["--runs 0", ">= 1"]),
+    "jobs": ([*RUN, "--jobs", "0"], ["--jobs", "greater than or equal to 1"]),
     "epochs": ([*RUN, "--epochs", "0"], ["--epochs 0", ">= 1"]),
     "pretrain_epochs": ([*RUN, "--pretrain-epochs", "0"], ["--pretrain-epochs 0", ">= 1"]),
     "k": ([*RUN, "--k", "0"], ["k 0", ">= 1"]),

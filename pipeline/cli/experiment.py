@@ -46,6 +46,7 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Base seed (env RAME
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N (env RAMER_DEVICE).", envvar="RAMER_DEVICE")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted experiment from its checkpoints.")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Delete this experiment's checkpoints and start over.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, envvar="RAMER_JOBS", help="(fold, run) units run at once, each in its own process; threads per job = cores / jobs unless RAMER_THREADS is set. Same numbers as --jobs 1 (env RAMER_JOBS).")]
 NoIngestOpt = Annotated[bool, typer.Option("--no-ingest", help="Skip writing hidden features to Qdrant (FAISS still serves training).")]
 # span-missing strategies (M3S) and noise robustness (NMER): pipeline.training.strategies, pipeline.evaluation.robustness
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Span-missing training: none, or a comma list of orig, spl-trn, m3s (each system once per strategy, e.g. mmin+m3s).")]
@@ -191,7 +192,8 @@ def progress_display() -> tuple[Progress | LogProgress, protocol.Progress]:
     return plain, plain.hooks()
 
 
-def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None) -> Path | None:
+def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None,
+            jobs: int = 1) -> Path | None:
     """Run the protocol with a progress bar; write results unless stopping early."""
     from pipeline.errors import RamerError
     from pipeline.extras import load_faiss
@@ -203,7 +205,8 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
     bar, hooks = progress_display()
     t0 = time.perf_counter()
     with bar:
-        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after=stop_after)
+        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after=stop_after,
+                                      jobs=jobs)
     if stop_after is not None:
         console.print(f"stage '{stop_after}' done for every fold x run in {time.perf_counter() - t0:.0f} s "
                       f"(checkpoints: {settings.runs_dir / cfg.experiment})")
@@ -214,7 +217,7 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
     return report
 
 
-def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool) -> Path:
+def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool, jobs: int = 1) -> Path:
     """`ramer sweep`: stages 1-3, then validation.md / validation.parquet; never test."""
     from pipeline.data.dataset import load_dataset
     from pipeline.data.fingerprint import dataset_fingerprint
@@ -229,7 +232,7 @@ def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool) -> Path:
     bar, hooks = progress_display()
     t0 = time.perf_counter()
     with bar:
-        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after="sweep")
+        out = protocol.run_experiment(cfg, settings, hooks, resume=resume, fresh=fresh, stop_after="sweep", jobs=jobs)
     task = load_dataset(cfg.dataset, validate=False).manifest.task
     path = write_validation(out.records, out.results_dir, f"{cfg.experiment}: {Path(cfg.dataset).name}", task,
                             dataset_fingerprint(cfg.dataset))
@@ -325,6 +328,7 @@ def summary_table(results_dir: Path) -> Table:
         table.add_row(s, *cells)
     return table
 
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
@@ -334,7 +338,7 @@ def register(app: typer.Typer) -> None:
         finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
         resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
         strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None, test_missing_rate: TestMissingRateOpt = None,
-        ablations: AblationsOpt = None, preset: PresetOpt = None,
+        ablations: AblationsOpt = None, preset: PresetOpt = None, jobs: JobsOpt = 1,
     ) -> None:
         """The whole RAMER protocol: pretrain -> index -> train -> evaluate, every fold x run.
 
@@ -351,7 +355,7 @@ def register(app: typer.Typer) -> None:
 
             extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
             cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
-        execute(cfg, resume, fresh)
+        execute(cfg, resume, fresh, jobs=jobs)
 
     @app.command()
     def sweep(
@@ -361,7 +365,7 @@ def register(app: typer.Typer) -> None:
         finetune: FinetuneOpt = None, seed: SeedOpt = None, device: DeviceOpt = None,
         resume: ResumeOpt = False, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
         strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None, test_missing_rate: TestMissingRateOpt = None,
-        ablations: AblationsOpt = None,
+        ablations: AblationsOpt = None, preset: PresetOpt = None, jobs: JobsOpt = 1,
     ) -> None:
         """Compare settings on validation only: stages 1-3 for every system and every 'a|b' variant,
         then results/<experiment>/validation.md and validation.parquet. The test split is never scored.
@@ -370,16 +374,17 @@ def register(app: typer.Typer) -> None:
         selections (each fold x run keeps the variant its own validation split chose).
         """
         cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
-                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate)
+                           k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
+                           preset)
         # (a sweep writes nothing to Qdrant; --no-ingest only keeps the config equal to a later `ramer run`'s)
         if ablations:
             from dataclasses import replace
 
             from pipeline.training.ablations import ablation_systems
 
-            extra = ablation_systems(_csv(ablations) or [])
+            extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
             cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
-        execute_sweep(cfg, resume, fresh)
+        execute_sweep(cfg, resume, fresh, jobs=jobs)
 
     def _stage_command(stage: str, doc: str):
         def command(
@@ -390,14 +395,14 @@ def register(app: typer.Typer) -> None:
             device: DeviceOpt = None, fresh: FreshOpt = False, no_ingest: NoIngestOpt = False,
             strategy: StrategyOpt = None, missing_rate: MissingRateOpt = None,
             test_missing_rate: TestMissingRateOpt = None, preset: PresetOpt = None,
-            noise: NoiseOpt = None, noise_schedule: NoiseScheduleOpt = "linear",
+            noise: NoiseOpt = None, noise_schedule: NoiseScheduleOpt = "linear", jobs: JobsOpt = 1,
         ) -> None:
             cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
                                k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
                                preset)
             if noise:  # checked before the stages run, not after
                 _check_noise(noise, noise_schedule)
-            execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage)
+            execute(cfg, resume=True, fresh=fresh, stop_after=None if stage == "evaluate" else stage, jobs=jobs)
             if noise and stage == "evaluate":
                 evaluate_noise_cli(cfg, noise, noise_schedule)
 

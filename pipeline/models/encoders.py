@@ -7,6 +7,12 @@ linear to the 256-d hidden feature h (what the database stores) -> MLP classifie
 `d_model = 0` is the reference shape: no projection, the Transformer at the input width
 (post-norm with `norm_first=False`, as PyTorch's default the reference uses), where that
 is feasible (`encoder_width`).
+
+Two things make it cheap on a CPU without changing what it computes (issue 17): the last
+layer runs attention and feed-forward for the CLS query only (the one output used; the
+other token still gives its keys and values), and dropout draws its masks from numpy's
+PCG64 generator, ~10x faster than torch's CPU Bernoulli on these shapes (there dropout
+took more time than the matrix multiplies). Same parameters, same checkpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import mlp
@@ -56,6 +64,64 @@ def encoder_width(in_dim: int, cfg: EncoderConfig) -> tuple[int, str]:
     return in_dim, "reference"
 
 
+_MASKS = np.random.default_rng(0)  # dropout masks on CPU; reseeded by `seed_dropout`
+
+
+def seed_dropout(seed: int) -> None:
+    """Reseed the mask generator (the trainer's `seed_everything` does, with torch's)."""
+    global _MASKS
+    _MASKS = np.random.default_rng(seed)
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout; on CPU its keep-mask comes from numpy's PCG64 (fast)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":  # GPU RNGs are fast already
+        return F.dropout(x, p, True)
+    keep = _MASKS.random(tuple(x.shape), dtype=np.float32) >= p  # same shape as x
+    scale = np.float32(1.0 / (1.0 - p))
+    return x * torch.from_numpy(keep.astype(np.float32) * scale)
+
+
+class FastDropout(nn.Dropout):
+    """nn.Dropout with `dropout`'s masks (a subclass: isinstance checks still hold)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Swap every nn.Dropout inside `module` for a FastDropout of the same p."""
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, FastDropout(child.p))
+    return module
+
+
+def layer_forward(layer: nn.TransformerEncoderLayer, x: Tensor, cls_only: bool) -> Tensor:
+    """One pre-norm encoder layer as nn.TransformerEncoderLayer(norm_first=True) computes
+    it: x + SA(norm1(x)), then + FF(norm2(.)). `cls_only`: outputs for token 0 only, the
+    CLS query attending over all tokens (B, 1, d); otherwise every token (B, T, d)."""
+    sa = layer.self_attn
+    B, T, d = x.shape
+    heads = sa.num_heads
+    hd = d // heads
+    h = layer.norm1(x)  # (B, T, d)
+    w, b = sa.in_proj_weight, sa.in_proj_bias  # (3d, d), (3d,)
+    q_in = h[:, :1] if cls_only else h  # (B, Tq, d)
+    Tq = q_in.shape[1]
+    q = F.linear(q_in, w[:d], b[:d]).view(B, Tq, heads, hd).transpose(1, 2)  # (B, H, Tq, hd)
+    k, v = F.linear(h, w[d:], b[d:]).view(B, T, 2, heads, hd).permute(2, 0, 3, 1, 4)  # 2 x (B, H, T, hd)
+    att = torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)  # (B, H, Tq, T)
+    att = dropout(att, sa.dropout, layer.training)
+    mixed = (att @ v).transpose(1, 2).reshape(B, Tq, d)  # (B, Tq, d)
+    x = x[:, :Tq] + layer.dropout1(sa.out_proj(mixed))  # (B, Tq, d)
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))  # (B, Tq, d)
+    return x + layer.dropout2(ff)
+
+
 class UnimodalEncoder(nn.Module):
     """One modality: x (B, D) -> h (B, hidden); `classify(h)` -> logits (B, n_out)."""
 
@@ -77,13 +143,16 @@ class UnimodalEncoder(nn.Module):
         self.width = width
         self.head = mlp([cfg.hidden, *cfg.classifier, n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
+        use_fast_dropout(self)
 
     def forward(self, x: Tensor) -> Tensor:
         tok = self.proj(x).unsqueeze(1)  # (B, 1, d)
         cls = self.cls.expand(x.shape[0], -1, -1)  # (B, 1, d)
         seq = torch.cat([cls, tok], dim=1) + self.pos  # (B, 2, d)
-        out = self.transformer(seq)[:, 0]  # (B, d) CLS output
-        return self.to_hidden(out)  # (B, hidden)
+        layers = self.transformer.layers
+        for i, layer in enumerate(layers):  # only the CLS output of the last layer is used
+            seq = layer_forward(layer, seq, cls_only=i == len(layers) - 1)  # (B, 2, d); last (B, 1, d)
+        return self.to_hidden(seq[:, 0])  # (B, hidden)
 
     def classify(self, h: Tensor) -> Tensor:
         return self.head(self.drop(torch.relu(h)))  # (B, n_out)

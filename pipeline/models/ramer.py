@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, FoldResources, MERModel, ModelSpec, Output, mlp
-from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
+from pipeline.models.encoders import EncoderConfig, UnimodalEncoder, use_fast_dropout
 from pipeline.models.registry import register_model
 
 
@@ -71,6 +71,7 @@ class RAMER(MERModel):
         # Frozen encoders: h of every dataset row is already in the database, so the
         # training stage may hand over the stored (N, H) vectors instead of re-encoding.
         self.stored_hidden: list[Tensor] | None = None  # M x (N, H), by dataset row
+        use_fast_dropout(self)  # the head's dropout cost more than its matmuls on CPU
 
     uses_stage1_encoders = True
 
@@ -100,6 +101,7 @@ class RAMER(MERModel):
             keys = fold.scaled_features() if self.query_features else None
             stored_queries = raw or (inputs_as_stored and (self.query_features or not self.cfg.finetune_encoders))
             self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys)
+            self.filler.refresh_every = retrieval.refresh_every
             self.fill_length = torch.ones(len(self.spec.modalities), device=fold.device)  # (M,)
             if retrieval.fill_norm == "stored":
                 cand = fold.candidates(retrieval)  # lengths from allowed rows only, never val / test
@@ -116,6 +118,8 @@ class RAMER(MERModel):
 
     def train(self, mode: bool = True) -> RAMER:
         super().train(mode)
+        if self.filler is not None and hasattr(self.filler, "set_training"):
+            self.filler.set_training(mode)  # its epoch count for `refresh_every`
         if not self.cfg.finetune_encoders:
             # Frozen encoders stay in eval mode: their outputs must equal the stored vectors.
             self.encoders.eval()

@@ -11,7 +11,11 @@ available modalities there are two candidate neighbour sets; `rule` picks:
 With `keys` (the stored vectors of every row) the queries are the sample's own stored
 vectors (frozen encoders): every neighbour list can then be computed once and cached.
 Without, the queries are the model's current hidden vectors (fine-tuned encoders),
-searched per batch. `fuse="mean"` averages the neighbours' vectors instead of summing
+searched per batch. Live search is the cost of fine-tuning (issue 17), so two things
+cut it: evaluation remembers each (modality, row, query vector)'s neighbours, exact since
+the result depends on nothing else (validation's 6 conditions query each row's modality
+up to 3 times with the same vector), and `refresh_every` > 1 reuses a training row's
+neighbour list for that many epochs (an option; 1 = every batch). `fuse="mean"` averages the neighbours' vectors instead of summing
 and normalising them: kNN imputation of raw features (the `lr-knn` reference), whose
 widths may differ per modality (`fill` takes and returns one array per modality).
 """
@@ -60,6 +64,10 @@ class RetrievalFiller:
         # The published code's (leaky) self-exclusion: drop column 0 instead of the query's id.
         self.drop_first_hit = drop_first_hit
         self._cache: dict[str, Neighbours] = {}
+        self.refresh_every = 1  # epochs a live training row's neighbour list is reused
+        self._epoch, self._training = 0, False
+        self._stale: dict[str, tuple[Neighbours, np.ndarray]] = {}  # m -> lists (N, K), epoch (N,)
+        self._memo: dict[tuple[str, int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # eval queries
         self.seconds = 0.0  # time spent searching and fusing (for the retrieval-share figure)
 
     # ------------------------------------------------------------ search
@@ -77,6 +85,13 @@ class RetrievalFiller:
                 nb_rows[r], nb_scores[r] = got_r, got_s
             self._cache[m] = Neighbours(nb_rows, nb_scores)
 
+    def set_training(self, training: bool) -> None:
+        """The model's train()/eval(): each switch into training starts an epoch."""
+        if training and not self._training:
+            self._epoch += 1
+            self._memo.clear()  # the weights move from here: old query vectors will not recur
+        self._training = training
+
     def neighbours(self, m: str, queries: np.ndarray | None, rows: np.ndarray) -> Neighbours:
         """Neighbour lists of `rows` (dataset rows; -1 = an external query, which needs
         `queries` and is always searched live)."""
@@ -88,8 +103,37 @@ class RetrievalFiller:
         if external and queries is None:
             raise ValueError("external queries (row -1) need their query vectors")
         q = self.keys[m][rows] if self.keys is not None and not external else queries
-        r, s = self._search(m, np.ascontiguousarray(q, dtype=np.float32), rows)
-        return Neighbours(r, s)
+        q = np.ascontiguousarray(q, dtype=np.float32)  # (B, d)
+        if external or self.keys is not None:
+            return Neighbours(*self._search(m, q, rows))
+        if self._training and self.refresh_every > 1:
+            return self._reused(m, q, rows)
+        return self._remembered(m, q, rows) if not self._training else Neighbours(*self._search(m, q, rows))
+
+    def _reused(self, m: str, q: np.ndarray, rows: np.ndarray) -> Neighbours:
+        """Training rows' lists, searched again only when `refresh_every` epochs old."""
+        if m not in self._stale:
+            n = len(next(iter(self.values.values())))
+            empty = Neighbours(np.full((n, self.k), -1, np.int64), np.full((n, self.k), -np.inf, np.float32))
+            self._stale[m] = (empty, np.full(n, -(10**9)))
+        lists, searched = self._stale[m]
+        old = self._epoch - searched[rows] >= self.refresh_every  # (B,)
+        if old.any():
+            r, s = self._search(m, q[old], rows[old])
+            lists.rows[rows[old]], lists.scores[rows[old]] = r, s
+            searched[rows[old]] = self._epoch
+        return Neighbours(lists.rows[rows], lists.scores[rows])
+
+    def _remembered(self, m: str, q: np.ndarray, rows: np.ndarray) -> Neighbours:
+        """Evaluation: a (row, query vector) searched before gets the same lists again."""
+        keys = [(m, int(r), v.tobytes()) for r, v in zip(rows, q)]
+        new = np.array([k not in self._memo for k in keys], bool)  # (B,)
+        if new.any():
+            r, s = self._search(m, q[new], rows[new])
+            for key, rr, ss in zip((k for k, n in zip(keys, new) if n), r, s):
+                self._memo[key] = (rr, ss)
+        got = [self._memo[k] for k in keys]
+        return Neighbours(np.stack([g[0] for g in got]), np.stack([g[1] for g in got]))
 
     def _search(self, m: str, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.drop_first_hit:

@@ -29,6 +29,10 @@ class RetrievalConfig:
     scale: str = "turbo"  # small | medium | large | turbo (see pipeline.data.scales)
     two_rule: str = "kth-score"  # kth-score | both: which neighbours fill when 2 modalities remain
     finetune_encoders: bool = False  # False: frozen stage-1 encoders, cached retrieval
+    # Fine-tuned encoders only: a training row's neighbour list, searched with its current
+    # h, is reused for this many epochs (1 = searched afresh in every batch, the paper's
+    # live retrieval). Validation and test always search with the current encoders.
+    refresh_every: int = 1
     # What the available modality queries its DB with: its hidden h (the paper) or its
     # stage-0 scaled input features ("features"); the fills are hidden vectors either way.
     query_space: str = "auto"  # hidden | features | auto

@@ -20,14 +20,14 @@ from pipeline.config import Settings, resolve_device
 from pipeline.data.dataset import Dataset, load_dataset
 from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.missing import condition_matrix
-from pipeline.data.splits import make_split
+from pipeline.data.splits import FoldSplit, make_split
 from pipeline.errors import RamerError
 from pipeline.models.base import ModelSpec
 from pipeline.models.registry import model_class
 from pipeline.training.checkpoint import load_json, save_json
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.fold_run import FoldRun
-from pipeline.training.stages import FoldContext, fold_context, stage1_scores
+from pipeline.training.stages import fold_context, stage1_scores
 from pipeline.training.systems import parse_system
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class RunOutputs:
     precision: list[dict] = field(default_factory=list)
     diagnostics: list[dict] = field(default_factory=list)  # per (fold, run, modality): stage 1 + DB health
     timings: dict[str, float] = field(default_factory=dict)
+    jobs: int = 1  # processes the units ran on
+    threads: int = 1  # torch / FAISS threads of each
 
 
 def model_spec(ds: Dataset) -> ModelSpec:
@@ -126,79 +128,182 @@ def load_json_like(cfg: ExperimentConfig) -> dict:
 def run_experiment(
     cfg: ExperimentConfig, settings: Settings, progress: Progress | None = None,
     resume: bool = False, fresh: bool = False, store_factory: Callable[[], object] | None = None,
-    stop_after: str | None = None,
+    stop_after: str | None = None, jobs: int = 1,
 ) -> RunOutputs:
     """Run stages 1-4 over folds x runs. `stop_after` in {pretrain, index, train} ends
     each (fold, run) early: the stage commands of the CLI; a later call resumes from there.
     `stop_after="sweep"` is `train` that also collects validation rows into `records` and
-    skips everything that reads test rows (precision@K, stage 4): `ramer sweep`."""
+    skips everything that reads test rows (precision@K, stage 4): `ramer sweep`.
+    `jobs` > 1 runs the (fold, run) units in that many processes (`parallel.py`), with
+    the same numbers as one process."""
     if stop_after not in (None, "pretrain", "index", "train", "sweep"):
         raise ValueError(f"stop_after={stop_after!r}")
+    if jobs < 1:
+        raise RamerError(f"--jobs {jobs}: must be >= 1")
     progress = progress or Progress()
     ds = load_dataset(cfg.dataset)
-    from pipeline.extras import load_faiss
+    from pipeline.training.parallel import set_threads, threads_per_job
     from pipeline.training.validate import validate_experiment
 
     # Every option is checked before any directory is written (one line, nothing left behind).
-    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
+    systems = _systems(cfg)
     requested = cfg.device if cfg.device != "auto" else settings.device
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
     if stop_after == "sweep":
         from pipeline.training.sweep import refuse_test_systems
 
         refuse_test_systems(systems)
-    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
-    if stray:
-        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
     folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
     device = resolve_device(requested)
-    torch.set_num_threads(max(1, settings.threads))
-    load_faiss().omp_set_num_threads(max(1, settings.threads))
+    units = [(fold, run) for fold in folds for run in range(cfg.runs)]
+    jobs = min(jobs, len(units))
+    threads = threads_per_job(settings, jobs)
+    set_threads(threads)
     runs_dir = settings.runs_dir / cfg.experiment
-    results_dir = settings.results_dir / cfg.experiment
     if fresh:
         shutil.rmtree(runs_dir, ignore_errors=True)
     fingerprint = dataset_fingerprint(cfg.dataset)
     _check_resume(cfg, runs_dir, resume or stop_after is not None, fingerprint)
     runs_dir.mkdir(parents=True, exist_ok=True)
     save_json({**load_json_like(cfg), "data_fingerprint": fingerprint}, runs_dir / "config.json")
-    spec = model_spec(ds)
-    conds = condition_matrix(ds.manifest)
-    out = RunOutputs(results_dir)
+    out = RunOutputs(settings.results_dir / cfg.experiment, jobs=jobs, threads=threads)
     units_per = 1 + len(systems)
-    progress.on_start(len(folds) * cfg.runs * units_per)
-    for fold in folds:
-        for run in range(cfg.runs):
-            split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed,
-                               cfg.preprocess, fingerprint)
-            where = f"fold {fold + 1}/{len(folds)} run {run + 1}/{cfg.runs}"
-            fr = FoldRun(ctx, cfg, on_epoch=lambda st, e, rec, w=where: progress.on_epoch(f"{w} · {st}", e, rec))
-            progress.on_stage(f"{where} · stages 1-2 (pretrain, index)")
-            if stop_after == "pretrain":
-                fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
-                progress.on_advance(units_per)
-                continue
-            needs_db = any(model_class(s.model).uses_stage1_encoders for s in systems)  # baselines need none
-            if needs_db and stop_after != "sweep":  # precision@K is scored on test queries
-                out.precision += _stage_index(fr, cfg, settings, ds, store_factory)
-                out.diagnostics += _diagnostics(fr, cfg)
-            progress.on_advance(1)
-            for system in systems:
-                progress.on_stage(f"{where} · train {system.label}")
-                if stop_after == "train":
-                    fr.train(system)
-                elif stop_after == "sweep":
-                    from pipeline.training.sweep import validation_rows
+    progress.on_start(len(units) * units_per)
+    tasks = [UnitTask(cfg, settings, f, r, f"fold {folds.index(f) + 1}/{len(folds)} run {r + 1}/{cfg.runs}",
+                      device, fingerprint, stop_after, runs_dir) for f, r in units]
+    finish = _Finisher(tasks, out, ds, settings, store_factory)
+    if jobs == 1:
+        for i, task in enumerate(tasks):
+            finish(i, run_unit(task, ds, progress))
+    else:
+        from pipeline.training.parallel import run_parallel
 
-                    out.records += validation_rows(fr, system)
-                elif stop_after is None:
-                    out.records.append(fr.train_and_evaluate(system))
-                progress.on_advance(1)
-            for k, v in fr.timings.items():
-                out.timings[k] = out.timings.get(k, 0.0) + v
+        log.info("%d units on %d jobs x %d threads", len(tasks), jobs, threads)
+
+        def done(i: int, result: UnitResult) -> None:
+            progress.on_stage(f"{tasks[i].where} · done")
+            progress.on_advance(units_per)
+            finish(i, result)
+
+        run_parallel(run_unit, tasks, [t.where for t in tasks], jobs, threads, done)
     save_json(out.timings, runs_dir / "timings.json")
     return out
+
+
+def _systems(cfg: ExperimentConfig) -> list:
+    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
+    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
+    if stray:
+        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
+    return systems
+
+
+@dataclass
+class UnitTask:
+    """One (fold, run) as a worker process gets it: no dataset, no open store."""
+
+    cfg: ExperimentConfig
+    settings: Settings
+    fold: int
+    run: int
+    where: str  # "fold 1/5 run 2/3", for progress and errors
+    device: str
+    fingerprint: str
+    stop_after: str | None
+    runs_dir: Path
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / f"f{self.fold}_r{self.run}"
+
+
+@dataclass
+class UnitResult:
+    """What one (fold, run) hands back to the parent, which alone writes the store."""
+
+    records: list[dict] = field(default_factory=list)
+    precision: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] | None = None  # m -> (N, H) hidden vectors still to ingest
+
+
+_DATASETS: dict[str, Dataset] = {}  # per worker process: read once, reused by its units
+
+
+def _dataset(path: str) -> Dataset:
+    if path not in _DATASETS:
+        _DATASETS[path] = load_dataset(path)
+    return _DATASETS[path]
+
+
+def run_unit(task: UnitTask, ds: Dataset | None = None, progress: Progress | None = None) -> UnitResult:
+    """Stages 1-4 of one (fold, run), every system; checkpoints under its run_dir.
+    The same code in the parent (jobs=1) and in a worker, so both give the same numbers."""
+    cfg, progress = task.cfg, progress or Progress()
+    ds = ds if ds is not None else _dataset(cfg.dataset)
+    systems = _systems(cfg)
+    split = make_split(ds.y, ds.labeled, ds.folds, task.fold, task.run, cfg.seed)
+    ctx = fold_context(ds, split, model_spec(ds), condition_matrix(ds.manifest), task.device, task.run_dir,
+                       cfg.seed, cfg.preprocess, task.fingerprint)
+    fr = FoldRun(ctx, cfg, on_epoch=lambda st, e, rec: progress.on_epoch(f"{task.where} · {st}", e, rec))
+    res, units_per = UnitResult(), 1 + len(systems)
+    progress.on_stage(f"{task.where} · stages 1-2 (pretrain, index)")
+    if task.stop_after == "pretrain":
+        fr.encoders(fused=cfg.retrieval.db_source == "multimodal")
+        progress.on_advance(units_per)
+        res.timings = dict(fr.timings)
+        return res
+    needs_db = any(model_class(s.model).uses_stage1_encoders for s in systems)  # baselines need none
+    if needs_db and task.stop_after != "sweep":  # precision@K is scored on test queries
+        res.precision, res.vectors = _stage_index(fr, cfg)
+        res.diagnostics = _diagnostics(fr, cfg)
+    progress.on_advance(1)
+    for system in systems:
+        progress.on_stage(f"{task.where} · train {system.label}")
+        if task.stop_after == "train":
+            fr.train(system)
+        elif task.stop_after == "sweep":
+            from pipeline.training.sweep import validation_rows
+
+            res.records += validation_rows(fr, system)
+        elif task.stop_after is None:
+            res.records.append(fr.train_and_evaluate(system))
+        progress.on_advance(1)
+    res.timings = dict(fr.timings)
+    return res
+
+
+class _Finisher:
+    """Takes unit results in any order and applies them in the serial (fold, run) order:
+    the store gets each fold's vectors in the order a serial run writes them (the last
+    run of a fold is what stays), and the outputs list the units as a serial run does."""
+
+    def __init__(self, tasks: list[UnitTask], out: RunOutputs, ds: Dataset, settings: Settings, store_factory):
+        self.tasks, self.out, self.ds, self.settings, self.store_factory = tasks, out, ds, settings, store_factory
+        self.waiting: dict[int, UnitResult] = {}
+        self.next = 0
+
+    def __call__(self, i: int, result: UnitResult) -> None:
+        self.waiting[i] = result
+        while self.next in self.waiting:
+            self._apply(self.tasks[self.next], self.waiting.pop(self.next))
+            self.next += 1
+
+    def _apply(self, task: UnitTask, res: UnitResult) -> None:
+        timings = dict(res.timings)
+        if res.vectors is not None:  # stage 2's store write, then its checkpoint
+            t0 = time.perf_counter()
+            split = make_split(self.ds.y, self.ds.labeled, self.ds.folds, task.fold, task.run, task.cfg.seed)
+            _ingest(res.vectors, split, task.cfg, self.settings, self.ds, self.store_factory)
+            timings["ingest"] = timings.get("ingest", 0.0) + time.perf_counter() - t0
+            save_json(res.precision, task.run_dir / PRECISION_FILE)
+        out = self.out
+        out.records += res.records
+        out.precision += res.precision
+        out.diagnostics += res.diagnostics
+        for k, v in timings.items():
+            out.timings[k] = out.timings.get(k, 0.0) + v
 
 
 def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
@@ -221,23 +326,23 @@ def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
     return names
 
 
-def _stage_index(fr: FoldRun, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> list[dict]:
-    """Stages 1-2: encoders, hidden-feature DB, its Qdrant copy, and precision@K."""
-    ctx = fr.ctx
-    path = ctx.run_dir / "precision.json"
+PRECISION_FILE = "precision.json"  # written once stage 2 (store write included) is done
+
+
+def _stage_index(fr: FoldRun, cfg: ExperimentConfig) -> tuple[list[dict], dict[str, np.ndarray] | None]:
+    """Stages 1-2: encoders, hidden-feature DB and precision@K. Returns the precision
+    rows and, when the store still needs them, the vectors: the caller writes the store
+    and then the checkpoint (`_Finisher`), so a unit killed in between redoes the write."""
+    path = fr.ctx.run_dir / PRECISION_FILE
     if path.is_file():
-        return load_json(path)
+        return load_json(path), None
     db = fr.database(cfg.retrieval.db_source)
+    split = fr.ctx.split
+    rows = [{**r, "fold": split.fold, "run": split.run} for r in fr.retrieval_precision(sorted(set(cfg.precision_ks)))]
     if cfg.ingest:
-        t0 = time.perf_counter()
-        _ingest(db.vectors, ctx, cfg, settings, ds, store_factory)
-        fr.timings["ingest"] = fr.timings.get("ingest", 0.0) + time.perf_counter() - t0
-    rows = [
-        {**r, "fold": ctx.split.fold, "run": ctx.split.run}
-        for r in fr.retrieval_precision(sorted(set(cfg.precision_ks)))
-    ]
+        return rows, db.vectors
     save_json(rows, path)
-    return rows
+    return rows, None
 
 
 def _diagnostics(fr: FoldRun, cfg: ExperimentConfig) -> list[dict]:
@@ -254,17 +359,17 @@ def _diagnostics(fr: FoldRun, cfg: ExperimentConfig) -> list[dict]:
     return [{**r, "fold": fr.ctx.split.fold, "run": fr.ctx.split.run} for r in load_json(path)]
 
 
-def _ingest(vectors, ctx: FoldContext, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> None:
+def _ingest(vectors, split: FoldSplit, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> None:
     from pipeline.data.scales import candidate_mask
     from pipeline.store.ingest import collection_name, ingest_hidden
     from pipeline.store.qdrant_store import HiddenFeatureStore
 
-    cand = candidate_mask(ds.samples, ds.labeled, ctx.split.train, cfg.retrieval.scale)
+    cand = candidate_mask(ds.samples, ds.labeled, split.train, cfg.retrieval.scale)
     rows = np.flatnonzero(cand | ds.labeled)  # the scale's DB plus this fold's val/test (filtered by split)
-    name = collection_name(ds.manifest.name, cfg.experiment, ctx.split.fold)
+    name = collection_name(ds.manifest.name, cfg.experiment, split.fold)
     opener = store_factory or (lambda: HiddenFeatureStore.open(settings))
     with opener() as store:
-        ingest_hidden(store, name, ds, ctx.split, vectors, rows=rows, progress=False)
+        ingest_hidden(store, name, ds, split, vectors, rows=rows, progress=False)
 
 
 def _fit_row(record: dict) -> dict:
@@ -296,7 +401,7 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
         "data_fingerprint": dataset_fingerprint(cfg.dataset),
         "settings": {
             "device": resolve_device(cfg.device if cfg.device != "auto" else settings.device),
-            "threads": settings.threads, "store": settings.qdrant_url or str(settings.store_path),
+            "threads": out.threads, "jobs": out.jobs, "store": settings.qdrant_url or str(settings.store_path),
             "engine": "server" if settings.qdrant_url else settings.qdrant_engine,
         },
         "seeds": sorted({(r["fold"], r["run"], r.get("seed")) for r in out.records}),

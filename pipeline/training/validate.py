@@ -51,6 +51,7 @@ def check_device(device: str) -> None:
 
 def check_retrieval(where: str, r: RetrievalConfig) -> None:
     _at_least(f"{where} k", r.k, 1)
+    _at_least(f"{where} refresh_every", r.refresh_every, 1)
     _choice(f"{where} scale", r.scale, SCALES)
     _choice(f"{where} metric", r.metric, METRICS)
     _choice(f"{where} two_rule", r.two_rule, RULES)

@@ -1,0 +1,120 @@
+"""Independent (fold, run) units on several processes: `ramer run --jobs N`.
+
+Each unit seeds every stage itself (`stages.stage_seed`), so a unit computes the same
+numbers in a worker process as in the parent. Workers never open the Qdrant store (its
+embedded folder admits one process): they hand their hidden vectors back and the parent
+writes them (`protocol._finish_unit`), in the serial order. The pool is the standard
+library's (spawn context: no forked torch / OpenMP state), not a scheduler of our own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import Any
+
+from pipeline.config import Settings
+from pipeline.errors import RamerError
+
+log = logging.getLogger(__name__)
+
+# BLAS / OpenMP pools read these when a worker first loads them: set before it starts.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a cgroup / taskset limit counts, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_job(settings: Settings, jobs: int) -> int:
+    """Threads for each of `jobs` processes: an explicit RAMER_THREADS wins; otherwise
+    the cores are shared out so that jobs x threads = cores (at least 1 each)."""
+    if jobs <= 1 or "threads" in settings.model_fields_set:
+        return max(1, settings.threads)
+    return max(1, available_cores() // jobs)
+
+
+def set_threads(threads: int) -> None:
+    """torch intra-op and FAISS OpenMP threads of this process."""
+    import torch
+
+    from pipeline.extras import load_faiss
+
+    torch.set_num_threads(threads)
+    load_faiss().omp_set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _thread_env(threads: int) -> Iterator[None]:
+    """Workers inherit the environment at spawn: their BLAS pools start at `threads`."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: str(threads) for k in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the running units now, not after they finish (minutes): Python >= 3.14 has
+    `terminate_workers`; before it, the executor's process table is the only handle."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+
+
+def unit_error(where: str, exc: BaseException) -> RamerError:
+    """One line for a failed unit. A bug's traceback (sent back by the worker as the
+    exception's cause) is logged first, so it is not lost."""
+    if isinstance(exc, RamerError):
+        return RamerError(f"{where}: {exc}")
+    if isinstance(exc, BrokenProcessPool):
+        return RamerError(f"{where}: a worker process died (out of memory? try fewer --jobs)")
+    cause = getattr(exc, "__cause__", None)
+    log.error("%s failed:%s", where, f"\n{cause}" if cause is not None else f" {exc!r}")
+    return RamerError(f"{where}: {type(exc).__name__}: {exc} (traceback logged above)")
+
+
+def run_parallel(
+    work: Callable[[Any], Any], tasks: list[Any], names: list[str], jobs: int, threads: int,
+    on_done: Callable[[int, Any], None],
+) -> None:
+    """`work(task)` for every task on `jobs` spawned processes of `threads` threads each;
+    `on_done(i, result)` in the parent as each finishes (any order). The first failure
+    stops every other unit and raises one RamerError naming the unit (`names[i]`)."""
+    with _thread_env(threads):  # workers spawn at submit: the whole run is inside
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                   initializer=set_threads, initargs=(threads,))
+        _collect(pool, work, tasks, names, on_done)
+
+
+def _collect(pool: ProcessPoolExecutor, work, tasks, names, on_done) -> None:
+    try:
+        futures: dict[Future, int] = {pool.submit(work, t): i for i, t in enumerate(tasks)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=futures.get):  # same-time finishers in unit order
+                i = futures[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    raise unit_error(names[i], exc)
+                on_done(i, fut.result())
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
