@@ -57,7 +57,7 @@ def train(device: str, steps: int = 20) -> dict:
     from pipeline.models.registry import create_model
     from pipeline.retrieval.fill import RetrievalFiller
     from pipeline.retrieval.retriever import ModalityRetriever
-    from pipeline.training.trainer import adamw, seed_everything
+    from pipeline.training.trainer import TrainConfig, make_optimizer, seed_everything
 
     seed_everything(0)
     spec = ModelSpec(("a", "v", "l"), (32, 24, 40), 6, "single_label")
@@ -68,7 +68,7 @@ def train(device: str, steps: int = 20) -> dict:
     present = {m: np.ones(n, bool) for m in spec.modalities}
     retr = ModalityRetriever(k=4, device=device).fit(db, present, np.ones(n, bool))
     model.filler = RetrievalFiller(retr, list(spec.modalities), db, present, k=4)
-    opt = adamw([p for p in model.parameters() if p.requires_grad], 1e-3, 0.0)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(weight_decay=0.0), 1e-3)
     before = [p.detach().clone() for p in model.parameters()]
     losses = []
     model.train()
