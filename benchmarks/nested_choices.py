@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     metric, scores = unit_scores(args.results_dir)
     scale = 1 if metric == "MAE" else 100
-    print(f"| selection | chosen per unit (fold.run: variant) | test {metric}, missing avg |")
-    print("|---|---|---|")
+    print(f"| selection | units choosing each variant | chosen per unit (fold.run: variant) | test {metric}, missing avg |")
+    print("|---|---|---|---|")
     for system, per in choices(args.runs_dir).items():
         picks = "; ".join(f"{f}.{r}: {v}" for (f, r), v in sorted(per.items()))
+        counts = ", ".join(f"{v}: {n}/{len(per)}" for v, n in Counter(per.values()).most_common())
         vals = np.array([scores[(system, f, r)] for f, r in sorted(per)]) * scale
-        print(f"| {system} | {picks} | {vals.mean():.2f} ± {vals.std():.2f} (n={len(vals)}) |")
+        print(f"| {system} | {counts} | {picks} | {vals.mean():.2f} ± {vals.std():.2f} (n={len(vals)}) |")
 
 
 if __name__ == "__main__":
