@@ -36,7 +36,8 @@ def choices(runs_dir: Path) -> dict[str, dict[tuple[int, int], str]]:
 def unit_scores(results_dir: Path) -> tuple[str, dict[tuple[str, int, int], float]]:
     """(metric, (system, fold, run) -> headline metric averaged over the missing conditions)."""
     table = pq.read_table(results_dir / "metrics.parquet").to_pylist()
-    metric = headline_metrics(pq.read_table(results_dir / "metrics.parquet"))[0]
+    names = headline_metrics(pq.read_table(results_dir / "metrics.parquet"))
+    metric = "F1" if "F1" in names else names[0]  # multi-label: micro-F1, what selection uses
     conds = {r["condition"] for r in table}
     longest = max(map(len, conds))
     missing = {c for c in conds if len(c) < longest} or conds  # span conditions: all of them
