@@ -37,8 +37,8 @@ def trained(tmp_path_factory):
     return cfg, st
 
 
-def _recorded_searches(monkeypatch, cfg, st, noises) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(rows, queries, stored vectors of those rows) of every search the evaluation makes."""
+def _spy_on_searches(monkeypatch) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Record (rows, queries, stored vectors of those rows) of every search from now on."""
     calls: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     original = RetrievalFiller._search
 
@@ -48,6 +48,12 @@ def _recorded_searches(monkeypatch, cfg, st, noises) -> list[tuple[np.ndarray, n
         return original(self, m, queries, rows)
 
     monkeypatch.setattr(RetrievalFiller, "_search", spy)
+    return calls
+
+
+def _recorded_searches(monkeypatch, cfg, st, noises) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every search the noise evaluation makes."""
+    calls = _spy_on_searches(monkeypatch)
     evaluate_noise(cfg, st, noises)
     monkeypatch.undo()
     return calls
@@ -84,15 +90,7 @@ def test_the_check_fails_when_noise_evaluation_reuses_the_clean_store(trained, m
 
     clean = _recorded_searches(monkeypatch, cfg, st, [])
     monkeypatch.setattr(FoldRun, "build_model", as_stored)
-    calls: list = []
-    original = RetrievalFiller._search
-
-    def spy(self, m, queries, rows):
-        rows = np.asarray(rows)
-        calls.append((rows.copy(), np.array(queries, copy=True), np.array(self.values[m][rows], copy=True)))
-        return original(self, m, queries, rows)
-
-    monkeypatch.setattr(RetrievalFiller, "_search", spy)
+    calls = _spy_on_searches(monkeypatch)
     evaluate_noise(cfg, st, [("gaussian", [80])])
     with pytest.raises(AssertionError):
         _assert_live(clean, calls)

@@ -329,6 +329,18 @@ def summary_table(results_dir: Path) -> Table:
     return table
 
 
+def with_ablations(cfg: ExperimentConfig, ablations: str | None) -> ExperimentConfig:
+    """`cfg` plus the systems of the `--ablations` groups (none for None)."""
+    if not ablations:
+        return cfg
+    from dataclasses import replace
+
+    from pipeline.training.ablations import ablation_systems
+
+    extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
+    return replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def run(
@@ -348,13 +360,7 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(config, dataset, experiment, systems, folds, runs, epochs, pretrain_epochs,
                            k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
                            preset)
-        if ablations:
-            from dataclasses import replace
-
-            from pipeline.training.ablations import ablation_systems
-
-            extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
-            cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
+        cfg = with_ablations(cfg, ablations)
         execute(cfg, resume, fresh, jobs=jobs)
 
     @app.command()
@@ -377,13 +383,7 @@ def register(app: typer.Typer) -> None:
                            k, scale, finetune, seed, device, no_ingest, strategy, missing_rate, test_missing_rate,
                            preset)
         # (a sweep writes nothing to Qdrant; --no-ingest only keeps the config equal to a later `ramer run`'s)
-        if ablations:
-            from dataclasses import replace
-
-            from pipeline.training.ablations import ablation_systems
-
-            extra = ablation_systems(_csv(ablations) or [], cfg.retrieval.scale, cfg.retrieval.k)
-            cfg = replace(cfg, systems=cfg.systems + [s for s in extra if s not in cfg.systems])
+        cfg = with_ablations(cfg, ablations)
         execute_sweep(cfg, resume, fresh, jobs=jobs)
 
     def _stage_command(stage: str, doc: str):
