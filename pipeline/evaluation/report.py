@@ -153,7 +153,7 @@ def differences_section(results_dir: Path, systems: list[str]) -> list[str]:
     if not isinstance(saved, dict):
         return []
     cfg = experiment_from_dict(saved, str(path))
-    groups: dict[tuple, list[str]] = {}  # systems with the same differences share one line
+    groups: dict[str, tuple[list, list[str]]] = {}  # systems with the same differences share one line
     for label in systems:
         try:
             system = parse_system(label, cfg.retrieval, cfg.models)
@@ -161,8 +161,8 @@ def differences_section(results_dir: Path, systems: list[str]) -> list[str]:
             continue  # a label this version cannot parse: no claim about it
         diffs = paper_differences(cfg, system)
         if diffs:
-            groups.setdefault(tuple(map(tuple, diffs)), []).append(label)
-    lines = [differences_line(labels, list(diffs)) for diffs, labels in groups.items()]
+            groups.setdefault(repr(diffs), (diffs, []))[1].append(label)  # values may be lists: key by repr
+    lines = [differences_line(labels, diffs) for diffs, labels in groups.values()]
     if not lines:
         return []
     head = (f"Settings that differ from the papers (compared with `--preset paper`; this run: preset "
