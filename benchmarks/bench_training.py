@@ -182,9 +182,9 @@ def model_flops(ds: Any, split: Any, cfg: Any, settings: Any, fits: dict[str, di
         enc.train()
         x = batch.x[i]
         out["pretrain"] += _count(lambda e=enc, x=x: e.classify(e(x)).sum().backward()) / b / len(batch.x)
-        enc.eval()
-        with torch.no_grad():
+        with torch.no_grad():  # train mode: torch's fused eval kernel is invisible to the counter
             out["index"] += _count(lambda e=enc, x=x: e(x)) / b / len(batch.x)
+        enc.eval()
     for label in fits:  # the trained variants, by their labels
         text = "ramer(query_space=hidden,fill_norm=unit)" if label.startswith("ramer [") else label
         system = parse_system(text, cfg.retrieval)  # 'ramer [hidden, unit]' labels a variant of these

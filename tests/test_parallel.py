@@ -131,3 +131,16 @@ def test_threads_share_the_cores_unless_set(monkeypatch):
     assert threads_per_job(Settings(_env_file=None), 16) == 1
     assert threads_per_job(Settings(_env_file=None, threads=3), 2) == 3  # explicit wins
     assert threads_per_job(Settings(_env_file=None), 1) == 1  # serial keeps the default
+
+
+def test_set_threads_also_limits_blas():
+    """numpy's BLAS follows RAMER_THREADS too: a serial run and a worker then sum large
+    products in the same order (lr-knn's lbfgs differed in the last bits without it)."""
+    from threadpoolctl import threadpool_info
+
+    from pipeline.training.parallel import set_threads
+
+    for n in (2, 1):  # the suite runs with 1 (conftest): 2 first, so the check can fail
+        set_threads(n)
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == n for p in blas), (n, blas)

@@ -40,14 +40,21 @@ def threads_per_job(settings: Settings, jobs: int) -> int:
     return max(1, available_cores() // jobs)
 
 
+_BLAS_LIMIT: list = []  # keeps the threadpoolctl limit alive for the process
+
+
 def set_threads(threads: int) -> None:
-    """torch intra-op and FAISS OpenMP threads of this process."""
+    """torch intra-op, FAISS OpenMP and numpy/scipy BLAS threads of this process. BLAS
+    too: with another thread count a large BLAS product (sklearn's lbfgs in lr-knn) sums
+    in another order, and --jobs 1 and --jobs 2 would differ in the last bits."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from pipeline.extras import load_faiss
 
     torch.set_num_threads(threads)
     load_faiss().omp_set_num_threads(threads)
+    _BLAS_LIMIT[:] = [threadpool_limits(limits=threads, user_api="blas")]
 
 
 @contextlib.contextmanager

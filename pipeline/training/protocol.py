@@ -181,8 +181,8 @@ def run_experiment(
         log.info("%d units on %d jobs x %d threads", len(tasks), jobs, threads)
 
         def done(i: int, result: UnitResult) -> None:
+            progress.on_advance(units_per)  # first, so the line shows the new count
             progress.on_stage(f"{tasks[i].where} · done")
-            progress.on_advance(units_per)
             finish(i, result)
 
         run_parallel(run_unit, tasks, [t.where for t in tasks], jobs, threads, done)
