@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": info, "load_average_at_start": load0, "dataset": {"rows": len(ds), "labeled": int(ds.labeled.sum()),
                                                                   "dims": dict(zip(ds.modalities, ds.manifest.dims))},
         "epochs": {"pretrain": args.pretrain_epochs, "train": args.epochs}, "threads": threads,
-        "timings": tm, "fit": {k: {kk: v[kk] for kk in ("seconds", "fit_seconds", "retrieval_seconds", "epochs_run")}
+        "timings": tm, "fit": {k: {kk: v[kk] for kk in ("seconds", "fit_seconds", "retrieval_seconds", "epochs_run", "val_score",
+                                          "best_epoch")}
                                 for k, v in fits.items()},
         "rows": rows, "wall_seconds_one_fold_run": wall, "gemm_flops_per_s": gemm,
         "retrieval_share_of_stage3_ramer": share,
