@@ -184,7 +184,7 @@ def paper_table() -> str:
         avg = []
         for published, mean in zip((wa, ua), means):
             avg += [f"{published:.2f}", f"{mean:.2f}" + (" *" if abs(published - mean) > 0.05 else "")]
-        lines.append("| " + " | ".join([name] + [f"{v:.2f}" for v in cells] + [avg[0], avg[1], avg[2], avg[3]]) + " |")
+        lines.append("| " + " | ".join([name] + [f"{v:.2f}" for v in cells] + avg) + " |")
     lines.append("")
     lines.append("\\* the published average differs from the mean of the published per-condition cells.")
     return "\n".join(lines)
