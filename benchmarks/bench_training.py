@@ -1,6 +1,6 @@
 """Training benchmark: samples/s per RAMER stage for one (fold, run) at the default size.
 
-Runs `pipeline.training.protocol.run_experiment` (what `ramer run` runs) on one fold and
+Runs `pipeline.experiment.protocol.run_experiment` (what `ramer run` runs) on one fold and
 one run of the default synthetic dataset (5,030 labeled + 20,000 unlabeled, dims
 1024/768/1024), systems `ramer` and `w/o retrieval`, and reads back the timings the
 protocol records: runs/<exp>/timings.json and runs/<exp>/f0_r0/<system>.fit.json
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pipeline.data import load_dataset
     from pipeline.data.splits import make_split
     from pipeline.data.synth import SynthConfig, write_synthetic
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gemm0 = gemm_rate(threads)
         t0 = time.perf_counter()
         out = protocol.run_experiment(cfg, settings)
-        protocol.write_results(out, cfg, settings)
+        write_results(out, cfg, settings)
         wall = time.perf_counter() - t0
         run_dir = settings.runs_dir / "bench" / "f0_r0"
         fits = {json.loads(p.read_text())["system"]: json.loads(p.read_text()) for p in run_dir.glob("*.fit.json")}
@@ -167,8 +168,7 @@ def model_flops(ds: Any, split: Any, cfg: Any, settings: Any, fits: dict[str, di
     from pipeline.data.missing import condition_matrix
     from pipeline.models.registry import model_class
     from pipeline.training.fold_run import FoldRun
-    from pipeline.training.protocol import model_spec
-    from pipeline.training.stages import fold_context
+    from pipeline.training.stages import fold_context, model_spec
     from pipeline.training.systems import parse_system
     from pipeline.training.trainer import ConditionBatches
 

@@ -12,7 +12,7 @@ from pipeline.evaluation.metrics import multilabel_metrics
 from pipeline.models.base import Batch, ModelSpec, task_loss
 from pipeline.models.inference import predict
 from pipeline.models.registry import create_model
-from pipeline.training.scores import score_micro_f1
+from pipeline.models.scores import score_micro_f1
 from pipeline.training.trainer import ConditionBatches, TrainConfig, fit
 
 DIMS = (10, 8, 12)

@@ -31,7 +31,7 @@ from pipeline.data import load_dataset
 from pipeline.data.bounds import load_npy
 from pipeline.data.importers import import_parquet
 from pipeline.errors import DataError, RamerError
-from pipeline.evaluation.predict import _read_input
+from pipeline.evaluation.predict import read_input
 
 # No max_examples here: the profile sets it (ci: 100, fixed; fuzz: 5,000, random).
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -267,7 +267,7 @@ def test_fuzzed_predict_input_fails_cleanly(workdir: Path, memory_cap: int, blob
     src = workdir / "predict_in.parquet"
     src.write_bytes(_overwrite(good.read_bytes(), blob, cut, mode))
     try:
-        samples, xs, avail = _read_input(src, ["audio", "text"], [3, 2])
+        samples, xs, avail = read_input(src, ["audio", "text"], [3, 2])
     except DataError as exc:
         assert str(exc) and "\n" not in str(exc).strip(), "one line"
     else:

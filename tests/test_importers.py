@@ -22,7 +22,8 @@ from pipeline.data.importers import (
     import_mmsa,
 )
 from pipeline.errors import DataError
-from pipeline.training import protocol
+from pipeline.experiment import protocol
+from pipeline.experiment.results import write_results
 from pipeline.training.config import load_experiment
 
 RNG = np.random.default_rng(0)
@@ -38,7 +39,7 @@ def run_tiny(ds_dir: Path, tmp: Path, systems=("ramer",), folds=(0,)) -> protoco
     )
     st = Settings(data_dir=tmp, results_dir=tmp / "results", runs_dir=tmp / "runs")
     out = protocol.run_experiment(cfg, st, fresh=True)
-    protocol.write_results(out, cfg, st)
+    write_results(out, cfg, st)
     assert out.records and all(r["metrics"] for r in out.records)
     return out
 

@@ -17,8 +17,7 @@ from pipeline.errors import RamerError
 from pipeline.models.base import Batch
 from pipeline.training.config import load_experiment
 from pipeline.training.fold_run import FoldRun
-from pipeline.training.protocol import model_spec
-from pipeline.training.stages import fold_context
+from pipeline.training.stages import fold_context, model_spec
 from pipeline.training.systems import parse_system
 
 DIMS = {"audio": 12, "visual": 8, "text": 10}

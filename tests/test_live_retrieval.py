@@ -14,9 +14,10 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.data.synth import SynthConfig, write_synthetic
-from pipeline.evaluation.robustness import evaluate_noise
+from pipeline.experiment import protocol
+from pipeline.experiment.noise import evaluate_noise
+from pipeline.experiment.results import write_results
 from pipeline.retrieval.fill import RetrievalFiller
-from pipeline.training import protocol
 from pipeline.training.config import load_experiment
 
 
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
            "encoder.heads": 2, "encoder.ff": 32, "encoder.layers": 1, "retrieval.k": 3},
     )
     st = Settings(data_dir=tmp, results_dir=tmp / "results", runs_dir=tmp / "runs")
-    protocol.write_results(protocol.run_experiment(cfg, st), cfg, st)
+    write_results(protocol.run_experiment(cfg, st), cfg, st)
     return cfg, st
 
 

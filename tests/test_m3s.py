@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.data.bank import FeatureBank
-from pipeline.data.spans import parse_range, parse_ranges, range_name, span_keep, span_masks
+from pipeline.data.spans import (
+    parse_range,
+    parse_ranges,
+    range_name,
+    span_bank,
+    span_keep,
+    span_masks,
+)
 from pipeline.models.base import Batch, ModelSpec
 from pipeline.models.registry import create_model
 from pipeline.training.strategies import (
@@ -21,7 +28,6 @@ from pipeline.training.strategies import (
     expand_systems,
     fit_strategy,
     m3s_step,
-    span_bank,
     split_strategy,
     train_range_of,
 )
@@ -153,7 +159,7 @@ def test_span_bank_is_seeded_and_touches_only_its_rows(tiny):
 
 @pytest.mark.parametrize("strategy", ["orig", "spl-trn", "m3s"])
 def test_every_strategy_trains_a_registered_model(tiny, strategy):
-    from pipeline.training.scores import score_accuracy
+    from pipeline.models.scores import score_accuracy
 
     bank = FeatureBank(tiny, np.flatnonzero(tiny.labeled))
     train, val = np.flatnonzero(tiny.folds >= 1), np.flatnonzero(tiny.folds == 0)
@@ -169,7 +175,8 @@ def test_every_strategy_trains_a_registered_model(tiny, strategy):
 def test_protocol_runs_strategies_and_writes_the_m3s_tables(tmp_path):
     from pipeline.config import Settings
     from pipeline.data.synth import SynthConfig, write_synthetic
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     data = tmp_path / "tiny"
@@ -182,7 +189,7 @@ def test_protocol_runs_strategies_and_writes_the_m3s_tables(tmp_path):
     )
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     out = protocol.run_experiment(cfg, st_)
-    path = protocol.write_results(out, cfg, st_)
+    path = write_results(out, cfg, st_)
     table = pq.read_table(path.parent / "metrics.parquet")
     assert set(table.column("system").to_pylist()) == {"ae+orig", "ae+m3s", "ramer+orig", "ramer+m3s"}
     assert set(table.column("condition").to_pylist()) == {"span60-80"}
@@ -197,7 +204,8 @@ def test_training_range_x_test_range_grid(tmp_path):
     """M3S Table 4: one command trains per training range and scores every model on every test range."""
     from pipeline.config import Settings
     from pipeline.data.synth import SynthConfig, write_synthetic
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     data = tmp_path / "tiny"
@@ -209,7 +217,7 @@ def test_training_range_x_test_range_grid(tmp_path):
     )
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     out = protocol.run_experiment(cfg, st_)
-    path = protocol.write_results(out, cfg, st_)
+    path = write_results(out, cfg, st_)
     table = pq.read_table(path.parent / "metrics.parquet")
     assert set(table.column("system").to_pylist()) == {
         "ae+orig@20-40", "ae+spl-trn@20-40", "ae+orig@60-80", "ae+spl-trn@60-80"}
@@ -226,7 +234,7 @@ def test_m3s_options_per_system(tmp_path, monkeypatch):
     from pipeline.config import Settings
     from pipeline.data.synth import SynthConfig, write_synthetic
     from pipeline.errors import RamerError
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
     from pipeline.training.config import RetrievalConfig, load_experiment
     from pipeline.training.systems import parse_system
 

@@ -17,10 +17,10 @@ from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.models.base import Batch, ModelSpec, task_loss
 from pipeline.models.inference import predict
 from pipeline.models.registry import create_model, list_models, model_class
+from pipeline.models.scores import score_accuracy
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.config import RetrievalConfig
-from pipeline.training.scores import score_accuracy
 from pipeline.training.trainer import ConditionBatches, TrainConfig, fit
 
 BASELINES = ["ae", "cra", "mmin", "if-mmin", "cif-mmin"]

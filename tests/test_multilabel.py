@@ -22,9 +22,10 @@ from pipeline.evaluation.metrics import multilabel_metrics
 from pipeline.evaluation.report import condition_table, headline_metrics
 from pipeline.evaluation.tables import records_to_table
 from pipeline.evaluation.thresholds import GRID, choose_threshold
-from pipeline.training import protocol
+from pipeline.experiment import protocol
+from pipeline.experiment.results import write_results
+from pipeline.models.scores import score_micro_f1
 from pipeline.training.config import load_experiment
-from pipeline.training.scores import score_micro_f1
 
 SMALL_DIMS = {"audio": 10, "visual": 8, "text": 12}
 
@@ -125,7 +126,7 @@ def test_protocol_on_multilabel_data(tmp_path):
     )
     st = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     out = protocol.run_experiment(cfg, st)
-    report = protocol.write_results(out, cfg, st).read_text()
+    report = write_results(out, cfg, st).read_text()
     table = pq.read_table(tmp_path / "results/ml/metrics.parquet")
     assert set(table.column("system").to_pylist()) == {"ramer", "w/o retrieval", "mmin", "carat"}
     assert {"Acc", "P", "R", "F1", "thr"} <= set(table.column("metric").to_pylist())

@@ -61,8 +61,9 @@ def test_training_noise_is_drawn_per_modality_and_keeps_absent_zero():
 def test_noise_evaluation_of_a_finished_experiment(tmp_path):
     from pipeline.config import Settings
     from pipeline.data.synth import SynthConfig, write_synthetic
-    from pipeline.evaluation.robustness import evaluate_noise
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.noise import evaluate_noise
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     data = tmp_path / "tiny"
@@ -74,7 +75,7 @@ def test_noise_evaluation_of_a_finished_experiment(tmp_path):
            "encoder.heads": 2, "encoder.ff": 32, "encoder.layers": 1, "retrieval.k": 3},
     )
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
-    protocol.write_results(protocol.run_experiment(cfg, st_), cfg, st_)
+    write_results(protocol.run_experiment(cfg, st_), cfg, st_)
     noises = [("gaussian", [50, 100]), ("impulse", [50])]
     report = evaluate_noise(cfg, st_, noises)
     table = pq.read_table(report.parent / "noise.parquet").to_pydict()  # pandas is not a dependency

@@ -66,14 +66,13 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second() -> None:
 def test_benchmark_experiment_configs_parse():
     """The README's report commands use these configs: each must load and name valid systems."""
     from pipeline.training.config import load_experiment
-    from pipeline.training.protocol import _expand_strategies
-    from pipeline.training.systems import parse_system
+    from pipeline.training.systems import experiment_systems
 
     paths = sorted((Path(__file__).parent.parent / "benchmarks" / "experiments").glob("*.toml"))
     assert len(paths) >= 6
     for path in paths:
         cfg = load_experiment(path)
-        systems = [parse_system(s, cfg.retrieval) for s in _expand_strategies(cfg)]
+        systems = experiment_systems(cfg)
         assert systems, path
         text = path.read_text()  # a sweep config is rerun with `ramer sweep` (validation only)
         assert "ramer data" in text and ("ramer run" in text or "ramer sweep" in text), f"{path}: no command to rerun"

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import Settings
+from pipeline.experiment import protocol
+from pipeline.experiment.parallel import threads_per_job
+from pipeline.experiment.results import write_results
 from pipeline.store.ingest import collection_name
 from pipeline.store.qdrant_store import HiddenFeatureStore
-from pipeline.training import protocol
 from pipeline.training.config import load_experiment
-from pipeline.training.parallel import threads_per_job
 
 TINY = {"folds": [0, 1], "runs": 1, "train.epochs": 2, "pretrain.epochs": 2, "encoder.d_model": 16,
         "encoder.hidden": 16, "encoder.heads": 2, "encoder.ff": 32, "encoder.layers": 1, "retrieval.k": 3,
@@ -58,7 +59,7 @@ def serial(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("serial")
     cfg, st = _setup(root, tiny_data, "serial")
     out = protocol.run_experiment(cfg, st, jobs=1)
-    protocol.write_results(out, cfg, st)
+    write_results(out, cfg, st)
     return root, st, out
 
 
@@ -88,7 +89,7 @@ def test_array_tasks_merged_equal_one_run(serial, tiny_data, monkeypatch):
     for fold in (1, 0):  # tasks finish in any order
         cfg, _ = _setup(root, tiny_data, f"task{fold}")
         cfg = replace(cfg, folds=[fold])
-        protocol.write_results(protocol.run_experiment(cfg, st), cfg, st)
+        write_results(protocol.run_experiment(cfg, st), cfg, st)
     res = st.results_dir
     with pytest.raises(SystemExit) as done:
         main(["report", str(res / "merged"), "--merge", str(res / "task0"), "--merge", str(res / "task1")])
@@ -125,7 +126,7 @@ def test_a_failing_unit_is_one_error_line_and_no_results(tmp_path, tiny_data, ca
 
 
 def test_threads_share_the_cores_unless_set(monkeypatch):
-    monkeypatch.setattr("pipeline.training.parallel.available_cores", lambda: 8)
+    monkeypatch.setattr("pipeline.experiment.parallel.available_cores", lambda: 8)
     monkeypatch.delenv("RAMER_THREADS", raising=False)
     assert threads_per_job(Settings(_env_file=None), 2) == 4
     assert threads_per_job(Settings(_env_file=None), 16) == 1
@@ -138,7 +139,7 @@ def test_set_threads_also_limits_blas():
     products in the same order (lr-knn's lbfgs differed in the last bits without it)."""
     from threadpoolctl import threadpool_info
 
-    from pipeline.training.parallel import set_threads
+    from pipeline.experiment.parallel import set_threads
 
     for n in (2, 1):  # the suite runs with 1 (conftest): 2 first, so the check can fail
         set_threads(n)

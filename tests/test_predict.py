@@ -14,13 +14,12 @@ from pipeline.config import Settings
 from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
 from pipeline.data.synth import SynthConfig, write_synthetic
-from pipeline.evaluation.predict import predict_file
+from pipeline.experiment import protocol
+from pipeline.experiment.predict import predict_file
 from pipeline.models.inference import predict
-from pipeline.training import protocol
 from pipeline.training.config import load_experiment
 from pipeline.training.fold_run import FoldRun
-from pipeline.training.protocol import model_spec
-from pipeline.training.stages import fold_context
+from pipeline.training.stages import fold_context, model_spec
 from pipeline.training.systems import parse_system
 
 DIMS = {"audio": 12, "visual": 8, "text": 10}

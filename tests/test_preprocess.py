@@ -13,8 +13,8 @@ from pipeline.data.dataset import build_table, load_dataset, write_dataset
 from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import make_split
 from pipeline.data.synth import SynthConfig, write_synthetic
+from pipeline.experiment import protocol
 from pipeline.models.registry import list_models
-from pipeline.training import protocol
 from pipeline.training.config import load_experiment
 from pipeline.training.stages import PREPROCESS_FILE, fold_scaler
 

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from pipeline.config import Settings
 from pipeline.data.scales import candidate_mask
 from pipeline.data.splits import assign_folds, make_split
+from pipeline.experiment import protocol
+from pipeline.experiment.results import write_results
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.retriever import ModalityRetriever
-from pipeline.training import protocol
 from pipeline.training.config import load_experiment
 
 MODS = ["audio", "visual", "text"]
@@ -128,7 +129,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_metrics(tmp_path
     protocol.run_experiment(cfg2, st_, stop_after="train")  # and again before stage 4
     resumed = protocol.run_experiment(cfg2, st_, resume=True)
     assert _metrics(whole) == _metrics(resumed)
-    path = protocol.write_results(resumed, cfg2, st_)
+    path = write_results(resumed, cfg2, st_)
     table = pq.read_table(path.parent / "metrics.parquet")
     assert set(table.column("condition").to_pylist()) == {"a", "v", "l", "av", "al", "vl", "avl"}
     assert (path.parent / "wa_by_condition.png").is_file()

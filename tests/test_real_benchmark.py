@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.evaluation.tables import summarise
-from pipeline.training import protocol
+from pipeline.experiment import protocol
+from pipeline.experiment.results import write_results
 from pipeline.training.config import load_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def test_every_system_far_above_chance_on_real_features(mfeat, tmp_path):
         ROOT / "benchmarks" / "experiments" / "mfeat.toml", dataset=str(mfeat), experiment="mfeat",
         systems=SYSTEMS, folds=[0], runs=1, ingest=False, **{"train.epochs": 8, "pretrain.epochs": 8})
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
-    report = protocol.write_results(protocol.run_experiment(cfg, st_), cfg, st_)
+    report = write_results(protocol.run_experiment(cfg, st_), cfg, st_)
     wa = summarise(pq.read_table(report.parent / "metrics.parquet"), ["system", "condition", "metric"])
     low = {(s, c): round(v[0], 3) for (s, c, m), v in wa.items() if m == "WA" and v[0] < FLOOR}
     assert {s for s, _, _ in wa} == set(SYSTEMS)

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.data.synth_regression import RegressionSynthConfig, write_regression
 from pipeline.evaluation.metrics import regression_metrics, task_metrics
-from pipeline.training.scores import score_neg_mae, task_score
+from pipeline.models.scores import score_neg_mae, task_score
 
 DIMS = {"audio": 16, "visual": 12, "text": 20}
 
@@ -45,7 +45,8 @@ def test_synthetic_regression_dataset(tmp_path):
 
 def test_protocol_runs_on_regression_with_strategies(tmp_path):
     from pipeline.config import Settings
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     data = tmp_path / "reg"
@@ -57,7 +58,7 @@ def test_protocol_runs_on_regression_with_strategies(tmp_path):
            "encoder.heads": 2, "encoder.ff": 32, "encoder.layers": 1, "retrieval.k": 3},
     )
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
-    path = protocol.write_results(protocol.run_experiment(cfg, st_), cfg, st_)
+    path = write_results(protocol.run_experiment(cfg, st_), cfg, st_)
     table = pq.read_table(path.parent / "metrics.parquet")
     assert set(table.column("metric").to_pylist()) == {"MAE", "Corr", "Acc-2", "F1", "Acc-7"}
     assert set(table.column("condition").to_pylist()) == {"span20-40"}
@@ -67,7 +68,7 @@ def test_protocol_runs_on_regression_with_strategies(tmp_path):
 def test_every_score_and_metric_takes_y_true_first():
     """One argument order everywhere: (y_true, logits). A swapped call fails loudly here."""
     from pipeline.evaluation.metrics import METRICS_BY_TASK
-    from pipeline.training.scores import SCORE_BY_TASK
+    from pipeline.models.scores import SCORE_BY_TASK
 
     cases = {
         "single_label": (np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 0]] * 5.0),  # 3 of 4 right

@@ -172,7 +172,8 @@ def _metric_rows(path: Path) -> list[tuple]:
 
 
 def test_run_killed_after_first_checkpoint_resumes_to_identical_metrics(scratch: Path) -> None:
-    from pipeline.training import protocol
+    from pipeline.experiment import protocol
+    from pipeline.experiment.results import write_results
     from pipeline.training.config import load_experiment
 
     write_synthetic(scratch / "tiny", SynthConfig(labeled=240, unlabeled=120, dims={"audio": 16, "visual": 12, "text": 20},
@@ -204,7 +205,7 @@ def test_run_killed_after_first_checkpoint_resumes_to_identical_metrics(scratch:
     settings = Settings(_env_file=None, data_dir=scratch / "data", results_dir=scratch / "results",
                         runs_dir=scratch / "runs", qdrant_path=scratch / "q_again", qdrant_engine="edge", qdrant_url=None, threads=1)
     out = protocol.run_experiment(cfg, settings)
-    protocol.write_results(out, cfg, settings)
+    write_results(out, cfg, settings)
     assert _metric_rows(scratch / "results" / "again" / "metrics.parquet") == reference
 
 

@@ -13,7 +13,7 @@ from pipeline.config import Settings
 from pipeline.data.dataset import build_table, write_dataset
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.errors import RamerError
-from pipeline.training import protocol
+from pipeline.experiment import protocol
 from pipeline.training.checkpoint import load_json
 from pipeline.training.config import RetrievalConfig, load_experiment
 from pipeline.training.systems import parse_system, selection_variants

@@ -28,7 +28,7 @@ from pipeline.errors import DataError, RamerError
 from pipeline.models.base import ModelSpec, task_loss
 from pipeline.models.inference import predict
 from pipeline.models.registry import create_model
-from pipeline.training.scores import score_micro_f1
+from pipeline.models.scores import score_micro_f1
 from pipeline.training.trainer import ConditionBatches, TrainConfig, fit
 
 SMALL = {"d_model": 16, "tokens": 2, "layers": 1, "heads": 2, "ff": 32, "latent": 8, "queue": 64, "anchors": 32}
@@ -275,8 +275,8 @@ def test_carat_checkpoint_from_before_frames_loads():
 def test_span_strategy_keeps_carat_on_pooled_vectors(carat_ds):
     """Spans act on the pooled vectors: under a strategy CARAT trains and is tested on
     them (never on clean frames beside span-corrupted vectors)."""
-    from pipeline.evaluation.metrics import multilabel_metrics
-    from pipeline.training.strategies import SpanBatches, evaluate_spans, fit_strategy
+    from pipeline.evaluation.stage4 import evaluate_spans
+    from pipeline.training.strategies import SpanBatches, fit_strategy
 
     bank = FeatureBank(carat_ds, np.flatnonzero(carat_ds.labeled))
     spec = ModelSpec(tuple(carat_ds.modalities), tuple(carat_ds.manifest.dims), 6, "multi_label")
@@ -286,7 +286,7 @@ def test_span_strategy_keeps_carat_on_pooled_vectors(carat_ds):
     fit_strategy(m, SpanBatches(bank, np.arange(60), np.arange(60, 72), "spl-trn", ranges, seed=0, val_seed=1),
                  score_micro_f1, TrainConfig(epochs=1, batch_size=16, seed=0))
     assert not bool(m.trained_on_frames)
-    rows = evaluate_spans(m, bank, np.arange(72, 88), carat_ds.y[72:88], ranges, 3, multilabel_metrics)
+    rows = evaluate_spans(m, bank, np.arange(72, 88), carat_ds.y[72:88], ranges, 3, "multi_label")
     assert rows and all(np.isfinite(r["value"]) for r in rows)
 
 

@@ -13,10 +13,10 @@ from pipeline.config import Settings
 from pipeline.data.dataset import build_table, write_dataset
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.errors import RamerError
-from pipeline.training import protocol
+from pipeline.experiment import protocol
+from pipeline.experiment.sweep import write_validation
 from pipeline.training.checkpoint import load_json
 from pipeline.training.config import load_experiment
-from pipeline.training.sweep import write_validation
 from pipeline.training.systems import parse_system
 
 DIMS = {"audio": 12, "visual": 8, "text": 10}

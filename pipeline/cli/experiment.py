@@ -1,6 +1,6 @@
 """`ramer run | sweep | pretrain | index | train | evaluate | demo | predict | report`.
 
-Thin: options -> typed ExperimentConfig -> pipeline.training.protocol -> files.
+Thin: options -> typed ExperimentConfig -> pipeline.experiment.protocol -> files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from rich.table import Table
 from typing_extensions import Self
 
 from pipeline.config import load_settings
-from pipeline.training import protocol
+from pipeline.experiment import protocol
+from pipeline.experiment.results import write_results
 from pipeline.training.config import ExperimentConfig, load_experiment
 
 console = Console()
@@ -211,7 +212,7 @@ def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | 
         console.print(f"stage '{stop_after}' done for every fold x run in {time.perf_counter() - t0:.0f} s "
                       f"(checkpoints: {settings.runs_dir / cfg.experiment})")
         return None
-    report = protocol.write_results(out, cfg, settings)
+    report = write_results(out, cfg, settings)
     console.print(summary_table(report.parent))
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - t0:.0f} s · report: {report}")
     return report
@@ -222,8 +223,8 @@ def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool, jobs: int = 
     from pipeline.data.dataset import load_dataset
     from pipeline.data.fingerprint import dataset_fingerprint
     from pipeline.errors import RamerError
+    from pipeline.experiment.sweep import summarise, write_validation
     from pipeline.extras import load_faiss
-    from pipeline.training.sweep import summarise, write_validation
 
     if not cfg.dataset:
         raise RamerError("no dataset given: pass --dataset DIR or set `dataset` in the config file")
@@ -251,7 +252,7 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
     """`ramer evaluate --noise ...`: the trained models under noise -> noise_report.md."""
     from pipeline.data.noise import parse_noise
     from pipeline.errors import RamerError
-    from pipeline.evaluation.robustness import evaluate_noise
+    from pipeline.experiment.noise import evaluate_noise
 
     try:
         noises = [parse_noise(s) for s in specs]
@@ -496,7 +497,7 @@ def register(app: typer.Typer) -> None:
         explain: Annotated[bool, typer.Option("--explain", help="Add, per filled modality, the neighbours that filled it: fill_<m> (sample names) and fill_<m>_score.")] = False,
     ) -> None:
         """Predict for samples with any subset of modalities; missing ones are filled by retrieval from the fold's train + unlabeled samples (never val/test, never the sample itself)."""
-        from pipeline.evaluation.predict import predict_file
+        from pipeline.experiment.predict import predict_file
 
         settings = load_settings()
         path, n = predict_file(settings, experiment, input, out, fold, system, explain)

@@ -13,9 +13,14 @@ corruption) are reproducible from a recorded seed and identical across systems.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from pipeline.data.bank import FeatureBank
 
 Range = tuple[float, float]
 
@@ -95,3 +100,27 @@ def span_transform(
     keep = span_masks(len(xs[0]), [x.shape[1] for x in xs], ranges, gen)
     return apply_spans(xs, keep)
 
+
+
+def modality_ranges(modalities: Sequence[str], default: Sequence[float], per_modality: dict) -> list[Range]:
+    """One (lo, hi) per modality: the experiment's range unless overridden by name."""
+    unknown = sorted(set(per_modality) - set(modalities))
+    if unknown:
+        raise ValueError(f"missing-rate ranges for unknown modalities {unknown} (have {list(modalities)})")
+    return [parse_range(per_modality.get(m, default)) for m in modalities]
+
+
+def span_bank(bank: FeatureBank, rows: np.ndarray, ranges: Sequence[Range], seed: int) -> FeatureBank:
+    """A shallow copy of `bank` whose `rows` have fixed seeded spans zeroed (val / test).
+
+    The masks depend only on (seed, rows, ranges, dims): identical for every system."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = np.sort(np.asarray(rows))
+    pos = torch.as_tensor(bank.pos[rows])
+    keep = span_masks(len(rows), [x.shape[1] for x in bank.x], ranges, gen)  # M x (n, D_m)
+    return bank.with_rows(pos, [x[pos] * k.to(x.device, x.dtype) for x, k in zip(bank.x, keep)])
+
+
+def span_condition(ranges: Sequence[Range]) -> str:
+    """The test condition's name: 'span40-60', or 'span-20-40_40-60_...' per modality."""
+    return range_name(ranges[0]) if len(set(ranges)) == 1 else "span-" + "_".join(range_tag(r) for r in ranges)

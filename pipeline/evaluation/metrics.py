@@ -2,7 +2,7 @@
 
 Single-label (the RAMER paper): WA = accuracy, UA = mean per-class recall, plus
 weighted F1. The validation selection scores (accuracy, micro-F1, -MAE) are in
-`pipeline.training.scores`, in the same argument order.
+`pipeline.models.scores`, in the same argument order.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def multilabel_metrics(y_true: np.ndarray, logits: np.ndarray, threshold: float 
     accuracy (Jaccard |y & p| / |y | p| averaged over samples; 1 when both sets are empty,
     e.g. a MOSEI "None" sample predicted as none), micro precision P, micro recall R and
     micro-F1; `thr` records the threshold used (chosen on validation by the protocol)."""
-    from pipeline.training.scores import micro_counts, sigmoid
+    from pipeline.models.scores import micro_counts, sigmoid
 
     y = np.asarray(y_true) > 0.5
     pred = sigmoid(logits) >= threshold

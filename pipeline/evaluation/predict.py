@@ -1,4 +1,5 @@
-"""`ramer predict`: a trained experiment applied to new samples with any modalities.
+"""`ramer predict`'s evaluation half: read new samples with any modalities, predict with a
+model set up by the experiment layer (`pipeline.experiment.predict`), write the table.
 
 The model is the experiment's system for one fold (its last run, the one whose hidden
 features the fold's Qdrant collection holds; for a selection system, the variant chosen
@@ -19,24 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.config import Settings
 from pipeline.data.bounds import require_parquet_memory
-from pipeline.data.dataset import load_dataset
-from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.importers.parquet import ModalityReader, open_parquet, read_batches, string_cells
-from pipeline.data.missing import condition_matrix
-from pipeline.data.splits import make_split
-from pipeline.errors import DataError, RamerError
+from pipeline.errors import DataError
 from pipeline.models.base import Batch
-from pipeline.training.checkpoint import load_json, load_torch
-from pipeline.training.config import experiment_from_dict
-from pipeline.training.fold_run import FoldRun
-from pipeline.training.protocol import check_fingerprint, model_spec
-from pipeline.training.stages import PREPROCESS_FILE, fold_context
-from pipeline.training.systems import parse_system
 
 
-def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+def read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Sample names, (N, D_m) float32 per modality (zeros where absent) and the (N, M)
     availability mask, read batch by batch with the importer's checks and memory bounds."""
     pf = open_parquet(path)
@@ -80,83 +70,45 @@ def _read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.
     return samples.astype(str), xs, avail
 
 
-def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int,
-                 system_name: str, explain: bool = False) -> tuple[Path, int]:
-    """Predictions for every row of `input_path` with the experiment's `system_name`
-    model of `fold` (its last run); with `explain`, the neighbours that filled each
-    missing modality (sample names and scores) as extra columns."""
-    if out is not None and not out.parent.is_dir():
-        raise RamerError(f"--out {out}: folder {out.parent} does not exist")
-    open_parquet(input_path)  # a missing or unreadable input says so before any model is built
-    fr, system, chosen = _trained_fold(settings, experiment, fold, system_name)
-    ds, spec = fr.ctx.ds, fr.ctx.spec
-    model = fr.build_model(chosen, inputs_as_stored=False)  # encode and retrieve the new inputs
-    model.load_state_dict(load_torch(fr.ctx.run_dir / f"{chosen.slug}.pt"))
-    model.eval()
-    samples, xs, avail = _read_input(input_path, list(spec.modalities), list(spec.dims))
-    xs = [fr.ctx.scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
-    rows = _dataset_rows(ds.samples, samples)  # a known sample is excluded from its own neighbours
+def predict_logits(model, xs: list[np.ndarray], avail: np.ndarray, rows: np.ndarray,
+                   explain: bool = False) -> tuple[torch.Tensor, list[tuple[int, list]]]:
+    """(n, n_out) logits of the scaled inputs `xs` (M x (n, D_m)) with availability
+    `avail` (n, M); `rows`: each input's dataset row (-1 for a new sample), so a known
+    sample never retrieves itself. With `explain`, the neighbours that filled each batch."""
     logits, sources = [], []
     with torch.no_grad():
-        for i in range(0, len(samples), 512):
+        for i in range(0, len(avail), 512):
             sl = slice(i, i + 512)
             b = Batch(x=[torch.as_tensor(x[sl]) for x in xs], avail=torch.as_tensor(avail[sl]),
                       rows=torch.as_tensor(rows[sl]))
             logits.append(model(b).logits.float())
             if explain:
                 sources.append((len(b.rows), _sources(model, b)))
-    letters = [m.letter for m in ds.manifest.modalities]
+    return torch.cat(logits), sources
+
+
+def prediction_table(manifest, samples: np.ndarray, avail: np.ndarray, logits: torch.Tensor, threshold: float,
+                     known: np.ndarray, sources: list[tuple[int, list]] | None) -> pa.Table:
+    """One row per input: sample, available modalities (letters), the task's prediction
+    columns and, with `sources`, the fill_<m> / fill_<m>_score columns."""
+    letters = [m.letter for m in manifest.modalities]
     cols = {"sample": pa.array(samples),
             "available": pa.array(["".join(letters[j] for j in np.flatnonzero(a)) for a in avail])}
-    cols.update(_outputs(ds.manifest.task, ds.manifest.classes, torch.cat(logits),
-                         _threshold(fr.ctx.run_dir / f"{system.slug}.json")))
-    if explain:
-        cols.update(_explain_columns(ds.samples, list(spec.modalities), sources))
-    table = pa.table(cols)
-    out = out or input_path.with_suffix(".preds.parquet")
+    cols.update(_outputs(manifest.task, manifest.classes, logits, threshold))
+    if sources is not None:
+        cols.update(_explain_columns(known, list(manifest.modality_names), sources))
+    return pa.table(cols)
+
+
+def write_table(table: pa.Table, out: Path) -> Path:
+    """Written whole or not at all (a temporary file renamed into place)."""
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(out)
-    return out, len(samples)
+    return out
 
 
-def _trained_fold(settings: Settings, experiment: str, fold: int, system_name: str):
-    """(FoldRun of the fold's last run, the system, its variant chosen there) - the very
-    set-up training used: stage-0 scaler, encoders, the system's DB scale and options."""
-    runs_dir = settings.runs_dir / experiment
-    if not (runs_dir / "config.json").is_file():
-        found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
-        raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
-                         f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
-    saved = load_json(runs_dir / "config.json")
-    recorded = saved.pop("data_fingerprint", None)
-    cfg = experiment_from_dict(saved, str(runs_dir / "config.json"))
-    ds = load_dataset(cfg.dataset)
-    check_fingerprint({"data_fingerprint": recorded}, dataset_fingerprint(cfg.dataset), runs_dir / "config.json", cfg.dataset)
-    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
-    if fold not in folds:
-        raise RamerError(f"--fold {fold}: experiment '{experiment}' trained fold(s) {', '.join(map(str, folds))}")
-    run = cfg.runs - 1
-    run_dir = runs_dir / f"f{fold}_r{run}"
-    trained = ", ".join(sorted(p.stem for p in run_dir.glob("*.pt") if p.stem != "encoders")) or "none"
-    try:
-        system = parse_system(system_name, cfg.retrieval, cfg.models)
-    except RamerError as exc:
-        raise RamerError(f"--system '{system_name}': {exc}; trained in {run_dir}: {trained}") from None
-    if not (run_dir / PREPROCESS_FILE).is_file():
-        raise RamerError(f"{run_dir / PREPROCESS_FILE}: no preprocessing statistics (train fold {fold} first)")
-    split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-    ctx = fold_context(ds, split, model_spec(ds), condition_matrix(ds.manifest), "cpu", run_dir,
-                       cfg.seed, cfg.preprocess, recorded)
-    fr = FoldRun(ctx, cfg)
-    chosen = fr.chosen(system, train=False)
-    if chosen is None or not (run_dir / f"{chosen.slug}.pt").is_file():
-        raise RamerError(f"--system '{system.label}': no trained model for fold {fold} run {run} in {run_dir} "
-                         f"(trained: {trained})")
-    return fr, system, chosen
-
-
-def _dataset_rows(known: np.ndarray, samples: np.ndarray) -> np.ndarray:
+def dataset_rows(known: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """(n,) dataset row of each input sample (the same name, i.e. the same point id), -1
     for new ones: retrieval then never returns a sample as its own neighbour."""
     index = {s: i for i, s in enumerate(known.tolist())}
@@ -165,7 +117,7 @@ def _dataset_rows(known: np.ndarray, samples: np.ndarray) -> np.ndarray:
 
 def _sources(model, batch: Batch) -> list:
     """Per modality, the neighbours that filled it for this batch (None: no fill)."""
-    filler = getattr(model, "filler", None)
+    filler = model.filler
     if filler is None:
         return [None] * len(batch.x)
     queries = batch.x if getattr(model, "query_features", True) else model.encode_batch(batch).unbind(1)
@@ -193,12 +145,12 @@ def _explain_columns(known: np.ndarray, modalities: list[str], batches: list[tup
     return cols
 
 
-def _threshold(record_path: Path) -> float:
-    """Multi-label decision threshold chosen on validation for this model (metric 'thr')."""
-    if record_path.is_file():
-        for m in load_json(record_path).get("metrics", []):
-            if m["metric"] == "thr":
-                return float(m["value"])
+def decision_threshold(metrics: list[dict]) -> float:
+    """Multi-label decision threshold chosen on validation for this model (its metric
+    row 'thr' in the unit's record); 0.5 when there is none."""
+    for m in metrics:
+        if m["metric"] == "thr":
+            return float(m["value"])
     return 0.5
 
 

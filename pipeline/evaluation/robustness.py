@@ -2,7 +2,8 @@
 
 For every (fold, run) and system of a finished experiment, the saved model
 (runs/<experiment>/f{f}_r{r}/<system>.pt) is rebuilt through `FoldRun.build_model` (so
-RAMER gets its retrieval filler back) and evaluated on the fold's test split with every
+RAMER gets its retrieval filler back; the loop is `pipeline.experiment.noise`) and
+evaluated here on the fold's test split with every
 modality present and noisy (`pipeline.data.noise`) at each requested type and intensity.
 Noise is seeded per (fold, run, type, intensity) only: every system sees the very same
 noisy inputs and a rerun reproduces them. Its scale (feature std, max |x| per modality)
@@ -20,21 +21,18 @@ intensity, metric, value), noise_report.md, noise_wa.png.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from pipeline.data.bank import FeatureBank
 from pipeline.data.noise import NoiseScheduler, NoiseStats
 from pipeline.evaluation.metrics import task_metrics
-from pipeline.evaluation.tables import ordered_unique, summarise, write_parquet
+from pipeline.evaluation.tables import ordered_unique, summarise
 from pipeline.models.inference import predict
-from pipeline.training.trainer import seed_everything
 
 log = logging.getLogger(__name__)
 NOISE_COLUMNS = ["system", "fold", "run", "noise", "intensity", "metric", "value"]
@@ -110,64 +108,6 @@ def noise_rows(
             out += [{"noise": kind, "intensity": t, "metric": k, "value": v}
                     for k, v in task_metrics(task, y, logits).items()]
     return out
-
-
-def evaluate_noise(
-    cfg, settings, noises: Sequence[tuple[str, list[int]]], schedule: str = "linear",
-    on_stage: Callable[[str], None] = lambda s: None,
-) -> Path:
-    """Every saved model of the experiment under every noise; writes the noise report."""
-    from pipeline.config import resolve_device
-    from pipeline.data.dataset import load_dataset
-    from pipeline.data.fingerprint import dataset_fingerprint
-    from pipeline.data.missing import condition_matrix
-    from pipeline.data.splits import make_split
-    from pipeline.training.checkpoint import load_torch
-    from pipeline.training.fold_run import FoldRun
-    from pipeline.training.protocol import _expand_strategies, model_spec
-    from pipeline.training.stages import fold_context
-    from pipeline.training.systems import parse_system
-
-    t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset)
-    device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
-    spec, conds = model_spec(ds), condition_matrix(ds.manifest)
-    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
-    runs_dir = settings.runs_dir / cfg.experiment
-    fingerprint = dataset_fingerprint(cfg.dataset)
-    folds = cfg.folds if cfg.folds is not None else list(range(ds.manifest.folds))
-    rows: list[dict] = []
-    for fold in folds:
-        for run in range(cfg.runs):
-            split = make_split(ds.y, ds.labeled, ds.folds, fold, run, cfg.seed)
-            ctx = fold_context(ds, split, spec, conds, device, runs_dir / f"f{fold}_r{run}", cfg.seed,
-                               cfg.preprocess, fingerprint)
-            bank = ctx.bank
-            fr = FoldRun(ctx, cfg)
-            stats = train_stats(bank, split.train)
-            fstats = frame_stats(bank, split.train, stats)  # None unless the dataset keeps frames
-            for system in systems:
-                trained = fr.chosen(system, train=False)  # a selection's variant chosen on validation
-                path = ctx.run_dir / f"{(trained or system).slug}.pt"
-                if trained is None or not path.is_file():
-                    log.warning("%s: no saved model, skipped", path)
-                    continue
-                on_stage(f"fold {fold} run {run} · noise · {system.label}")
-                seed_everything(ctx.seed(f"init-{trained.slug}"))
-                model = fr.build_model(trained, inputs_as_stored=False)  # encode + retrieve the noisy inputs
-                model.load_state_dict(load_torch(path))
-                test = split.test
-                for r in noise_rows(model, bank, test, ds.y[test], spec.task, noises, ctx.seed, stats, schedule, fstats):
-                    rows.append({"system": system.label, "fold": fold, "run": run, **r})
-    if not rows:
-        from pipeline.errors import RamerError
-
-        raise RamerError(f"{runs_dir}: no saved models to evaluate under noise (train first)")
-    out = settings.results_dir / cfg.experiment
-    out.mkdir(parents=True, exist_ok=True)
-    table = pa.table({c: [r[c] for r in rows] for c in NOISE_COLUMNS})
-    write_parquet(table, out / "noise.parquet")
-    return render_noise_report(out, seconds=time.perf_counter() - t0)
 
 
 def _headline(metrics: list[str]) -> list[str]:

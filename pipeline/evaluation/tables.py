@@ -9,18 +9,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-METRIC_COLUMNS = ["system", "fold", "run", "condition", "metric", "value"]
+METRIC_COLUMNS = ["system", "model", "strategy", "train_range", "base", "fold", "run", "condition", "missing",
+                  "metric", "value"]
 
 
 def records_to_table(records: list[dict]) -> pa.Table:
-    """One row per (system, fold, run, condition, metric): every raw number kept."""
+    """One row per (system, fold, run, condition, metric): every raw number kept, with
+    what the system is (model, strategy, train_range, base: its label without the
+    strategy suffix) and whether the condition leaves part of the input out (`missing`),
+    so no report has to parse a label or a condition name."""
     cols: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
     for rec in records:
         for m in rec["metrics"]:
-            cols["system"].append(rec["system"])
+            for key in ("system", "model", "strategy", "train_range", "base"):
+                cols[key].append(str(rec[key]))
             cols["fold"].append(int(rec["fold"]))
             cols["run"].append(int(rec["run"]))
             cols["condition"].append(m["condition"])
+            cols["missing"].append(bool(m["missing"]))
             cols["metric"].append(m["metric"])
             cols["value"].append(float(m["value"]))
     return pa.table(cols)

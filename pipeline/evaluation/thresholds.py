@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.training.scores import micro_f1, sigmoid
+from pipeline.models.scores import micro_f1, sigmoid
 
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # candidate thresholds on sigmoid scores
 

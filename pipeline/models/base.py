@@ -45,9 +45,10 @@ class FoldResources(Protocol):
 
     device: str
 
-    def database(self, source: str, leaks: tuple[str, ...] = ()) -> Any:
+    def database(self, source: str, leaks: tuple[str, ...] = (), encoder: Any = None) -> Any:
         """The fold's retrieval DB: `.vectors` (m -> (N, H) by dataset row) and
-        `.encoders` (the stage-1 encoders that made them); `leaks`: a diagnostic's."""
+        `.encoders` (the stage-1 encoders that made them); `leaks`: a diagnostic's;
+        `encoder`: the model's own `EncoderConfig` (other shapes get encoders of their own)."""
         ...
 
     def scaled_features(self) -> dict[str, np.ndarray]:
@@ -88,6 +89,8 @@ class MERModel(nn.Module):
     uses_sequences: bool = False
     uses_stage1_encoders: bool = False
     has_teacher_phase: bool = False
+    fit_direct: Any = None  # the closed-form fit hook (a method), None for gradient-trained models
+    filler: Any = None  # a retrieving model's `RetrievalFiller`, set by its `attach`
 
     @property
     def output_loss_weight(self) -> float:

@@ -56,7 +56,7 @@ class RAMER(MERModel):
     def __init__(self, spec: ModelSpec, cfg: RAMER.Config):
         super().__init__()
         self.spec, self.cfg = spec, cfg
-        enc_cfg = EncoderConfig(
+        self.encoder_cfg = enc_cfg = EncoderConfig(
             d_model=cfg.d_model, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
             ff=cfg.ff, dropout=cfg.dropout, classifier=cfg.encoder_classifier, norm_first=cfg.norm_first,
             max_params=cfg.max_params,
@@ -89,7 +89,7 @@ class RAMER(MERModel):
         if raw and not inputs_as_stored and self.cfg.retrieval:
             raise RamerError("the raw-feature DB ablation retrieves with stored projections only; "
                              "it cannot be evaluated on span or noise inputs")
-        db = fold.database(retrieval.db_source, retrieval.leaks)
+        db = fold.database(retrieval.db_source, retrieval.leaks, self.encoder_cfg)
         self.load_encoders(db.encoders)
         self.to(fold.device)
         if inputs_as_stored and not self.cfg.finetune_encoders and not raw:

@@ -150,6 +150,11 @@ def resolve_layers(path: str | Path | None = None, preset: str | None = None, **
 
     where = str(path) if path is not None else "config"
     data = _read_toml(path)
+    if isinstance(data.get("systems"), list):  # [[systems]] tables -> the strings they stand for
+        from pipeline.training.systems import system_text
+
+        data["systems"] = [system_text(t, f"{where} [[systems]] #{i + 1}") if isinstance(t, dict) else t
+                           for i, t in enumerate(data["systems"])]
     flags = _nest(overrides)
     name = preset if preset is not None else data.get("preset", "none")
     if not isinstance(name, str):

@@ -1,4 +1,5 @@
-"""Everything that happens for one (fold, run): stages 1-4 for every system.
+"""Everything training does for one (fold, run): stages 1-3 for every system (stage 4,
+scoring the trained models, is `pipeline.evaluation.stage4`).
 
 Each finished piece is checkpointed atomically under runs/<experiment>/f{f}_r{r}/, so a
 resumed run skips it and reproduces the same numbers (every stage has its own seed).
@@ -7,25 +8,23 @@ resumed run skips it and reproduces the same numbers (every stage has its own se
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from pipeline.data.scales import candidate_mask
-from pipeline.evaluation.metrics import task_metrics
 from pipeline.models.base import MERModel
-from pipeline.models.encoders import UnimodalEncoder
-from pipeline.models.inference import predict
+from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
 from pipeline.models.registry import create_model, model_class
+from pipeline.models.scores import chance_score, task_score
 from pipeline.retrieval.fill import RetrievalFiller
 from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
-from pipeline.training.scores import chance_score, task_score
 from pipeline.training.stages import (
     FoldContext,
     encode_rows,
@@ -33,11 +32,23 @@ from pipeline.training.stages import (
     raw_projection,
     scaled_chunks,
 )
-from pipeline.training.systems import STAGE1_LEAKS, System
+from pipeline.training.systems import STAGE1_LEAKS, SystemSpec
 from pipeline.training.trainer import ConditionBatches, fit, seed_everything
 
 log = logging.getLogger(__name__)
 Hook = Callable[[str, int, dict], None]
+# The encoder options that make a different network; a system that sets one of them
+# ('ramer(d_model=64)') gets stage-1 encoders of its own, the others share the experiment's.
+ENCODER_SHAPE = ("d_model", "hidden", "layers", "heads", "ff", "classifier", "norm_first", "max_params")
+
+
+def _own_shape(experiment: EncoderConfig, system: EncoderConfig | None) -> str:
+    """'' when `system` builds the experiment's encoders, else a folder tag of how it
+    differs: 'd_model=64,heads=4'."""
+    if system is None:
+        return ""
+    diff = [f"{k}={getattr(system, k)}" for k in ENCODER_SHAPE if getattr(system, k) != getattr(experiment, k)]
+    return re.sub(r"[^\w.=,-]+", "_", ",".join(diff))
 
 
 @dataclass
@@ -66,15 +77,21 @@ class FoldRun:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------ stages 1-2
-    def encoders(self, fused: bool = False, leaks: tuple[str, ...] = ()) -> list[UnimodalEncoder]:
+    def encoders(self, fused: bool = False, leaks: tuple[str, ...] = (),
+                 encoder: EncoderConfig | None = None) -> list[UnimodalEncoder]:
         """Stage 1 (cached). `leaks`: the stage-1 leak diagnostics ('encoders-test',
-        'stage1-test'), trained apart in their own sub-folder."""
+        'stage1-test'), trained apart in their own sub-folder; `encoder`: a system's own
+        encoder shape ('ramer(d_model=64)'), trained apart too (`_own_shape`)."""
         stage1 = tuple(k for k in leaks if k in STAGE1_LEAKS)
-        key = (fused, stage1)
+        own = _own_shape(self.cfg.encoder, encoder)
+        key = (fused, stage1, own)
         if key not in self._encoders:
             t0 = time.perf_counter()
             ctx = self._leaky_context(stage1) if stage1 else self.ctx
-            self._encoders[key] = pretrain_encoders(ctx, self.cfg.encoder, self.cfg.pretrain, fused, self.on_epoch)
+            if own:
+                ctx = replace(ctx, run_dir=ctx.run_dir / f"encoder-{own}")
+            enc_cfg = encoder if own else self.cfg.encoder
+            self._encoders[key] = pretrain_encoders(ctx, enc_cfg, self.cfg.pretrain, fused, self.on_epoch)
             self._timed("pretrain", t0)
         return self._encoders[key]
 
@@ -90,16 +107,20 @@ class FoldRun:
         leaky = replace(split, train=train, val=val)
         return replace(self.ctx, split=leaky, run_dir=self.ctx.run_dir / f"leaky-{'+'.join(leaks)}")
 
-    def database(self, source: str, leaks: tuple[str, ...] = ()) -> Database:
+    def database(self, source: str, leaks: tuple[str, ...] = (), encoder: EncoderConfig | None = None) -> Database:
+        """A retrieval DB of every row (cached): the stage-1 encoders' hidden vectors, the
+        fused encoders' ('multimodal') or the projected raw features ('raw')."""
         stage1 = tuple(k for k in leaks if k in STAGE1_LEAKS)
-        key = source if not stage1 else f"{source}/{'+'.join(stage1)}"
+        own = _own_shape(self.cfg.encoder, encoder)
+        key = "/".join(filter(None, (source, "+".join(stage1), own)))
         if key not in self._dbs:
             if source not in ("hidden", "raw", "multimodal"):
                 raise ValueError(f"unknown db_source '{source}'")
-            enc = self.encoders(fused=source == "multimodal", leaks=stage1)
+            enc = self.encoders(fused=source == "multimodal", leaks=stage1, encoder=encoder)
             t0 = time.perf_counter()
             if source == "raw":
-                vecs = raw_projection(self.ctx.ds, self.cfg.encoder.hidden, self.ctx.seed("raw-db"), self.ctx.scaler)
+                width = (encoder or self.cfg.encoder).hidden
+                vecs = raw_projection(self.ctx.ds, width, self.ctx.seed("raw-db"), self.ctx.scaler)
             else:
                 vecs = encode_rows(enc, self.ctx.ds, self.ctx.device, self.ctx.scaler)
             self._timed("index", t0)
@@ -165,7 +186,7 @@ class FoldRun:
                 rows_out.append({"modality": m, "k": k, "precision": value, "labeled_share": float(lab[:, :k].mean())})
         return rows_out
 
-    # ------------------------------------------------------------ stages 3-4
+    # ------------------------------------------------------------ stage 3
     def scaled_features(self) -> dict[str, np.ndarray]:
         """m -> (N, D_m) every row after stage 0 (the kNN-imputation DB of `lr-knn`)."""
         if "scaled" not in self._dbs:
@@ -193,7 +214,7 @@ class FoldRun:
             self._timed("retrieval", t0)
         return filler
 
-    def build_model(self, system: System, inputs_as_stored: bool | None = None) -> MERModel:
+    def build_model(self, system: SystemSpec, inputs_as_stored: bool | None = None) -> MERModel:
         """The system's model, set up from this (fold, run) by its own `attach` hook.
         `inputs_as_stored`: the inputs are the stored features (default: unless the
         system trains under a span strategy); False for noise evaluation."""
@@ -213,7 +234,7 @@ class FoldRun:
         model.attach(self, r, inputs_as_stored)
         return model
 
-    def train(self, system: System) -> tuple[MERModel, dict]:
+    def train(self, system: SystemSpec) -> tuple[MERModel, dict]:
         """Stage 3: train `system` (selected on validation); cached as <slug>.pt/.fit.json.
         A selection system trains every variant and returns the one chosen here."""
         if system.candidates:
@@ -237,7 +258,7 @@ class FoldRun:
         cfg = replace(self.cfg.train, **system.train, seed=ctx.seed(f"train-{system.slug}"))
         # DIAGNOSTIC 'stage3-test': the epoch chosen on the test rows, as if they were validation
         select_on = ctx.split.test if "stage3-test" in system.leaks else ctx.split.val
-        filler = getattr(model, "filler", None)
+        filler = model.filler
         searched0 = filler.seconds if filler is not None else 0.0
         t_fit = time.perf_counter()
         if system.strategy != "none":  # span-missing training (M3S section 4.4)
@@ -250,7 +271,7 @@ class FoldRun:
         seconds = time.perf_counter() - t0
         self._timed(f"train {system.label}", t0)
         record = {
-            "system": system.label, "fold": ctx.split.fold, "run": ctx.split.run,
+            "system": system.label, **system.columns(), "fold": ctx.split.fold, "run": ctx.split.run,
             "best_epoch": result.best_epoch, "val_score": result.best_score,
             "history": result.history, "seconds": seconds, "seed": cfg.seed,
             "fit_seconds": fit_seconds, "retrieval_seconds": retrieval_seconds,
@@ -261,7 +282,7 @@ class FoldRun:
         save_json(record, fit_path)
         return model, record
 
-    def chosen(self, system: System, train: bool = True) -> System | None:
+    def chosen(self, system: SystemSpec, train: bool = True) -> SystemSpec | None:
         """The variant of a selection system ('ramer(k=5|10)') with the best validation
         score of THIS (fold, run) - nested selection: no other fold's labels decide it.
         Variants are trained if needed (`train=False`: None until they were)."""
@@ -277,85 +298,19 @@ class FoldRun:
         label = load_json(path)["chosen"]
         return next(c for c in system.candidates if c.label == label)
 
-    def train_and_evaluate(self, system: System) -> dict:
-        """Stages 3-4 for one system; the result is cached as <slug>.json."""
-        out_path = self.ctx.run_dir / f"{system.slug}.json"
-        if out_path.is_file():
-            return load_json(out_path)
-        model, record = self.train(system)
-        if system.candidates:  # reported under the selection's name, with what it chose
-            record = {**record, "system": system.label, "chosen": record["system"]}
-        t0 = time.perf_counter()
-        record = {**record, "metrics": self.evaluate(model)}
-        self._timed("evaluate", t0)
-        save_json(record, out_path)
-        return record
-
-    @torch.no_grad()
-    def evaluate(self, model: MERModel) -> list[dict]:
-        from pipeline.data.missing import condition_names
-
-        ctx = self.ctx
-        if self.cfg.strategy != "none":
-            return self._evaluate_spans(model)
-        names = condition_names(ctx.ds.manifest, include_full=True)
-        masks = np.vstack([ctx.conds, np.ones((1, ctx.conds.shape[1]), bool)])
-        test = ctx.split.test
-        y = ctx.ds.y[test]
-        kw = {}
-        if ctx.spec.task == "multi_label":  # one decision threshold, chosen on validation
-            from pipeline.evaluation.thresholds import choose_threshold
-
-            val = ctx.split.val
-            kw["threshold"] = choose_threshold(
-                np.concatenate([ctx.ds.y[val]] * len(masks)),
-                np.concatenate([predict(model, ctx.bank, val, m) for m in masks]),
-            )
-        rows = []
-        for name, mask in zip(names, masks):
-            logits = predict(model, ctx.bank, test, mask)
-            for metric, value in task_metrics(ctx.spec.task, y, logits, **kw).items():
-                rows.append({"condition": name, "metric": metric, "value": value})
-        return rows
-
     # ------------------------------------------------------------ span strategies (M3S)
-    def _train_ranges(self, system: System) -> list:
+    def _train_ranges(self, system: SystemSpec) -> list:
         """One (lo, hi) per modality for training `system` (and for its validation spans)."""
-        from pipeline.data.spans import parse_ranges
-        from pipeline.training.strategies import modality_ranges
+        from pipeline.data.spans import modality_ranges, parse_ranges
 
         c = self.cfg
         default = system.train_range or parse_ranges(c.missing_rate)[0]
         return modality_ranges(self.ctx.spec.modalities, default, c.modality_missing_rate)
 
-    def _test_ranges(self) -> list[list]:
-        """Every test condition: per-modality ranges for each test range (default: the
-        training ranges), so all systems are scored on the same span-corrupted inputs."""
-        from pipeline.data.spans import parse_ranges
-        from pipeline.training.strategies import modality_ranges
-
-        c, mods = self.cfg, self.ctx.spec.modalities
-        if c.test_missing_rate is not None:
-            return [modality_ranges(mods, r, {}) for r in parse_ranges(c.test_missing_rate)]
-        return [modality_ranges(mods, r, c.modality_missing_rate) for r in parse_ranges(c.missing_rate)]
-
-    def _fit_strategy(self, model: MERModel, system: System, score, cfg, hook):
+    def _fit_strategy(self, model: MERModel, system: SystemSpec, score, cfg, hook):
         from pipeline.training.strategies import SpanBatches, fit_strategy
 
         ctx = self.ctx
         source = SpanBatches(ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
                              seed=cfg.seed, val_seed=ctx.seed("val-spans"))
         return fit_strategy(model, source, score, cfg, replace(self.cfg.m3s, **system.m3s), on_epoch=hook)
-
-    def _evaluate_spans(self, model: MERModel) -> list[dict]:
-        """The test split with fixed spans at each test range; seeded per (fold, run, range)
-        only, so every system and strategy sees the same corrupted inputs."""
-        from pipeline.evaluation.metrics import METRICS_BY_TASK
-        from pipeline.training.strategies import evaluate_spans
-
-        ctx, test = self.ctx, self.ctx.split.test
-        rows = []
-        for ranges in self._test_ranges():
-            rows += evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges, ctx.seed(f"test-spans-{ranges}"),
-                                   METRICS_BY_TASK[ctx.spec.task])
-        return rows

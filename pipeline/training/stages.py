@@ -27,8 +27,8 @@ from pipeline.models.encoders import (
     UnimodalEncoder,
     describe_encoders,
 )
+from pipeline.models.scores import chance_score, task_score
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
-from pipeline.training.scores import chance_score, task_score
 from pipeline.training.trainer import ConditionBatches, TrainConfig, fit, seed_everything
 
 EpochHook = Callable[[str, int, dict], None]
@@ -55,6 +55,12 @@ class FoldContext:
 
     def seed(self, stage: str) -> int:
         return stage_seed(self.base_seed, self.split.fold, self.split.run, stage)
+
+
+def model_spec(ds: Dataset) -> ModelSpec:
+    man = ds.manifest
+    n_out = 1 if man.task == "regression" else man.n_classes
+    return ModelSpec(tuple(man.modality_names), tuple(man.dims), n_out, man.task)
 
 
 PREPROCESS_FILE = "preprocess.npz"

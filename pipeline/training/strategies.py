@@ -37,11 +37,11 @@ import torch
 from torch.func import functional_call
 
 from pipeline.data.bank import FeatureBank
-from pipeline.data.spans import Range, apply_spans, range_name, range_tag, span_masks
+from pipeline.data.spans import Range, apply_spans, range_tag, span_bank, span_masks
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel
 from pipeline.models.inference import predict
-from pipeline.training.scores import Score
+from pipeline.models.scores import Score
 from pipeline.training.trainer import (
     FitResult,
     Forward,
@@ -119,27 +119,6 @@ def strategy_overrides(config_fields: set[str], overrides: dict) -> dict:
     if "target_full" in config_fields and "target_full" not in overrides:
         return {**overrides, "target_full": True}
     return overrides
-
-
-def modality_ranges(modalities: Sequence[str], default: Sequence[float], per_modality: dict) -> list[Range]:
-    """One (lo, hi) per modality: the experiment's range unless overridden by name."""
-    from pipeline.data.spans import parse_range
-
-    unknown = sorted(set(per_modality) - set(modalities))
-    if unknown:
-        raise ValueError(f"missing-rate ranges for unknown modalities {unknown} (have {list(modalities)})")
-    return [parse_range(per_modality.get(m, default)) for m in modalities]
-
-
-def span_bank(bank: FeatureBank, rows: np.ndarray, ranges: Sequence[Range], seed: int) -> FeatureBank:
-    """A shallow copy of `bank` whose `rows` have fixed seeded spans zeroed (val / test).
-
-    The masks depend only on (seed, rows, ranges, dims): identical for every system."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = np.sort(np.asarray(rows))
-    pos = torch.as_tensor(bank.pos[rows])
-    keep = span_masks(len(rows), [x.shape[1] for x in bank.x], ranges, gen)  # M x (n, D_m)
-    return bank.with_rows(pos, [x[pos] * k.to(x.device, x.dtype) for x, k in zip(bank.x, keep)])
 
 
 def batch_loss(model: MERModel, batch: Batch, params: dict | None = None) -> torch.Tensor:
@@ -240,25 +219,13 @@ def fit_strategy(
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> FitResult:
     """`fit` under a span strategy: M3S's meta-learning step (outer lr beta) or plain steps."""
-    if getattr(model, "fit_direct", None) is not None:
+    if model.fit_direct is not None:
         raise RamerError(f"{type(model).__name__} is fitted in closed form; span strategies train by gradient steps")
     if source.strategy != "m3s":
         return fit(model, source, score_fn, cfg, on_epoch=on_epoch)
     m3s = m3s or M3SConfig()
     return fit(model, source, score_fn, cfg, make_step=m3s_steps(source, m3s, cfg.clip), lr=m3s.outer_lr or cfg.lr,
                on_epoch=on_epoch)
-
-
-@torch.no_grad()
-def evaluate_spans(
-    model: MERModel, bank: FeatureBank, rows: np.ndarray, y: np.ndarray, ranges: Sequence[Range],
-    seed: int, metrics_fn: Callable[[np.ndarray, np.ndarray], dict],
-) -> list[dict]:
-    """Metric rows for `rows` under fixed seeded spans; condition named 'span40-60'."""
-    noisy = span_bank(bank, rows, ranges, seed)
-    logits = predict(model, noisy, rows, np.ones(len(bank.x), bool))
-    name = range_name(ranges[0]) if len(set(ranges)) == 1 else "span-" + "_".join(range_tag(r) for r in ranges)
-    return [{"condition": name, "metric": k, "value": v} for k, v in metrics_fn(y, logits).items()]
 
 
 def config_fields(cls: type) -> set[str]:

@@ -12,11 +12,18 @@ A system is named by a string:
     mmin, ae, cra, ...         any registered model, trained by the generic trainer
     mmin+m3s, ramer+orig       ... trained under a span-missing strategy (orig | spl-trn | m3s)
     mmin+m3s@20-40             ... at that training span-rate range (else the experiment's)
+
+In a TOML config the same systems are tables, `[[systems]]` with `model = "ramer"`, the
+options as keys, and optional `strategy`, `train_range` and `label`; a table and its
+string parse into the same `SystemSpec` (`system_text`). Seeds and checkpoint names
+come from the spec's canonical key (`canonical`): the order options are written in, and
+spaces, do not matter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -24,18 +31,21 @@ from typing import Any
 
 from pipeline.errors import RamerError
 from pipeline.models.registry import list_models
-from pipeline.training.config import RetrievalConfig
+from pipeline.training.config import ExperimentConfig, RetrievalConfig
 
 # Stage-3 training options a system may override, e.g. 'carat(lr=0.0003,epochs=60)' (the
 # seed stays derived from the system's name, so it is never an override).
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience", "optimizer", "beta1", "schedule",
               "warmup", "clip"}
 M3S_KEYS = {"inner_lr", "outer_lr", "inner_steps", "second_order"}  # with a +m3s strategy only
+SLUG_MAX = 120  # leaves room for suffixes such as '_features,_stored.fit.json'
 _CALL = re.compile(r"^(?P<name>[\w\-/ .]+?)\s*(\((?P<args>.*)\))?$")
 
 
 @dataclass(frozen=True)
-class System:
+class SystemSpec:
+    """One system of an experiment, parsed once from its string or TOML table."""
+
     label: str  # as written by the user; the report's row name
     model: str  # registry name
     retrieval: RetrievalConfig | None = None  # RAMER only
@@ -46,16 +56,118 @@ class System:
     train: dict[str, Any] = field(default_factory=dict)  # stage-3 TrainConfig overrides: 'carat(lr=0.0003)'
     m3s: dict[str, Any] = field(default_factory=dict)  # M3SConfig overrides: 'mmin(inner_lr=0.01)+m3s'
     # 'ramer(k=5|10|15)': the variants, one chosen per (fold, run) on its own validation split
-    candidates: tuple[System, ...] = ()
+    candidates: tuple[SystemSpec, ...] = ()
     leaks: tuple[str, ...] = ()  # DIAGNOSTIC departures from the protocol ('leaky[KIND]:...')
+    key: str = ""  # canonical form (`canonical`): seeds and checkpoint names; "" = the label
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^\w.=,-]+", "_", self.label).strip("_")
+        """File-name form of the canonical key: <slug>.pt, the 'init-<slug>' seed, ...
+        A long key keeps its first characters and a hash of the whole, so every file
+        name stays within the file system's 255 bytes."""
+        key = self.key or self.label
+        slug = re.sub(r"[^\w.=,-]+", "_", key).strip("_")
+        if len(slug) <= SLUG_MAX:
+            return slug
+        return f"{slug[:SLUG_MAX - 17]}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    @property
+    def base(self) -> str:
+        """The label without its strategy suffix: 'mmin' for 'mmin+m3s@20-40'."""
+        return split_label(self.label)[0] if self.strategy != "none" else self.label
+
+    @property
+    def range_tag(self) -> str:
+        """'20-40' for a system trained at its own span-rate range, else ''."""
+        from pipeline.data.spans import range_tag
+
+        return "" if self.train_range is None else range_tag(self.train_range)
+
+    def columns(self) -> dict[str, str]:
+        """What metrics.parquet records of this system besides its label."""
+        return {"model": self.model, "strategy": self.strategy, "train_range": self.range_tag, "base": self.base}
+
+
+
+def split_label(text: str) -> tuple[str, str]:
+    """'mmin(embd=64)+m3s@20-40' -> ('mmin(embd=64)', '+m3s@20-40'); no strategy -> (text, '')."""
+    from pipeline.training.strategies import split_strategy
+
+    core, strategy = split_strategy(text)
+    return (core, text.strip()[len(core):].strip()) if strategy != "none" else (text.strip(), "")
+
+
+_NO_RETRIEVAL = ("w/o retrieval", "no-retrieval", "ramer(retrieval=false)")
+
+
+def canonical(text: str) -> str:
+    """The order-free form of a system string: options sorted by key, values as parsed
+    ('5', '0.0001', 'true'), no spaces around them. 'ramer(metric=euclidean, k=5)+m3s'
+    and 'ramer(k=5,metric=euclidean)+m3s' are one system: one seed, one checkpoint."""
+    text = text.strip()
+    leaky = LEAKY.match(text)
+    if leaky:
+        return f"leaky[{'+'.join(sorted(leaky.group('kinds').split('+')))}]:{canonical(leaky.group('system'))}"
+    core, suffix = split_label(text)
+    suffix = suffix.replace(" ", "").lower()
+    if core.lower() in _NO_RETRIEVAL:
+        return "w/o retrieval" + suffix
+    m = _CALL.match(core)
+    if not m or not m.group("args"):
+        return (m.group("name").strip() if m else core) + suffix
+    parts = []
+    for part in filter(None, (p.strip() for p in m.group("args").split(","))):
+        key, eq, values = part.partition("=")
+        if not eq:
+            return text  # not key=value: the parser reports it
+        parts.append(f"{key.strip()}={'|'.join(option_text(_value(v)) for v in values.split('|'))}")
+    return f"{m.group('name').strip()}({','.join(sorted(parts))}){suffix}"
+
+
+def option_text(value: Any) -> str:
+    """The string form `_value` reads back: 'true', '5', '256;128', '128;', '()'."""
+    if isinstance(value, (tuple, list)):
+        return "()" if not value else ";".join(option_text(v) for v in value) + (";" if len(value) == 1 else "")
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def system_text(table: dict[str, Any], where: str = "config") -> str:
+    """A TOML `[[systems]]` table as the system string it stands for:
+    {model = "ramer", k = 5, strategy = "m3s", train_range = "20-40"} -> 'ramer(k=5)+m3s@20-40'.
+    A list is a tuple option ('classifier = [256, 128]' -> 'classifier=256;128'); a
+    selection is written as in the string ('k = "5|10"'). `label` is not supported (the
+    string is the row name, so a report never shows two names for one system)."""
+    table = dict(table)
+    model = table.pop("model", None)
+    if not isinstance(model, str) or not model.strip():
+        raise RamerError(f"{where}: a [[systems]] table needs model = \"NAME\" (got {sorted(table) or 'nothing'})")
+    strategy, train_range = table.pop("strategy", None), table.pop("train_range", None)
+    if "label" in table:
+        raise RamerError(f"{where}: [[systems]] model = {model!r}: 'label' is not an option; the report names a "
+                         "system by its canonical string")
+    options = []
+    for key, val in sorted(table.items()):
+        if isinstance(val, dict) or (isinstance(val, list) and any(isinstance(v, (dict, list)) for v in val)):
+            raise RamerError(f"{where}: [[systems]] model = {model!r}: option {key} = {val!r} is not a value "
+                             "or a list of values")
+        options.append(f"{key}={option_text(val)}")
+    text = f"{model}({','.join(options)})" if options else model
+    if strategy is not None:
+        text += f"+{strategy}" + (f"@{train_range}" if train_range is not None else "")
+    elif train_range is not None:
+        raise RamerError(f"{where}: [[systems]] model = {model!r}: train_range needs a strategy")
+    return text
 
 
 def _value(text: str) -> Any:
-    low = text.strip().lower()
+    """One option value: bool, int, float, a tuple ('256;128', '128;' for one element,
+    '()' for none: tuple options such as a classifier's layer sizes) or the text."""
+    text = text.strip()
+    if text == "()":
+        return ()
+    if ";" in text:
+        return tuple(_value(v) for v in text.split(";") if v.strip())
+    low = text.lower()
     if low in ("true", "false"):
         return low == "true"
     for cast in (int, float):
@@ -63,7 +175,7 @@ def _value(text: str) -> Any:
             return cast(text)
         except ValueError:
             pass
-    return text.strip()
+    return text
 
 
 def selection_variants(text: str) -> list[str]:
@@ -99,7 +211,7 @@ STAGE1_LEAKS = ("encoders-test", "stage1-test")  # these change the encoders (an
 LEAKY = re.compile(r"^leaky\[(?P<kinds>[\w+-]+)\]:(?P<system>.+)$")
 
 
-def parse_system(text: str, base: RetrievalConfig, models: dict[str, dict] | None = None) -> System:
+def parse_system(text: str, base: RetrievalConfig, models: dict[str, dict] | None = None) -> SystemSpec:
     """One system from its string; a '|' in an option makes a selection system whose
     variant is chosen per (fold, run) on that unit's own validation split, and so does
     an 'auto' RAMER retrieval option (`AUTO_CHOICES`). `models`: the experiment's
@@ -114,11 +226,12 @@ def parse_system(text: str, base: RetrievalConfig, models: dict[str, dict] | Non
     variants = selection_variants(text)
     if variants:
         parsed = tuple(parse_system(v, base, models) for v in variants)
-        return dataclasses.replace(parsed[0], label=text.strip(), candidates=parsed)
-    return _resolve_auto(_with_models(_parse_one(text, base), models or {}))
+        return dataclasses.replace(parsed[0], label=text.strip(), key=canonical(text), candidates=parsed)
+    parsed = dataclasses.replace(_parse_one(text, base), key=canonical(text))
+    return _resolve_auto(_with_models(parsed, models or {}))
 
 
-def _with_models(system: System, models: dict[str, dict]) -> System:
+def _with_models(system: SystemSpec, models: dict[str, dict]) -> SystemSpec:
     """The system with its method's `models` entries (the strategy's, e.g. '+m3s', over
     the model's) under its own options; M3S options only under the m3s strategy."""
     from pipeline.models.registry import model_class
@@ -142,7 +255,7 @@ def _with_models(system: System, models: dict[str, dict]) -> System:
 
 
 def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig,
-           models: dict[str, dict] | None = None) -> System:
+           models: dict[str, dict] | None = None) -> SystemSpec:
     """A diagnostic system: `inner` with the given leaks, labelled 'leaky[...]:inner'."""
     from pipeline.models.registry import model_class
 
@@ -153,12 +266,14 @@ def _leaky(label: str, kinds: list[str], inner: str, base: RetrievalConfig,
     needs_db = sorted(set(kinds) & {"db", *STAGE1_LEAKS})
     if needs_db and (system.retrieval is None or model_class(system.model).uses_stage1_encoders is False):
         raise RamerError(f"system '{label}': the {needs_db} leak(s) need a system built on stage 1 (ramer)")
-    relabel = lambda s: dataclasses.replace(s, label=f"leaky[{'+'.join(kinds)}]:{s.label}", leaks=tuple(kinds),
+    prefix = f"leaky[{'+'.join(kinds)}]:"
+    key_prefix = f"leaky[{'+'.join(sorted(kinds))}]:"
+    relabel = lambda s: dataclasses.replace(s, label=prefix + s.label, key=key_prefix + s.key, leaks=tuple(kinds),
                                             candidates=tuple(relabel(c) for c in s.candidates))
     return relabel(system)
 
 
-def _resolve_auto(system: System) -> System:
+def _resolve_auto(system: SystemSpec) -> SystemSpec:
     """A retrieving RAMER with 'auto' options -> a selection over their values, the
     variants labelled 'ramer [features, stored]'; other systems unchanged."""
     r = system.retrieval
@@ -171,14 +286,14 @@ def _resolve_auto(system: System) -> System:
     if len(combos) == 1:
         return dataclasses.replace(system, retrieval=dataclasses.replace(r, **dict(zip(axes, combos[0]))))
     variants = tuple(
-        dataclasses.replace(system, label=f"{system.label} [{', '.join(c)}]",
+        dataclasses.replace(system, label=f"{system.label} [{', '.join(c)}]", key=f"{system.key} [{', '.join(c)}]",
                             retrieval=dataclasses.replace(r, **dict(zip(axes, c))))
         for c in combos
     )
     return dataclasses.replace(system, candidates=variants)
 
 
-def _parse_one(text: str, base: RetrievalConfig) -> System:
+def _parse_one(text: str, base: RetrievalConfig) -> SystemSpec:
     from pipeline.models.registry import model_class
     from pipeline.training.strategies import (
         config_fields,
@@ -199,8 +314,8 @@ def _parse_one(text: str, base: RetrievalConfig) -> System:
             raise RamerError(f"system '{text}': {exc}") from None
         return dataclasses.replace(sys_, label=text.strip(), overrides=over, strategy=strategy, train_range=train_range)
     label = text.strip()
-    if label in ("w/o retrieval", "no-retrieval", "ramer(retrieval=false)"):
-        return System(label="w/o retrieval", model="ramer", retrieval=base, use_retrieval=False)
+    if label.lower() in _NO_RETRIEVAL:
+        return SystemSpec(label="w/o retrieval", model="ramer", retrieval=base, use_retrieval=False)
     m = _CALL.match(label)
     if not m:
         raise RamerError(f"cannot parse system '{text}' (expected NAME or NAME(key=value,...))")
@@ -218,10 +333,39 @@ def _parse_one(text: str, base: RetrievalConfig) -> System:
         use = bool(model_over.pop("retrieval", True))
         train = {k: model_over.pop(k) for k in TRAIN_KEYS & set(model_over)}
         m3s = {k: model_over.pop(k) for k in M3S_KEYS & set(model_over)}
-        return System(label, "ramer", dataclasses.replace(base, **retr), use, model_over, train=train, m3s=m3s)
+        return SystemSpec(label, "ramer", dataclasses.replace(base, **retr), use, model_over, train=train, m3s=m3s)
     if name not in list_models():
         raise RamerError(f"unknown system '{name}'; use ramer, 'w/o retrieval' or one of {list_models()}")
     own = config_fields(model_class(name))
     train = {k: kv.pop(k) for k in TRAIN_KEYS & set(kv) if k not in own}
     m3s = {k: kv.pop(k) for k in M3S_KEYS & set(kv) if k not in own}
-    return System(label, name, None, True, kv, train=train, m3s=m3s)
+    return SystemSpec(label, name, None, True, kv, train=train, m3s=m3s)
+
+
+def experiment_systems(cfg: ExperimentConfig) -> list[SystemSpec]:
+    """The experiment's systems, parsed once: its `systems` x its span strategies
+    ('mmin' -> 'mmin+orig', 'mmin+m3s', ...; see strategies.py)."""
+    systems = [parse_system(s, cfg.retrieval, cfg.models) for s in _expand_strategies(cfg)]
+    stray = [s.label for s in systems if s.m3s and s.strategy != "m3s"]
+    if stray:
+        raise RamerError(f"systems {stray}: M3S options (inner_lr, ...) need --strategy m3s")
+    return systems
+
+
+def _expand_strategies(cfg: ExperimentConfig) -> list[str]:
+    from pipeline.data.spans import parse_ranges
+    from pipeline.training.strategies import expand_systems, split_strategy
+
+    try:
+        train_ranges = parse_ranges(cfg.missing_rate)
+        if cfg.test_missing_rate is not None:
+            parse_ranges(cfg.test_missing_rate)
+    except ValueError as exc:
+        raise RamerError(f"missing-rate ranges: {exc}") from None
+    try:
+        names = expand_systems(cfg.systems, cfg.strategy, train_ranges)
+    except ValueError as exc:
+        raise RamerError(f"--strategy: {exc}") from None
+    if cfg.strategy == "none" and any(split_strategy(s)[1] != "none" for s in names):
+        raise RamerError("systems with a +strategy suffix need --strategy (span-missing training and testing)")
+    return names

@@ -21,7 +21,7 @@ from pipeline.data.bank import FeatureBank
 from pipeline.models.base import Batch, MERModel, Output, task_loss
 from pipeline.models.encoders import seed_dropout
 from pipeline.models.inference import predict
-from pipeline.training.scores import Score
+from pipeline.models.scores import Score
 
 Forward = Callable[[MERModel, Batch], Output]
 
@@ -223,7 +223,7 @@ def fit(
     `model.pretrain_forward`. A model with `fit_direct` (closed form) fits itself.
     """
     seed_everything(cfg.seed)
-    direct = getattr(model, "fit_direct", None)
+    direct = model.fit_direct
     if direct is not None and forward is None:
         return direct(source, score_fn, cfg)
     rng = np.random.default_rng(cfg.seed)

@@ -17,7 +17,7 @@ from pipeline.errors import RamerError
 from pipeline.retrieval.faiss_index import METRICS
 from pipeline.retrieval.fill import RULES
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
-from pipeline.training.systems import AUTO_CHOICES, System
+from pipeline.training.systems import AUTO_CHOICES, SystemSpec
 
 DB_SOURCES = ("hidden", "raw", "multimodal")
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -60,7 +60,7 @@ def check_retrieval(where: str, r: RetrievalConfig) -> None:
         _choice(f"{where} {key}", getattr(r, key), (*values, "auto"))
 
 
-def check_system(system: System) -> None:
+def check_system(system: SystemSpec) -> None:
     """A system's own overrides: retrieval options, model Config fields, training options
     (of every variant of a selection system such as 'ramer(k=5|10)')."""
     from pipeline.models.registry import model_config
@@ -87,7 +87,7 @@ def check_optimiser(where: str, train: dict) -> None:
 
 
 def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequence[str],
-                        systems: Sequence[System], device: str) -> None:
+                        systems: Sequence[SystemSpec], device: str) -> None:
     """Every option of `cfg` (its parsed systems, the device it resolves to) against the
     dataset it runs on."""
     check_name("--experiment", cfg.experiment)
@@ -112,5 +112,17 @@ def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequenc
         raise RamerError(f"--folds {bad or folds}: {cfg.dataset} has folds 0..{n_folds - 1}")
     if not systems:
         raise RamerError("--systems: give at least one system")
+    check_distinct(systems)
     for s in systems:
         check_system(s)
+
+
+def check_distinct(systems: Sequence[SystemSpec]) -> None:
+    """Two strings of one system ('ramer(k=5,metric=cosine)', 'ramer(metric=cosine, k=5)')
+    would share a seed and a checkpoint under two names: refused."""
+    seen: dict[str, str] = {}
+    for s in systems:
+        key = s.key or s.label
+        if key in seen and seen[key] != s.label:
+            raise RamerError(f"--systems: '{seen[key]}' and '{s.label}' are one system ({key}); list it once")
+        seen[key] = s.label

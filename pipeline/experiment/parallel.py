@@ -3,7 +3,7 @@
 Each unit seeds every stage itself (`stages.stage_seed`), so a unit computes the same
 numbers in a worker process as in the parent. Workers never open the Qdrant store (its
 embedded folder admits one process): they hand their hidden vectors back and the parent
-writes them (`protocol._finish_unit`), in the serial order. The pool is the standard
+writes them (`finish.Finisher`), in the serial order. The pool is the standard
 library's (spawn context: no forked torch / OpenMP state), not a scheduler of our own.
 """
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import RamerError
-from pipeline.training.systems import System
+from pipeline.training.systems import SystemSpec
 
 COLUMNS = ("system", "variant", "trained", "fold", "run", "val_score", "val_chance", "best_epoch", "chosen")
 
 
-def refuse_test_systems(systems: list[System]) -> None:
+def refuse_test_systems(systems: list[SystemSpec]) -> None:
     """Diagnostic systems train or select on test rows: they cannot be in a sweep."""
     leaky = [s.label for s in systems if s.leaks or any(c.leaks for c in s.candidates)]
     if leaky:
@@ -30,7 +30,7 @@ def refuse_test_systems(systems: list[System]) -> None:
                          "run them with `ramer run`")
 
 
-def validation_rows(fr, system: System) -> list[dict]:
+def validation_rows(fr, system: SystemSpec) -> list[dict]:
     """One row per variant of `system` trained on this unit (one for a plain system):
     its best validation score and whether this unit's nested selection chose it."""
     variants = system.candidates or (system,)

@@ -1,0 +1,83 @@
+"""results/<experiment>/: the resolved config, raw metrics, precision, diagnostics, fits,
+timings, the report and its plots - written once every unit is done."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.config import Settings, resolve_device
+from pipeline.data.fingerprint import dataset_fingerprint
+from pipeline.errors import RamerError
+from pipeline.experiment.resume import config_dict
+from pipeline.training.checkpoint import save_json
+from pipeline.training.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutputs:
+    results_dir: Path
+    records: list[dict] = field(default_factory=list)  # one per (system, fold, run)
+    precision: list[dict] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)  # per (fold, run, modality): stage 1 + DB health
+    timings: dict[str, float] = field(default_factory=dict)
+    jobs: int = 1  # processes the units ran on
+    threads: int = 1  # torch / FAISS threads of each
+
+
+def _fit_row(record: dict) -> dict:
+    """One row of fits.parquet: how a system's training went on one (fold, run)."""
+    keys = ("system", "fold", "run", "val_score", "val_chance", "best_epoch", "epochs_run", "seconds")
+    return {k: record.get(k, float("nan")) for k in keys}
+
+
+def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d: Path) -> None:
+    """The report links these; a store that cannot be reached now costs the links, not the results."""
+    from pipeline.evaluation.explore import write_experiment_views
+
+    try:
+        write_experiment_views(settings, Path(cfg.dataset), cfg.experiment, folds, d,
+                               scale=cfg.retrieval.scale, k=cfg.retrieval.k)
+    except RamerError as exc:
+        log.warning("no collection views in the report: %s", exc)
+
+
+def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
+    """results/<experiment>/: config, raw metrics, precision, timings, report + plots."""
+    from pipeline.evaluation.report import render_report
+    from pipeline.evaluation.tables import records_to_table, rows_to_table, write_parquet
+
+    d = out.results_dir
+    d.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "experiment": config_dict(cfg),
+        "data_fingerprint": dataset_fingerprint(cfg.dataset),
+        "settings": {
+            "device": resolve_device(cfg.device if cfg.device != "auto" else settings.device),
+            "threads": out.threads, "jobs": out.jobs, "store": settings.qdrant_url or str(settings.store_path),
+            "engine": "server" if settings.qdrant_url else settings.qdrant_engine,
+        },
+        "seeds": sorted({(r["fold"], r["run"], r.get("seed")) for r in out.records}),
+        "torch": torch.__version__,
+    }
+    save_json(resolved, d / "config.json")
+    save_json(out.timings, d / "timings.json")
+    write_parquet(records_to_table(out.records), d / "metrics.parquet")
+    if out.precision:
+        write_parquet(rows_to_table(out.precision), d / "precision.parquet")
+    if out.diagnostics:
+        write_parquet(rows_to_table(out.diagnostics), d / "diagnostics.parquet")
+    write_parquet(rows_to_table([_fit_row(r) for r in out.records]), d / "fits.parquet")
+    if cfg.ingest and out.precision:  # RAMER wrote its collections: one browsable view per fold
+        _write_views(cfg, settings, sorted({r["fold"] for r in out.precision}), d)
+    report = render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
+    if cfg.strategy != "none":  # M3S tables + paired significance tests, appended
+        from pipeline.evaluation.strategy_report import append_strategy_report
+
+        append_strategy_report(d)
+    return report

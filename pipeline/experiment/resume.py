@@ -1,0 +1,75 @@
+"""Resuming an experiment: its checkpoints belong to this data and this configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.errors import RamerError
+from pipeline.training.checkpoint import load_json
+from pipeline.training.config import ExperimentConfig
+
+
+def check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprint: str) -> None:
+    saved = runs_dir / "config.json"
+    if saved.is_file():
+        if not resume:
+            raise RamerError(
+                f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
+                "pass --resume to continue it or --fresh to start over"
+            )
+        check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
+        _check_legacy_medium(load_json(saved), saved)
+        if _resumable(load_json(saved), config_dict(cfg)) != _resumable(config_dict(cfg), load_json(saved)):
+            raise RamerError(
+                f"{saved}: --resume with a different config than the checkpoints were made with; "
+                "use a new --experiment name or --fresh"
+            )
+
+
+def _check_legacy_medium(saved: dict, where: Path) -> None:
+    """Checkpoints made before the paper's scale names (no `preset` in their config) used
+    'medium' for train rows + half of the pool; today 'medium' is the paper's half of the
+    pool only, so those checkpoints cannot be resumed under that name."""
+    if "preset" in saved:
+        return
+    names = [saved.get("retrieval", {}).get("scale", ""), *saved.get("systems", [])]
+    if any("medium" in str(n) for n in names):
+        raise RamerError(f"{where}: made when DB scale 'medium' meant train rows + half of the pool (now "
+                         "'train+half-pool'; 'medium' is the paper's half of the pool only); use a new "
+                         "--experiment or --fresh")
+
+
+def check_fingerprint(saved: dict, fingerprint: str, where: Path, dataset: str) -> None:
+    """Refuse checkpoints made from other data than `dataset` holds now."""
+    recorded = saved.get("data_fingerprint")
+    if recorded != fingerprint:
+        raise RamerError(
+            f"{where}: made from other data than {dataset} holds now (fingerprint {recorded} vs "
+            f"{fingerprint}): it was regenerated or re-imported; use a new --experiment or --fresh"
+        )
+
+
+def _resumable(cfg: dict, other: dict) -> dict:
+    """The part of a config that checkpoints depend on. Systems are checkpointed one by one,
+    so adding systems to a finished experiment reuses its encoders and earlier systems, and
+    checkpoints are per (fold, run), so folds and runs can be added later too; an option
+    that a newer version added (at any depth) counts only when it differs from its default."""
+    top = {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks", "folds", "runs", "data_fingerprint")}
+    return _without_new_defaults(top, other, config_dict(ExperimentConfig()))
+
+
+def _without_new_defaults(cfg: dict, other: dict, defaults: dict) -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if k not in other and v == defaults.get(k):
+            continue  # an option the other side predates, left at its default
+        if isinstance(v, dict) and isinstance(other.get(k), dict):
+            v = _without_new_defaults(v, other[k], defaults.get(k) or {})
+        out[k] = v
+    return out
+
+
+def config_dict(cfg: ExperimentConfig) -> dict:
+    """The config as JSON holds it (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
