@@ -110,20 +110,20 @@ def tiny_experiment(tmp_path_factory):
                           **{"pretrain.epochs": 1})
     st = Settings(data_dir=tmp, results_dir=tmp / "results", runs_dir=tmp / "runs")
     write_results(protocol.run_experiment(cfg, st), cfg, st)
-    return pq.read_table(tmp / "results" / "every" / "metrics.parquet")
+    return tmp / "results" / "every"
 
 
 def test_every_system_with_every_option_trains_one_tiny_epoch(tiny_experiment):
-    table = tiny_experiment
+    table = pq.read_table(tiny_experiment / "metrics.parquet")
     models = set(table.column("model").to_pylist())
     assert models == set(list_models())
     assert np.isfinite(np.array(table.column("value").to_pylist())).all()
 
 
 def test_metrics_carry_what_the_system_is(tiny_experiment):
-    cols = set(tiny_experiment.column_names)
-    assert {"model", "strategy", "train_range", "base", "missing"} <= cols
-    rows = tiny_experiment.to_pylist()
+    table = pq.read_table(tiny_experiment / "metrics.parquet")
+    assert {"model", "strategy", "train_range", "base", "missing"} <= set(table.column_names)
+    rows = table.to_pylist()
     assert {r["strategy"] for r in rows} == {"none"}
     assert {r["condition"] for r in rows if not r["missing"]} == {"avl"}
 
@@ -133,3 +133,17 @@ def test_a_long_key_makes_a_short_file_name():
     a = parse_system(cli_string("carat", every_option("carat")), RetrievalConfig())
     b = parse_system(cli_string("carat", {**every_option("carat"), "lr": 0.002}), RetrievalConfig())
     assert len(a.slug) <= 120 and a.slug != b.slug
+
+
+def test_old_metrics_get_the_columns_from_the_saved_config(tiny_experiment, tmp_path):
+    """A metrics.parquet from before the columns existed is completed once, exactly."""
+    import shutil
+
+    from pipeline.experiment.upgrade import complete_metrics
+
+    old = tmp_path / "every"
+    shutil.copytree(tiny_experiment, old)
+    new = pq.read_table(old / "metrics.parquet")
+    pq.write_table(new.drop_columns(["model", "strategy", "train_range", "base", "missing"]), old / "metrics.parquet")
+    assert complete_metrics(old) and not complete_metrics(old)
+    assert pq.read_table(old / "metrics.parquet").select(new.column_names).equals(new)
