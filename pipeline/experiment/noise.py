@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.config import Settings, resolve_device
+from pipeline.config import Settings
 from pipeline.data.dataset import load_dataset
 from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.errors import RamerError
@@ -22,7 +22,7 @@ from pipeline.evaluation.robustness import (
     train_stats,
 )
 from pipeline.evaluation.tables import write_parquet
-from pipeline.experiment.units import open_units
+from pipeline.experiment.units import experiment_device, open_units
 from pipeline.training.checkpoint import load_torch
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.fold_run import FoldRun
@@ -39,7 +39,7 @@ def evaluate_noise(
     """Every saved model of the experiment under every noise; writes the noise report."""
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset)
-    device = resolve_device(cfg.device if cfg.device != "auto" else settings.device)
+    device = experiment_device(cfg, settings)
     systems = experiment_systems(cfg)
     runs_dir = settings.runs_dir / cfg.experiment
     rows: list[dict] = []

@@ -20,7 +20,13 @@ from pipeline.experiment.fold_eval import train_and_evaluate
 from pipeline.experiment.parallel import run_parallel, set_threads, threads_per_job
 from pipeline.experiment.results import RunOutputs
 from pipeline.experiment.resume import check_resume, config_dict
-from pipeline.experiment.units import UnitResult, UnitTask, experiment_units, open_unit
+from pipeline.experiment.units import (
+    UnitResult,
+    UnitTask,
+    experiment_units,
+    open_unit,
+    requested_device,
+)
 from pipeline.models.registry import model_class
 from pipeline.training.checkpoint import save_json
 from pipeline.training.config import ExperimentConfig
@@ -83,7 +89,7 @@ def _checked(cfg: ExperimentConfig, settings: Settings, ds: Dataset,
              stop_after: str | None) -> tuple[list[SystemSpec], str]:
     """Every option checked (one line, nothing left behind): the systems and the device."""
     systems = experiment_systems(cfg)
-    requested = cfg.device if cfg.device != "auto" else settings.device
+    requested = requested_device(cfg, settings)
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
     if stop_after == "sweep":
         from pipeline.experiment.sweep import refuse_test_systems

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Settings, resolve_device
+from pipeline.config import Settings
 from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.errors import RamerError
 from pipeline.experiment.resume import config_dict
+from pipeline.experiment.units import experiment_device
 from pipeline.training.checkpoint import save_json
 from pipeline.training.config import ExperimentConfig
 
@@ -58,7 +59,7 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
         "experiment": config_dict(cfg),
         "data_fingerprint": dataset_fingerprint(cfg.dataset),
         "settings": {
-            "device": resolve_device(cfg.device if cfg.device != "auto" else settings.device),
+            "device": experiment_device(cfg, settings),
             "threads": out.threads, "jobs": out.jobs, "store": settings.qdrant_url or str(settings.store_path),
             "engine": "server" if settings.qdrant_url else settings.qdrant_engine,
         },

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Settings
+from pipeline.config import Settings, resolve_device
 from pipeline.data.dataset import Dataset
 from pipeline.data.missing import condition_matrix
 from pipeline.data.splits import make_split
@@ -26,6 +26,16 @@ class Unit:
 
     def run_dir(self, runs_dir: Path) -> Path:
         return runs_dir / f"f{self.fold}_r{self.run}"
+
+
+def requested_device(cfg: ExperimentConfig, settings: Settings) -> str:
+    """The experiment's device, else the settings' (RAMER_DEVICE); may be 'auto'."""
+    return cfg.device if cfg.device != "auto" else settings.device
+
+
+def experiment_device(cfg: ExperimentConfig, settings: Settings) -> str:
+    """The device the experiment runs on: 'auto' resolved ('cuda' when torch sees a GPU)."""
+    return resolve_device(requested_device(cfg, settings))
 
 
 def experiment_folds(cfg: ExperimentConfig, ds: Dataset) -> list[int]:
