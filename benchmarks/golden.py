@@ -4,7 +4,8 @@ after a refactoring that must keep behaviour.
 Through the CLI (what users run), in a fresh folder: a synthetic dataset; `ramer run`
 with RAMER (auto selection), its ablation, the linear references and two baselines on
 2 folds x 1 run; `ramer evaluate --noise`; a span-strategy run (ORIG / M3S); predict.
-Writes one JSON of (experiment, system, fold, run, condition, metric) -> value.
+`ramer predict` on a few rows with a modality dropped; the demo. Writes one JSON of
+(experiment, system, fold, run, condition, metric) -> value, and of predict's outputs.
 
     python benchmarks/golden.py --out /tmp/golden-before.json
     python benchmarks/golden.py --out /tmp/golden-after.json --compare /tmp/golden-before.json
@@ -33,7 +34,28 @@ STEPS = [
     ["run", "--dataset", "data/g", "--experiment", "spans", "--folds", "0", "--runs", "1",
      "--epochs", "3", "--pretrain-epochs", "3", "--systems", "ramer,mmin", "--strategy", "orig,m3s",
      "--missing-rate", "40-60", "--no-ingest"],
+    ["run", "--dataset", "data/g", "--experiment", "opts", "--folds", "0", "--runs", "1",
+     "--epochs", "3", "--pretrain-epochs", "3", "--systems", "ramer(k=5,metric=euclidean),ramer(k=5|10),carat(lr=0.0003)",
+     "--no-ingest"],
+    ["predict", "--experiment", "main", "--input", "pred_in.parquet", "--out", "pred_out.parquet", "--fold", "0",
+     "--system", "ramer"],
+    ["demo", "--out", "data/demo", "--labeled", "300", "--unlabeled", "300", "--folds", "0", "--epochs", "3"],
 ]
+
+
+def predict_input(cwd: Path) -> None:
+    """Rows 0..11 of data/g with the visual modality missing: predict's input."""
+    import pyarrow as pa
+
+    from pipeline.data.dataset import load_dataset
+
+    ds = load_dataset(cwd / "data/g")
+    rows = list(range(12))
+    cols = {"sample": pa.array(ds.samples[rows].tolist())}
+    for m in ds.modalities:
+        cols[m] = pa.array([None if m == "visual" else ds.features[m][r].tolist() for r in rows],
+                           pa.list_(pa.float32()))
+    pq.write_table(pa.table(cols), cwd / "pred_in.parquet")
 
 
 def ramer(cwd: Path, args: list[str]) -> None:
@@ -51,6 +73,10 @@ def collect(root: Path) -> dict[str, float]:
             for row in pq.read_table(path).to_pylist():
                 value = row.pop("value")
                 out[json.dumps({"experiment": path.parent.name, "file": name, **row}, sort_keys=True)] = value
+    for row in pq.read_table(root / "pred_out.parquet").to_pylist():
+        for col, value in row.items():
+            if isinstance(value, float):
+                out[json.dumps({"file": "predict", "sample": row["sample"], "column": col})] = value
     return out
 
 
@@ -61,6 +87,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for step in STEPS:
+            if step[0] == "predict":
+                predict_input(Path(tmp))
             ramer(Path(tmp), step)
         values = collect(Path(tmp))
     args.out.write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
