@@ -58,6 +58,9 @@ def predict_input(cwd: Path) -> None:
     pq.write_table(pa.table(cols), cwd / "pred_in.parquet")
 
 
+KEY_COLUMNS = ("system", "fold", "run", "condition", "metric", "noise", "intensity")
+
+
 def ramer(cwd: Path, args: list[str]) -> None:
     env = {**os.environ, "RAMER_DATA_DIR": "data", "RAMER_RESULTS_DIR": "results", "RAMER_RUNS_DIR": "runs"}
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env,
@@ -71,8 +74,8 @@ def collect(root: Path) -> dict[str, float]:
     for name in ("metrics.parquet", "noise.parquet"):
         for path in sorted((root / "results").glob(f"*/{name}")):
             for row in pq.read_table(path).to_pylist():
-                value = row.pop("value")
-                out[json.dumps({"experiment": path.parent.name, "file": name, **row}, sort_keys=True)] = value
+                key = {k: row[k] for k in KEY_COLUMNS if k in row}  # columns a newer version adds are not keys
+                out[json.dumps({"experiment": path.parent.name, "file": name, **key}, sort_keys=True)] = row["value"]
     for row in pq.read_table(root / "pred_out.parquet").to_pylist():
         for col, value in row.items():
             if isinstance(value, float):
