@@ -86,12 +86,3 @@ def span_masks(n: int, dims: Sequence[int], ranges: Sequence[Range], gen: torch.
 def apply_spans(xs: Sequence[Tensor], keep: Sequence[Tensor]) -> list[Tensor]:
     """Zero the spans: M x (B, D_m) inputs times their keep-masks."""
     return [x * k.to(device=x.device, dtype=x.dtype) for x, k in zip(xs, keep)]
-
-
-def span_transform(
-    xs: Sequence[Tensor], ranges: Sequence[Range], gen: torch.Generator
-) -> list[Tensor]:
-    """T(X; F): fresh spans for a batch (SPL-TRN and M3S draw one per batch)."""
-    keep = span_masks(len(xs[0]), [x.shape[1] for x in xs], ranges, gen)
-    return apply_spans(xs, keep)
-
