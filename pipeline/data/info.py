@@ -50,31 +50,72 @@ def _share(mask: np.ndarray, rows: np.ndarray) -> float:
 
 def dataset_info(ds: Dataset) -> DatasetInfo:
     man = ds.manifest
-    k = man.folds
+    lbf, nbf, per_sample = _label_sets(ds)
+    spk = ds.extra.get("speaker")
+    return DatasetInfo(
+        name=man.name,
+        task=man.task,
+        root=ds.root,
+        n=len(ds),
+        n_labeled=int(ds.labeled.sum()),
+        n_unlabeled=int((~ds.labeled).sum()),
+        classes=list(man.classes),
+        dims={m.name: m.dim for m in man.modalities},
+        folds=man.folds,
+        class_by_fold=_class_by_fold(ds),
+        split_sizes=_split_sizes(ds),
+        presence=_presence(ds),
+        files={str(p.relative_to(ds.root)): p.stat().st_size for p in sorted(ds.root.rglob("*")) if p.is_file()},
+        speakers=None if spk is None else len({s for s in spk if s is not None}),
+        label_by_fold=lbf,
+        none_by_fold=nbf,
+        labels_per_sample=per_sample,
+        sequences=_sequence_stats(ds),
+    )
+
+
+def _class_by_fold(ds: Dataset) -> np.ndarray:
+    """(C, K) labeled counts per class and fold; (0, K) unless single-label."""
+    man, lab = ds.manifest, ds.labeled
+    if man.task != "single_label":
+        return np.zeros((0, man.folds), np.int64)
+    cbf = np.zeros((man.n_classes, man.folds), np.int64)
+    np.add.at(cbf, (ds.y[lab], ds.folds[lab]), 1)
+    return cbf
+
+
+def _label_sets(ds: Dataset) -> tuple[np.ndarray, np.ndarray, float]:
+    """Multi-label: (C, K) samples carrying each class, (K,) empty label sets per fold and
+    the mean label-set size; empty arrays and NaN for the other tasks."""
+    man, lab, k = ds.manifest, ds.labeled, ds.manifest.folds
+    if man.task != "multi_label":
+        return np.zeros((0, k), np.int64), np.zeros(0, np.int64), float("nan")
+    y, f = ds.y[lab] > 0.5, ds.folds[lab].astype(np.int64)  # (L, C), (L,)
+    lbf = np.array([np.bincount(f[y[:, c]], minlength=k) for c in range(man.n_classes)], np.int64).reshape(-1, k)
+    nbf = np.bincount(f[~y.any(axis=1)], minlength=k)
+    return lbf, nbf, float(y.sum(1).mean()) if len(y) else float("nan")
+
+
+def _split_sizes(ds: Dataset) -> dict[str, int]:
+    """Sizes of the fold 0, run 0 split (train / val / test / unlabeled)."""
     lab = ds.labeled
-    if man.task == "single_label":
-        cbf = np.zeros((man.n_classes, k), np.int64)
-        np.add.at(cbf, (ds.y[lab], ds.folds[lab]), 1)
-    else:
-        cbf = np.zeros((0, k), np.int64)
-    lbf, nbf, per_sample = np.zeros((0, k), np.int64), np.zeros(0, np.int64), float("nan")
-    if man.task == "multi_label":
-        y, f = ds.y[lab] > 0.5, ds.folds[lab].astype(np.int64)  # (L, C), (L,)
-        lbf = np.array([np.bincount(f[y[:, c]], minlength=k) for c in range(man.n_classes)], np.int64).reshape(-1, k)
-        nbf = np.bincount(f[~y.any(axis=1)], minlength=k)
-        per_sample = float(y.sum(1).mean()) if len(y) else float("nan")
     try:
-        split = make_split(ds.y, lab, ds.folds, fold=0, run=0, seed=man.seed)
-        sizes = {s: len(getattr(split, s)) for s in ("train", "val", "test", "unlabeled")}
+        split = make_split(ds.y, lab, ds.folds, fold=0, run=0, seed=ds.manifest.seed)
+        return {s: len(getattr(split, s)) for s in ("train", "val", "test", "unlabeled")}
     except ValueError:  # too few rows to carve a stratified validation split
         test = lab & (ds.folds == 0)
-        sizes = {
+        return {
             "train+val": int((lab & ~test).sum()),
             "test": int(test.sum()),
             "unlabeled": int((~lab).sum()),
         }
+
+
+def _presence(ds: Dataset) -> dict[str, dict[str, float]]:
+    """Per modality the share of rows that have it: all, labeled and unlabeled rows."""
+    lab = ds.labeled
     everyone = np.ones(len(ds), bool)
-    presence = {
+    return {
         m: {
             "all": _share(ds.present[m], everyone),
             "labeled": _share(ds.present[m], lab),
@@ -82,39 +123,17 @@ def dataset_info(ds: Dataset) -> DatasetInfo:
         }
         for m in ds.modalities
     }
-    files = {
-        str(p.relative_to(ds.root)): p.stat().st_size
-        for p in sorted(ds.root.rglob("*"))
-        if p.is_file()
-    }
-    spk = ds.extra.get("speaker")
-    seqs = {
+
+
+def _sequence_stats(ds: Dataset) -> dict[str, dict]:
+    """Per kept frame sequence its (N, T, D) shape and mean valid frames where present."""
+    return {
         m: {
             "shape": tuple(int(d) for d in s.values.shape),
             "mean_frames": float(s.lengths[s.lengths > 0].mean()) if (s.lengths > 0).any() else 0.0,
         }
         for m, s in (ds.sequences or {}).items()
     }
-    return DatasetInfo(
-        name=man.name,
-        task=man.task,
-        root=ds.root,
-        n=len(ds),
-        n_labeled=int(lab.sum()),
-        n_unlabeled=int((~lab).sum()),
-        classes=list(man.classes),
-        dims={m.name: m.dim for m in man.modalities},
-        folds=k,
-        class_by_fold=cbf,
-        split_sizes=sizes,
-        presence=presence,
-        files=files,
-        speakers=None if spk is None else len({s for s in spk if s is not None}),
-        label_by_fold=lbf,
-        none_by_fold=nbf,
-        labels_per_sample=per_sample,
-        sequences=seqs,
-    )
 
 
 def human_bytes(n: float) -> str:

@@ -93,15 +93,6 @@ def apply_spans(xs: Sequence[Tensor], keep: Sequence[Tensor]) -> list[Tensor]:
     return [x * k.to(device=x.device, dtype=x.dtype) for x, k in zip(xs, keep)]
 
 
-def span_transform(
-    xs: Sequence[Tensor], ranges: Sequence[Range], gen: torch.Generator
-) -> list[Tensor]:
-    """T(X; F): fresh spans for a batch (SPL-TRN and M3S draw one per batch)."""
-    keep = span_masks(len(xs[0]), [x.shape[1] for x in xs], ranges, gen)
-    return apply_spans(xs, keep)
-
-
-
 def modality_ranges(modalities: Sequence[str], default: Sequence[float], per_modality: dict) -> list[Range]:
     """One (lo, hi) per modality: the experiment's range unless overridden by name."""
     unknown = sorted(set(per_modality) - set(modalities))

@@ -1,6 +1,6 @@
 """Folds and per-(fold, run) splits, deterministic from the recorded seed.
 
-Protocol (RAMER appendix B, our issue 4): test = fold f; validation = a stratified
+Protocol (RAMER appendix B): test = fold f; validation = a stratified
 1/8 of the remaining labeled rows, drawn from (seed, fold, run); train = the rest;
 the unlabeled pool is never used for supervision. With groups (a speaker column, or
 clusters of duplicate rows) the folds are group-stratified: every group's labeled rows

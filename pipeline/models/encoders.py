@@ -8,7 +8,7 @@ linear to the 256-d hidden feature h (what the database stores) -> MLP classifie
 (post-norm with `norm_first=False`, as PyTorch's default the reference uses), where that
 is feasible (`encoder_width`).
 
-Two things make it cheap on a CPU without changing what it computes (issue 17): the last
+Two things make it cheap on a CPU without changing what it computes: the last
 layer runs attention and feed-forward for the CLS query only (the one output used; the
 other token still gives its keys and values), and dropout draws its masks from numpy's
 PCG64 generator, ~10x faster than torch's CPU Bernoulli on these shapes (there dropout
@@ -17,7 +17,6 @@ took more time than the matrix multiplies). Same parameters, same checkpoints.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,6 @@ from torch import Tensor, nn
 
 from pipeline.models.base import mlp
 
-log = logging.getLogger(__name__)
 FALLBACK_WIDTH = 256  # d_model when the input width is infeasible for d_model = 0
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from itertools import combinations
 
 import torch
@@ -129,7 +130,7 @@ def pairwise(loss_fn, feats: list[Tensor], present: Tensor, min_rows: int = 2,
     return (torch.stack(losses) * w).sum() / w.sum()
 
 
-class TeacherStudent(MERModel):
+class TeacherStudent(MERModel, ABC):
     """Base of the MMIN family: a pretraining phase, then a frozen teacher.
 
     `pretrain_forward` (run first by the training stage, on full-modality data) trains
@@ -150,15 +151,17 @@ class TeacherStudent(MERModel):
         if not bool(self.teacher_ready):
             self.freeze_teacher()  # the snapshot a first imagination step would take
 
+    @abstractmethod
     def teacher_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(student, teacher) module pairs; the teacher is a `frozen_copy` of the student."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pretrain_forward(self, batch: Batch) -> Output:
-        raise NotImplementedError
+        """The pretraining phase: the student encoders on full-modality data."""
 
+    @abstractmethod
     def imagine(self, batch: Batch) -> Output:
-        raise NotImplementedError
+        """The imagination phase, trained towards the frozen teacher's embeddings of the complete input."""
 
     @torch.no_grad()
     def freeze_teacher(self) -> None:

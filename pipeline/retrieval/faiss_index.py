@@ -2,9 +2,9 @@
 
 Qdrant is the store of record; this index is rebuilt from exactly its vectors (or the
 same arrays) because training queries thousands of times per epoch. Two measured
-choices (issue 3, 120k x 256 on 2 cores):
+choices (120k x 256 on 2 cores):
 - `distance_compute_blas_threshold = 1`: FAISS's default keeps batches under ~500 queries
-  off BLAS (128 queries: 589 ms -> 65 ms); and wider BLAS blocks (issue 8, `_blas_blocks`);
+  off BLAS (128 queries: 589 ms -> 65 ms); and wider BLAS blocks (`_blas_blocks`);
 - no IDSelector filtering (it also leaves BLAS): the index holds only allowed candidates
   and the query's own id is dropped from k+1 results by id, never by position.
 """

@@ -11,7 +11,7 @@ available modalities there are two candidate neighbour sets; `rule` picks:
 With `keys` (the stored vectors of every row) the queries are the sample's own stored
 vectors (frozen encoders): every neighbour list can then be computed once and cached.
 Without, the queries are the model's current hidden vectors (fine-tuned encoders),
-searched per batch. Live search is the cost of fine-tuning (issue 17), so two things
+searched per batch. Live search is the cost of fine-tuning, so two things
 cut it: evaluation remembers each (modality, row, query vector)'s neighbours, exact since
 the result depends on nothing else (validation's 6 conditions query each row's modality
 up to 3 times with the same vector), and `refresh_every` > 1 reuses a training row's

@@ -1,7 +1,7 @@
 """Embedded backend on qdrant-edge-py (`EdgeShard`), one shard folder per collection.
 
 Segments stay plain (exact search): at our sizes HNSW optimisation took ~10 minutes on
-2 cores with poor recall on random data (issue 3), while an exact filtered query costs
+2 cores with poor recall on random data, while an exact filtered query costs
 ~25 ms. The whole store folder is guarded by an exclusive `flock` on `<store>/.lock` (the
 same file qdrant-client local mode locks), so a second process gets a clear error instead
 of a WAL failure deep inside Rust.

@@ -1,7 +1,8 @@
 """Ingest hidden features of dataset rows into a fold's collection (RAMER stage 2, `index`).
 
-This builds the payload exactly as DESIGN.md specifies, so every caller (the CLI's
-random-projection ingest today, the pretrained encoders tomorrow) writes the same points.
+This builds the payload the collection spec (`collections/hidden_features.json`) requires,
+so every caller (the CLI's random-projection ingest today, the pretrained encoders
+tomorrow) writes the same points.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`HiddenFeatureStore`: the store of record for per-fold hidden features (DESIGN.md, "Qdrant").
+"""`HiddenFeatureStore`: the store of record for per-fold hidden features.
 
 One collection per (dataset, experiment, fold), one named vector per modality, one point
 per sample with id `uuid5(NAMESPACE, "dataset/sample")`, so re-running an ingest updates

@@ -19,7 +19,7 @@ from pipeline.errors import StoreError
 
 SPEC_FILE = "hidden_features.json"
 DISTANCES = {"cosine": "Cosine", "euclid": "Euclid", "euclidean": "Euclid", "dot": "Dot"}
-# The retrieval filter and the DB-scale ablations rely on these being indexed (DESIGN.md).
+# The retrieval filter and the DB-scale ablations rely on these being indexed.
 REQUIRED_INDEXES = ("split", "label", "scale")
 REQUIRED_FIELDS = ("sample", "split", "fold", "label", "label_name", "dataset", "scale", "modalities")
 

@@ -61,6 +61,30 @@ def _stack(path: Path, split: str, key: str, seqs, start: int, stop: int) -> np.
         raise DataError(f"{path}: '{split}/{key}' sequences have different shapes {offenders(shapes)}") from None
 
 
+def _split_sizes(src: Path, data: dict) -> dict[str, int]:
+    """Samples per split, once every split has the modality keys and 'tgt', all of one length."""
+    for s in SPLITS:
+        miss = [k for k in (*KEYS.values(), "tgt") if k not in data[s]]
+        if miss:
+            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
+        lens = {k: len(data[s][k]) for k in (*KEYS.values(), "tgt")}
+        if len(set(lens.values())) != 1:
+            raise DataError(f"{src}: split '{s}' has unequal lengths {lens}")
+    return {s: len(data[s]["tgt"]) for s in SPLITS}
+
+
+def _multi_hot(tgts, split: str, n_classes: int, y: np.ndarray, bad_ids: list[str]) -> None:
+    """Set the (k, C) rows `y` from one split's token lists; emotion ids beyond the classes
+    are collected in `bad_ids` (reported once every split is read)."""
+    for i, tgt in enumerate(tgts):
+        for t in tgt:
+            t = int(t)
+            if FIRST_ID <= t < FIRST_ID + n_classes:
+                y[i, t - FIRST_ID] = 1.0
+            elif t >= FIRST_ID:
+                bad_ids.append(f"{split}[{i}]: {t}")
+
+
 def import_tgt_file(
     src: str | Path, name: str, out: str | Path, classes: list[str], importer: str,
     official_split: bool = False, folds: int = 5, seed: int = 0, progress: Progress = None,
@@ -69,14 +93,7 @@ def import_tgt_file(
     """Shared reader of CARAT-style (src-*, tgt) torch files; `classes` = emotions of ids 4, 5, ..."""
     src = require(Path(src).resolve(), "CARAT data file")
     data = load_pt(src)
-    for s in SPLITS:
-        miss = [k for k in (*KEYS.values(), "tgt") if k not in data[s]]
-        if miss:
-            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
-        lens = {k: len(data[s][k]) for k in (*KEYS.values(), "tgt")}
-        if len(set(lens.values())) != 1:
-            raise DataError(f"{src}: split '{s}' has unequal lengths {lens}")
-    sizes = {s: len(data[s]["tgt"]) for s in SPLITS}
+    sizes = _split_sizes(src, data)
     n = sum(sizes.values())
     dims = {m: int(np.shape(data["train"][k][0])[-1]) for m, k in KEYS.items()}
     shapes = {}
@@ -94,13 +111,7 @@ def import_tgt_file(
         start = 0
         for si, s in enumerate(SPLITS):
             part, k = data[s], sizes[s]
-            for i, tgt in enumerate(part["tgt"]):
-                for t in tgt:
-                    t = int(t)
-                    if FIRST_ID <= t < FIRST_ID + len(classes):
-                        y[start + i, t - FIRST_ID] = 1.0
-                    elif t >= FIRST_ID:
-                        bad_ids.append(f"{s}[{i}]: {t}")
+            _multi_hot(part["tgt"], s, len(classes), y[start : start + k], bad_ids)
             samples[start : start + k] = [f"{s}_{i:05d}" for i in range(k)]
             split_of[start : start + k] = si
             for m, key in KEYS.items():

@@ -66,22 +66,50 @@ def import_iemocap_mmin(
     cvs = sorted((p for p in tdir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     if len(cvs) < 2:
         raise DataError(f"{tdir}: need >= 2 cross-validation folders (1, 2, ...), found {[p.name for p in cvs]}")
+    hashes: dict[str, str] = {}
+    label_of, fold_of = _read_targets(tdir, cvs, len(classes), hashes)
+    samples = np.array(sorted(label_of), dtype=object)
+    n = len(samples)
+    feats = {}
+    files = {"audio": root / "A" / f"{audio}.h5", "visual": root / "V" / f"{visual}.h5", "text": root / "L" / f"{text}.h5"}
+    for m, path in files.items():
+        require(path, f"{m} feature file", like="*.h5")
+        hashes[str(path.relative_to(root))] = sha256_file(path)
+        with h5py.File(path, "r") as h5:
+            mat = _pooled_features(path, h5, m, samples, progress)
+        check_finite(path, m, mat, samples)
+        feats[m] = mat
+    y = np.array([label_of[s] for s in samples], np.int64)
+    folds = np.array([fold_of[s] for s in samples], np.int8)
+    prov = {"importer": "iemocap-mmin", "source": str(root), "sha256": hashes,
+            "features": {"audio": audio, "visual": visual, "text": text},
+            "folds": f"MMIN cv folders {[p.name for p in cvs]} -> folds 0..{len(cvs) - 1} (tst lists)",
+            "pooling": "mean over frames / tokens"}
+    return publish(out, name=name, task="single_label", classes=classes, samples=samples, y=y,
+                   labeled=np.ones(n, bool), feats=feats, present=None, folds=len(cvs), seed=seed,
+                   provenance=prov, fixed_folds=folds, fold_options=fold_options)
+
+
+def _read_targets(
+    tdir: Path, cvs: list[Path], n_classes: int, hashes: dict[str, str],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Every utterance's label and fold (the 0-based cv whose `tst` list holds it) from the
+    cv folders' label / int2name files, whose checksums are added to `hashes`."""
     label_of: dict[str, int] = {}
     fold_of: dict[str, int] = {}
     conflicts, twice = [], []
-    hashes = {}
     for f, cv in enumerate(cvs):
         for s in SETS:
             lp = require(cv / f"{s}_label.npy", "label file")
             npth = require(cv / f"{s}_int2name.npy", "int2name file")
             hashes[f"target/{cv.name}/{lp.name}"] = sha256_file(lp)
             hashes[f"target/{cv.name}/{npth.name}"] = sha256_file(npth)
-            names, labs = _names(npth), _labels(lp, len(classes))
+            names, labs = _names(npth), _labels(lp, n_classes)
             if len(names) != len(labs):
                 raise DataError(f"{cv}: {s}_int2name has {len(names)} names but {s}_label {len(labs)} labels")
-            bad = [n for n, lab in zip(names, labs) if not 0 <= lab < len(classes)]
+            bad = [n for n, lab in zip(names, labs) if not 0 <= lab < n_classes]
             if bad:
-                raise DataError(f"{lp}: labels outside 0..{len(classes) - 1} for {offenders(bad)}")
+                raise DataError(f"{lp}: labels outside 0..{n_classes - 1} for {offenders(bad)}")
             for n, lab in zip(names, labs):
                 if label_of.setdefault(n, int(lab)) != lab:
                     conflicts.append(n)
@@ -96,42 +124,31 @@ def import_iemocap_mmin(
     orphans = sorted(set(label_of) - set(fold_of))
     if orphans:
         raise DataError(f"{tdir}: utterance(s) in no tst list (no fold): {offenders(orphans)}")
-    samples = np.array(sorted(label_of), dtype=object)
+    return label_of, fold_of
+
+
+def _pooled_features(path: Path, h5, m: str, samples: np.ndarray, progress: Progress) -> np.ndarray:
+    """(N, D) float32: each sample's frames / tokens in the open h5 file, mean-pooled; the
+    first sample's D sizes the matrix and every other sample must match it."""
     n = len(samples)
-    feats = {}
-    files = {"audio": root / "A" / f"{audio}.h5", "visual": root / "V" / f"{visual}.h5", "text": root / "L" / f"{text}.h5"}
-    for m, path in files.items():
-        require(path, f"{m} feature file", like="*.h5")
-        hashes[str(path.relative_to(root))] = sha256_file(path)
-        with h5py.File(path, "r") as h5:
-            missing = [s for s in samples if s not in h5]
-            if missing:
-                raise DataError(f"{path}: {len(missing)} utterance(s) missing: {offenders(missing)}")
-            mat = None
-            bad = []
-            for i, s in enumerate(samples):
-                v = read_h5(path, h5[s], s).astype(np.float32)
-                v = v.reshape(-1, v.shape[-1]).mean(0) if v.ndim > 1 else v
-                if mat is None:
-                    check_dim(path, m, v.shape[0])
-                    require_memory(path, 4 * n * v.shape[0], f"{n} x {v.shape[0]} features")
-                    mat = np.zeros((n, v.shape[0]), np.float32)
-                if v.shape != (mat.shape[1],):
-                    bad.append(f"{s} {v.shape}")
-                    continue
-                mat[i] = v
-                if progress is not None and i % 512 == 511:
-                    progress(512)
-            if bad:
-                raise DataError(f"{path}: feature dim differs from {mat.shape[1]} for {offenders(bad)}")
-        check_finite(path, m, mat, samples)
-        feats[m] = mat
-    y = np.array([label_of[s] for s in samples], np.int64)
-    folds = np.array([fold_of[s] for s in samples], np.int8)
-    prov = {"importer": "iemocap-mmin", "source": str(root), "sha256": hashes,
-            "features": {"audio": audio, "visual": visual, "text": text},
-            "folds": f"MMIN cv folders {[p.name for p in cvs]} -> folds 0..{len(cvs) - 1} (tst lists)",
-            "pooling": "mean over frames / tokens"}
-    return publish(out, name=name, task="single_label", classes=classes, samples=samples, y=y,
-                   labeled=np.ones(n, bool), feats=feats, present=None, folds=len(cvs), seed=seed,
-                   provenance=prov, fixed_folds=folds, fold_options=fold_options)
+    missing = [s for s in samples if s not in h5]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} utterance(s) missing: {offenders(missing)}")
+    mat = None
+    bad = []
+    for i, s in enumerate(samples):
+        v = read_h5(path, h5[s], s).astype(np.float32)
+        v = v.reshape(-1, v.shape[-1]).mean(0) if v.ndim > 1 else v
+        if mat is None:
+            check_dim(path, m, v.shape[0])
+            require_memory(path, 4 * n * v.shape[0], f"{n} x {v.shape[0]} features")
+            mat = np.zeros((n, v.shape[0]), np.float32)
+        if v.shape != (mat.shape[1],):
+            bad.append(f"{s} {v.shape}")
+            continue
+        mat[i] = v
+        if progress is not None and i % 512 == 511:
+            progress(512)
+    if bad:
+        raise DataError(f"{path}: feature dim differs from {mat.shape[1]} for {offenders(bad)}")
+    return mat

@@ -60,63 +60,21 @@ def import_mmsa(
     if task not in ("regression", "single_label"):
         raise DataError(f"{src}: --task must be regression or single_label, got {task}")
     data = _load(src)
-    need = ["id", *[k for k, _ in MODALITIES.values()], "regression_labels" if task == "regression" else "classification_labels"]
-    for s in SPLITS:
-        miss = [k for k in need if k not in data[s]]
-        if miss:
-            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
-    sizes = {s: len(data[s]["id"]) for s in SPLITS}
+    lab_key = "regression_labels" if task == "regression" else "classification_labels"
+    sizes = _split_sizes(src, data, lab_key)
     n = sum(sizes.values())
-    dims, frames = {}, {}
-    for m, (key, _) in MODALITIES.items():
-        shapes = {s: np.shape(data[s][key]) for s in SPLITS}
-        bad = [f"{s} {sh}" for s, sh in shapes.items() if len(sh) not in (2, 3) or sh[0] != sizes[s]]
-        if bad:
-            raise DataError(f"{src}: '{key}' must be (N, T, D) aligned with 'id', found {offenders(bad)}")
-        ds_ = {sh[-1] for sh in shapes.values()}
-        if len(ds_) != 1:
-            raise DataError(f"{src}: '{key}' feature dim differs across splits: {shapes}")
-        dims[m] = ds_.pop()
-        frames[m] = max(sh[1] if len(sh) == 3 else 1 for sh in shapes.values())
+    dims, frames = _modality_shapes(src, data, sizes)
     with stage_sequences(out, {m: (n, frames[m], d) for m, d in dims.items()}, keep_sequences) as stage:
         feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
         present = {m: np.zeros(n, bool) for m in dims}
-        samples = np.empty(n, dtype=object)
-        split_of = np.empty(n, np.int8)
-        target = np.zeros(n, np.float32)
-        start = 0
-        for si, s in enumerate(SPLITS):
-            part = data[s]
-            k = sizes[s]
-            samples[start : start + k] = [str(i) for i in part["id"]]
-            split_of[start : start + k] = si
-            lab_key = "regression_labels" if task == "regression" else "classification_labels"
-            target[start : start + k] = np.asarray(part[lab_key], np.float32).reshape(k)
-            for m, (key, len_key) in MODALITIES.items():
-                lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
-                for c in range(0, k, CHUNK):
-                    seq, valid = clean_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
-                    store_frames(feats, present, stage, m, start + c, seq, valid)
-            start += k
-            if progress is not None:
-                progress(k)
+        samples, split_of, target = _read_splits(data, sizes, lab_key, feats, present, stage, progress)
         for m, mat in feats.items():
             check_finite(src, m, mat, samples)
         labeled = np.isfinite(target)
         if not labeled.all():
             raise DataError(f"{src}: NaN label for sample(s) {offenders(samples[~labeled])}")
         if task == "single_label":
-            y = target.astype(np.int64)
-            if (y != target).any() or (y < 0).any():
-                raise DataError(f"{src}: classification_labels must be class indices >= 0, e.g. {offenders(target[y != target])}")
-            if y.max() >= MAX_CLASSES:  # before any list is sized by a label value
-                j = int(np.argmax(y))
-                raise DataError(f"{src}: classification label {y[j]} of sample '{samples[j]}' is out of range "
-                                f"0..{MAX_CLASSES - 1} (rule: class indices, at most {MAX_CLASSES} classes)")
-            n_cls = int(y.max()) + 1
-            classes = classes or (["negative", "neutral", "positive"] if n_cls == 3 else [str(i) for i in range(n_cls)])
-            if len(classes) < n_cls:
-                raise DataError(f"{src}: {n_cls} classes in the labels but --classes lists {len(classes)}")
+            y, classes = _class_indices(src, target, samples, classes)
         else:
             y, classes = target, []
         prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
@@ -128,3 +86,75 @@ def import_mmsa(
                        feats=feats, present=present, folds=3 if official_split else folds, seed=seed,
                        provenance=prov, fixed_folds=split_of if official_split else None,
                        sequences=None if stage is None else stage.result(), fold_options=fold_options)
+
+
+def _split_sizes(src: Path, data: dict, lab_key: str) -> dict[str, int]:
+    """Rows per split, once every split has the ids, the modalities and the task's labels."""
+    need = ["id", *[k for k, _ in MODALITIES.values()], lab_key]
+    for s in SPLITS:
+        miss = [k for k in need if k not in data[s]]
+        if miss:
+            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
+    return {s: len(data[s]["id"]) for s in SPLITS}
+
+
+def _modality_shapes(src: Path, data: dict, sizes: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """Per modality its feature dim (the same in every split) and the longest split's frames."""
+    dims, frames = {}, {}
+    for m, (key, _) in MODALITIES.items():
+        shapes = {s: np.shape(data[s][key]) for s in SPLITS}
+        bad = [f"{s} {sh}" for s, sh in shapes.items() if len(sh) not in (2, 3) or sh[0] != sizes[s]]
+        if bad:
+            raise DataError(f"{src}: '{key}' must be (N, T, D) aligned with 'id', found {offenders(bad)}")
+        ds_ = {sh[-1] for sh in shapes.values()}
+        if len(ds_) != 1:
+            raise DataError(f"{src}: '{key}' feature dim differs across splits: {shapes}")
+        dims[m] = ds_.pop()
+        frames[m] = max(sh[1] if len(sh) == 3 else 1 for sh in shapes.values())
+    return dims, frames
+
+
+def _read_splits(
+    data: dict, sizes: dict[str, int], lab_key: str, feats: dict[str, np.ndarray],
+    present: dict[str, np.ndarray], stage, progress: Progress,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool every split's frames into `feats` / `present` (and `stage`), chunk by chunk, in
+    SPLITS order; returns the (N,) sample names, split indices and float32 targets."""
+    n = sum(sizes.values())
+    samples = np.empty(n, dtype=object)
+    split_of = np.empty(n, np.int8)
+    target = np.zeros(n, np.float32)
+    start = 0
+    for si, s in enumerate(SPLITS):
+        part = data[s]
+        k = sizes[s]
+        samples[start : start + k] = [str(i) for i in part["id"]]
+        split_of[start : start + k] = si
+        target[start : start + k] = np.asarray(part[lab_key], np.float32).reshape(k)
+        for m, (key, len_key) in MODALITIES.items():
+            lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
+            for c in range(0, k, CHUNK):
+                seq, valid = clean_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
+                store_frames(feats, present, stage, m, start + c, seq, valid)
+        start += k
+        if progress is not None:
+            progress(k)
+    return samples, split_of, target
+
+
+def _class_indices(
+    src: Path, target: np.ndarray, samples: np.ndarray, classes: list[str] | None,
+) -> tuple[np.ndarray, list[str]]:
+    """The classification labels as (N,) int64 class indices, and the class names."""
+    y = target.astype(np.int64)
+    if (y != target).any() or (y < 0).any():
+        raise DataError(f"{src}: classification_labels must be class indices >= 0, e.g. {offenders(target[y != target])}")
+    if y.max() >= MAX_CLASSES:  # before any list is sized by a label value
+        j = int(np.argmax(y))
+        raise DataError(f"{src}: classification label {y[j]} of sample '{samples[j]}' is out of range "
+                        f"0..{MAX_CLASSES - 1} (rule: class indices, at most {MAX_CLASSES} classes)")
+    n_cls = int(y.max()) + 1
+    classes = classes or (["negative", "neutral", "positive"] if n_cls == 3 else [str(i) for i in range(n_cls)])
+    if len(classes) < n_cls:
+        raise DataError(f"{src}: {n_cls} classes in the labels but --classes lists {len(classes)}")
+    return y, classes

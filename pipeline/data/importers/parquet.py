@@ -5,7 +5,8 @@ name), optional `label_name`, `speaker`, `scale`, and one list<float> (or
 fixed_size_list) column per modality. Dims are inferred per column and must agree on
 every row. The file is streamed batch by batch into preallocated float32 matrices
 (Arrow buffers -> numpy, no Python lists), labeled rows get stratified folds, unlabeled
-rows fold -1, and the directory is published atomically by `write_dataset`.
+rows fold -1, and the directory is published atomically by `write_dataset`. The
+`label` column's checks live in `parquet_labels`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from pipeline.data.bounds import (
-    MAX_CLASSES,
     check_dim,
     check_folds,
     check_utf8,
@@ -30,7 +30,8 @@ from pipeline.data.bounds import (
     require_parquet_memory,
 )
 from pipeline.data.dataset import UNREADABLE_PARQUET, Dataset, build_table, write_dataset
-from pipeline.data.importers.folds import NO_GROUP, FoldOptions, plan_folds
+from pipeline.data.importers.folds import NO_GROUP, FoldOptions, FoldPlan, plan_folds
+from pipeline.data.importers.parquet_labels import int_labels, label_indices, label_is_int
 from pipeline.data.schema import Manifest, ModalitySpec
 from pipeline.errors import DataError
 
@@ -127,18 +128,6 @@ def _plan_columns(
     return lists
 
 
-def _label_is_int(src: Path, lab_type: pa.DataType) -> bool:
-    """True for int (or all-null) labels, False for string class names; anything else is an error."""
-    if pa.types.is_dictionary(lab_type):
-        lab_type = lab_type.value_type
-    if pa.types.is_integer(lab_type) or pa.types.is_null(lab_type):
-        return True
-    if pa.types.is_string(lab_type) or pa.types.is_large_string(lab_type):
-        return False
-    raise DataError(
-        f"{src}: column 'label' has type {lab_type}; it must hold int class indices or string class names"
-    )
-
 
 def string_cells(src: Path, name: str, arr: pa.Array, start: int) -> np.ndarray:
     """(b,) object array of str/None from a string (or int) column of one batch."""
@@ -152,14 +141,6 @@ def string_cells(src: Path, name: str, arr: pa.Array, start: int) -> np.ndarray:
     check_utf8(src, name, arr, start)
     return arr.to_numpy(zero_copy_only=False)
 
-
-def _int64(src: Path, lab: pa.Array, start: int) -> np.ndarray:
-    """(b,) int64 labels, -1 where null; a uint64 beyond int64 is an out-of-range label."""
-    try:
-        return lab.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        i = int(np.argmax(pc.greater(lab, 2**63 - 1).fill_null(False).to_numpy(zero_copy_only=False)))
-        raise DataError(f"{src}: label {lab[i].as_py()} at row {start + i} is out of range (rule: class indices)") from None
 
 
 class ModalityReader:
@@ -227,105 +208,6 @@ class ModalityReader:
         return self.mat, self.present
 
 
-def _label_indices(
-    src: Path,
-    samples: np.ndarray,
-    raw: np.ndarray,
-    labeled: np.ndarray,
-    is_int: bool,
-    names_col: np.ndarray | None,
-    classes: Sequence[str] | None,
-) -> tuple[np.ndarray, list[str]]:
-    """(N,) int64 class indices (-1 unlabeled) and the class list."""
-    idx = np.flatnonzero(labeled)
-    y = np.full(len(samples), -1, np.int64)
-    if not is_int:
-        names = raw[idx].astype(str)
-        classes = list(classes) if classes else sorted(set(names.tolist()))
-        if len(classes) > MAX_CLASSES:
-            raise DataError(
-                f"{src}: {len(classes)} distinct labels, more than {MAX_CLASSES} classes (rule: a label names a class)"
-            )
-        lookup = {c: i for i, c in enumerate(classes)}
-        codes = np.array([lookup.get(v, -1) for v in names], np.int64)
-        if (codes < 0).any():
-            j = idx[np.argmax(codes < 0)]
-            raise DataError(
-                f"{src}: label '{raw[j]}' at row {j} '{samples[j]}' is not one of the classes {classes}"
-            )
-        y[idx] = codes
-    else:
-        vals = raw[idx].astype(np.int64)
-        classes = _int_classes(src, samples, idx, vals, names_col, classes)
-        y[idx] = vals
-    if names_col is not None:  # a given label_name must agree with the label
-        given = names_col[idx]
-        has = np.array([v is not None for v in given], bool)
-        want = np.array(classes, dtype=object)[y[idx]]
-        mism = has & (given.astype(object) != want)
-        if mism.any():
-            j = idx[np.argmax(mism)]
-            raise DataError(
-                f"{src}: label_name '{names_col[j]}' at row {j} '{samples[j]}' disagrees with label "
-                f"{raw[j]} ('{classes[y[j]]}'); label names must be among the classes {list(classes)}"
-            )
-    if len(classes) < 2:
-        raise DataError(f"{src}: only {len(classes)} class(es) {list(classes)} (rule: need >= 2)")
-    return y, list(classes)
-
-
-def _int_classes(
-    src: Path, samples: np.ndarray, idx: np.ndarray, vals: np.ndarray,
-    names_col: np.ndarray | None, classes: Sequence[str] | None,
-) -> list[str]:
-    """The class list of int labels, checked before anything is sized by a label value (a
-    flipped byte can make a label 84,606,977): with --classes every label indexes that
-    list; without, the labels must be the contiguous classes 0..K-1, K <= MAX_CLASSES,
-    named by label_name where the file gives one name per class."""
-    k = len(classes) if classes else MAX_CLASSES
-    bad = (vals < 0) | (vals >= k)
-    if bad.any():
-        i = int(np.argmax(bad))
-        j = idx[i]
-        rule = f"classes {list(classes)}" if classes else (
-            f"int labels are class indices 0..K-1, K <= {MAX_CLASSES}; --classes or string labels name them"
-        )
-        raise DataError(f"{src}: label {vals[i]} at row {j} '{samples[j]}' is out of range 0..{k - 1} ({rule})")
-    if classes:
-        return list(classes)
-    top = int(vals.max()) if len(vals) else -1
-    absent = np.setdiff1d(np.arange(top + 1), vals)  # top < MAX_CLASSES: a bounded range
-    if len(absent):
-        raise DataError(
-            f"{src}: int labels run 0..{top} but class(es) {absent[:5].tolist()} have no labeled row "
-            "(rule: without --classes the labels are the contiguous classes 0..K-1)"
-        )
-    if top < 0:
-        return []  # nothing labeled: the class count check reports it
-    named = _classes_from_names(src, samples, idx, vals, names_col) if names_col is not None else None
-    return named or [str(i) for i in range(top + 1)]
-
-
-def _classes_from_names(
-    src: Path, samples: np.ndarray, idx: np.ndarray, vals: np.ndarray, names_col: np.ndarray
-) -> list[str] | None:
-    """Class list from (label, label_name) pairs; every index must have one consistent name.
-    `vals` are already the contiguous classes 0..K-1 (see `_int_classes`)."""
-    mapping: dict[int, str] = {}
-    for j, v in zip(idx, vals):
-        nm = names_col[j]
-        if nm is None:
-            continue
-        if mapping.setdefault(int(v), nm) != nm:
-            raise DataError(
-                f"{src}: label {v} is named both '{mapping[int(v)]}' and '{nm}' (row {j} '{samples[j]}')"
-            )
-    top = int(vals.max())
-    if len(mapping) != top + 1:
-        return None  # some class unnamed: numeric names, and the label_name check reports
-    return [mapping[i] for i in range(top + 1)]
-
-
 def import_parquet(
     src: str | Path,
     name: str,
@@ -348,98 +230,146 @@ def import_parquet(
     check_folds(src, folds)
     schema = pf.schema_arrow
     mods = _plan_columns(src, schema, modalities, fold_options.group_by)
-    is_int = _label_is_int(src, schema.field("label").type)
+    is_int = label_is_int(src, schema.field("label").type)
     keep = [c for c in ("sample", "label", "label_name", *PASSTHROUGH, *_group_column(fold_options.group_by))
             if c in schema.names]
     require_parquet_memory(src, pf.metadata, schema, keep + mods)  # before anything is sized by n
-    readers = {
-        m: ModalityReader(
-            src,
-            m,
-            n,
-            schema.field(m).type.list_size
-            if pa.types.is_fixed_size_list(schema.field(m).type)
-            else None,
+    rows = _read_rows(pf, src, keep, mods, is_int, progress)
+    _check_samples(src, rows.samples)
+    y, class_list = label_indices(
+        src, rows.samples, rows.raw_labels, rows.labeled, is_int, rows.extra.get("label_name"), classes
+    )
+    if rows.labeled.sum() < folds:
+        raise DataError(
+            f"{src}: {int(rows.labeled.sum())} labeled row(s) cannot fill {folds} folds (rule: >= 1 labeled sample per fold)"
         )
-        for m in mods
-    }
-    samples = np.empty(n, object)
-    raw_labels = np.empty(n, object if not is_int else np.int64)
-    labeled = np.zeros(n, bool)
-    extra_cols = {c: np.empty(n, object) for c in keep if c not in ("sample", "label")}
+    feats, present = _modality_matrices(src, rows)
+    plan = plan_folds(src, y, rows.labeled, feats, present, folds, seed,
+                      {c: v for c, v in rows.extra.items() if c != "label_name"}, fold_options)
+    dims = {m: reader.dim for m, reader in rows.readers.items()}
+    manifest = _manifest(src, name, n, class_list, dims, folds, seed, plan)
+    table = _table(manifest, rows, y, class_list, feats, present, plan)
+    log.info(
+        "importing %s: %d rows (%d dropped as duplicates), %d labeled, modalities %s",
+        src, n, int((~plan.keep).sum()), int(rows.labeled.sum()), dims,
+    )
+    return write_dataset(out, manifest, table)
+
+
+@dataclass
+class _Rows:
+    """Every row of the file, as `_read_rows` collects it batch by batch."""
+
+    samples: np.ndarray  # (N,) object: sample names
+    raw_labels: np.ndarray  # (N,) the label cells: int64 (-1 = null) or object (str / None)
+    labeled: np.ndarray  # (N,) bool: the label is not null
+    extra: dict[str, np.ndarray]  # label_name, passthrough and --group-by columns -> (N,) object
+    readers: dict[str, ModalityReader]  # modality -> its (N, D) matrix, in column order
+
+
+def _read_rows(
+    pf: pq.ParquetFile, src: Path, keep: list[str], mods: list[str], is_int: bool,
+    progress: Callable[[int], None] | None,
+) -> _Rows:
+    """Stream the `keep` and modality columns into preallocated arrays of the footer's
+    row count; a file whose batches disagree with its footer is corrupt."""
+    n = pf.metadata.num_rows
+    schema = pf.schema_arrow
+    rows = _Rows(
+        samples=np.empty(n, object),
+        raw_labels=np.empty(n, object if not is_int else np.int64),
+        labeled=np.zeros(n, bool),
+        extra={c: np.empty(n, object) for c in keep if c not in ("sample", "label")},
+        readers={m: ModalityReader(src, m, n, _fixed_dim(schema.field(m).type)) for m in mods},
+    )
     start = 0
     for batch in read_batches(pf, src, keep + mods):
         b = batch.num_rows
         if start + b > n:
             raise DataError(f"{src}: more rows than the {n} its footer declares (corrupt metadata)")
-        s = batch.column("sample")
-        if s.null_count:
-            i = int(np.argmin(s.is_valid().to_numpy(zero_copy_only=False)))
-            raise DataError(
-                f"{src}: row {start + i} has no sample name (rule: 'sample' is required)"
-            )
-        bs = string_cells(src, "sample", s, start)
-        samples[start : start + b] = bs
-        lab = batch.column("label")
-        if pa.types.is_dictionary(lab.type):
-            lab = lab.dictionary_decode()
-        valid = lab.is_valid().to_numpy(zero_copy_only=False)
-        labeled[start : start + b] = valid
-        if is_int:
-            raw_labels[start : start + b] = _int64(src, lab, start)
-        else:
-            raw_labels[start : start + b] = string_cells(src, "label", lab, start)
-        for c, dest in extra_cols.items():
-            dest[start : start + b] = string_cells(src, c, batch.column(c), start)
-        for m in mods:
-            readers[m].add(batch.column(m), start, bs)
+        _read_batch(src, batch, start, is_int, rows)
         start += b
         if progress is not None:
             progress(b)
     if start != n:
         raise DataError(f"{src}: {start} rows read but its footer declares {n} (corrupt metadata)")
-    _check_samples(src, samples)
-    y, class_list = _label_indices(
-        src, samples, raw_labels, labeled, is_int, extra_cols.get("label_name"), classes
-    )
-    if labeled.sum() < folds:
+    return rows
+
+
+def _fixed_dim(t: pa.DataType) -> int | None:
+    """The dim a fixed_size_list column declares; None for a variable list (first value decides)."""
+    return t.list_size if pa.types.is_fixed_size_list(t) else None
+
+
+def _read_batch(src: Path, batch: pa.RecordBatch, start: int, is_int: bool, rows: _Rows) -> None:
+    """Rows [start, start + b) of every column from one record batch."""
+    b = batch.num_rows
+    s = batch.column("sample")
+    if s.null_count:
+        i = int(np.argmin(s.is_valid().to_numpy(zero_copy_only=False)))
         raise DataError(
-            f"{src}: {int(labeled.sum())} labeled row(s) cannot fill {folds} folds (rule: >= 1 labeled sample per fold)"
+            f"{src}: row {start + i} has no sample name (rule: 'sample' is required)"
         )
+    bs = string_cells(src, "sample", s, start)
+    rows.samples[start : start + b] = bs
+    lab = batch.column("label")
+    if pa.types.is_dictionary(lab.type):
+        lab = lab.dictionary_decode()
+    rows.labeled[start : start + b] = lab.is_valid().to_numpy(zero_copy_only=False)
+    if is_int:
+        rows.raw_labels[start : start + b] = int_labels(src, lab, start)
+    else:
+        rows.raw_labels[start : start + b] = string_cells(src, "label", lab, start)
+    for c, dest in rows.extra.items():
+        dest[start : start + b] = string_cells(src, c, batch.column(c), start)
+    for m, reader in rows.readers.items():
+        reader.add(batch.column(m), start, bs)
+
+
+def _modality_matrices(src: Path, rows: _Rows) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(N, D) float32 features and (N,) presence per modality; every row needs one."""
     feats, present = {}, {}
-    for m in mods:
-        feats[m], present[m] = readers[m].result()
-    none = ~np.stack([present[m] for m in mods], axis=1).any(axis=1)
+    for m, reader in rows.readers.items():
+        feats[m], present[m] = reader.result()
+    none = ~np.stack([present[m] for m in feats], axis=1).any(axis=1)
     if none.any():
         i = int(np.argmax(none))
         raise DataError(
-            f"{src}: row {i} '{samples[i]}' has no modality at all (rule: >= 1 modality per sample)"
+            f"{src}: row {i} '{rows.samples[i]}' has no modality at all (rule: >= 1 modality per sample)"
         )
-    plan = plan_folds(src, y, labeled, feats, present, folds, seed,
-                      {c: v for c, v in extra_cols.items() if c != "label_name"}, fold_options)
+    return feats, present
+
+
+def _manifest(
+    src: Path, name: str, n: int, class_list: list[str], dims: dict[str, int], folds: int, seed: int,
+    plan: FoldPlan,
+) -> Manifest:
+    """The validated manifest; its provenance records the file (checksum) and the fold plan."""
     provenance = {"importer": "parquet", "source": str(src), "sha256": sha256_file(src), "rows": n,
                   **plan.provenance}
     try:
-        manifest = Manifest(
+        return Manifest(
             name=name, task="single_label", classes=class_list,
-            modalities=[ModalitySpec(name=m, dim=readers[m].dim) for m in mods],
+            modalities=[ModalitySpec(name=m, dim=d) for m, d in dims.items()],
             folds=folds, seed=seed, provenance=provenance, group_by=plan.group_by,
         )
     except ValidationError as exc:
         raise DataError(f"{src}: {exc.errors()[0]['msg']}") from None
+
+
+def _table(
+    manifest: Manifest, rows: _Rows, y: np.ndarray, class_list: list[str],
+    feats: dict[str, np.ndarray], present: dict[str, np.ndarray], plan: FoldPlan,
+) -> pa.Table:
+    """The dataset table of the rows the fold plan keeps, label_name derived from the label."""
     keep = plan.keep  # False: a pool row dropped as a duplicate of a labeled row
     names = np.array(class_list, dtype=object)
-    extra = {"label_name": np.where(labeled, names[np.maximum(y, 0)], None)[keep]}
+    extra = {"label_name": np.where(rows.labeled, names[np.maximum(y, 0)], None)[keep]}
     for c in PASSTHROUGH:
-        if c in extra_cols:
-            extra[c] = extra_cols[c][keep]
-    table = build_table(manifest, samples[keep], y[keep], labeled[keep], plan.folds[keep],
-                        {m: a[keep] for m, a in feats.items()}, {m: a[keep] for m, a in present.items()}, extra)
-    log.info(
-        "importing %s: %d rows (%d dropped as duplicates), %d labeled, modalities %s",
-        src, n, int((~keep).sum()), int(labeled.sum()), {m: readers[m].dim for m in mods},
-    )
-    return write_dataset(out, manifest, table)
+        if c in rows.extra:
+            extra[c] = rows.extra[c][keep]
+    return build_table(manifest, rows.samples[keep], y[keep], rows.labeled[keep], plan.folds[keep],
+                       {m: a[keep] for m, a in feats.items()}, {m: a[keep] for m, a in present.items()}, extra)
 
 
 def _group_column(group_by: str | None) -> tuple[str, ...]:
