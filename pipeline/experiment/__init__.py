@@ -1,0 +1,1 @@
+"""Experiment-level glue that may read both training settings and evaluation results."""
