@@ -97,3 +97,17 @@ def test_strategy_tables_group_by_the_columns_not_the_label() -> None:
     assert "| ORIG + M3S | 61.67 ± 1.70 |" in text and "| Δ_ORIG (M3S) | ↑ 10.00 ✓ |" in text
     # a constant difference: the t-test is undefined, the Wilcoxon test is not
     assert "| mmin(embd=8) @train20-40 | span20-40 | ORIG + M3S vs ORIG | 3 | – | 0.25 |" in text
+
+
+def test_merge_refuses_sources_with_and_without_the_new_columns(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.evaluation.merge import merge_results
+
+    row = {"system": "ramer", "fold": 0, "run": 0, "condition": "a", "metric": "WA", "value": 0.5}
+    for name, extra in (("new", {"missing": True}), ("old", {})):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.Table.from_pylist([{**row, "system": name, **extra}]), tmp_path / name / "metrics.parquet")
+        (tmp_path / name / "config.json").write_text(json.dumps({"experiment": {"dataset": "d", "seed": 0}}))
+    with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*ramer report"):
+        merge_results([tmp_path / "new", tmp_path / "old"], tmp_path / "out")
