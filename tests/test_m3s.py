@@ -271,9 +271,10 @@ def test_grid_table_with_cells_missing_for_a_training_range():
 
     from pipeline.evaluation.strategy_report import grid_table
 
-    rows = [{"system": s, "fold": f, "run": 0, "condition": c, "metric": "WA", "value": 0.5 + 0.1 * f + d}
-            for s, c, d in [("ae+orig@20-40", "span20-40", 0.0), ("ae+m3s@20-40", "span20-40", 0.1),
-                            ("ae+orig@60-80", "span60-80", 0.0)] for f in (0, 1)]
+    rows = [{"system": f"ae+{st}@{tr}", "model": "ae", "strategy": st, "train_range": tr, "base": "ae",
+             "missing": False, "fold": f, "run": 0, "condition": c, "metric": "WA", "value": 0.5 + 0.1 * f + d}
+            for st, tr, c, d in [("orig", "20-40", "span20-40", 0.0), ("m3s", "20-40", "span20-40", 0.1),
+                                 ("orig", "60-80", "span60-80", 0.0)] for f in (0, 1)]
     text = grid_table(pa.Table.from_pylist(rows))
     assert "| 20-40 | ORIG + M3S | **65.00 ± 5.00** | – |" in text
     assert "| 60-80 | ORIG | – | 55.00 ± 5.00 |" in text  # a lone strategy is not "best"

@@ -464,26 +464,9 @@ def register(app: typer.Typer) -> None:
         With --merge, first combine several experiments on the same dataset, seed, folds and
         runs (e.g. RAMER and a baselines run made in parallel) into RESULTS.
         """
-        from pipeline.errors import RamerError
-        from pipeline.evaluation.report import render_report
+        from pipeline.experiment.results import report_folder
 
-        if merge:
-            from pipeline.evaluation.merge import merge_results
-
-            merge_results(list(merge), results)
-
-        if not (results / "metrics.parquet").is_file():
-            found = sorted(p.parent.name for p in results.parent.glob("*/metrics.parquet"))
-            raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first; results in "
-                             f"{results.parent}: {', '.join(found) or 'none'})")
-        path = render_report(results)
-        from pipeline.evaluation.strategy_report import append_strategy_report
-
-        append_strategy_report(results)  # no-op unless systems carry a +strategy suffix
-        if (results / "noise.parquet").is_file():
-            from pipeline.evaluation.robustness import render_noise_report
-
-            render_noise_report(results)
+        path = report_folder(results, list(merge) if merge else None)
         console.print(summary_table(results))
         console.print(f"report: {path}")
 

@@ -1,8 +1,11 @@
 """Reported metrics per task, always called as metric(y_true, logits) (sklearn's order).
 
+Every function in METRICS_BY_TASK takes the true targets first and the model's raw
+outputs (logits; regression: the predicted value) second, then task options by keyword.
 Single-label (the RAMER paper): WA = accuracy, UA = mean per-class recall, plus
 weighted F1. The validation selection scores (accuracy, micro-F1, -MAE) are in
-`pipeline.models.scores`, in the same argument order.
+`pipeline.models.scores`, in the same argument order; tests/test_metrics_order.py
+checks both, so a call with the two swapped is caught.
 """
 
 from __future__ import annotations

@@ -13,7 +13,15 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 
-from pipeline.evaluation.tables import ordered_unique, summarise, write_summary_csv
+from pipeline.evaluation.plots import errorbar_line, saved_figure
+from pipeline.evaluation.stats import paired_test, paired_units
+from pipeline.evaluation.tables import (
+    markdown_table,
+    missing_conditions,
+    ordered_unique,
+    summarise,
+    write_summary_csv,
+)
 
 # The RAMER paper's Table 3 (MER2024; WA/UA in %), shown beside ours, never mixed in.
 PAPER_TABLE3 = {
@@ -59,10 +67,9 @@ def condition_table(metrics: pa.Table, metric_names: tuple[str, ...] | None = No
     summ = summarise(metrics, ["system", "condition", "metric"])
     systems = ordered_unique(metrics.column("system").to_pylist())
     conds = ordered_unique(metrics.column("condition").to_pylist())
-    missing = [c for c in conds if len(c) < max(len(x) for x in conds)]
-    per_run = _avg_over_conditions(metrics, missing)
+    per_run = _avg_over_conditions(metrics, missing_conditions(metrics))
     head = ["system"] + [f"{c} {m}" for c in conds for m in metric_names] + [f"Avg {m}" for m in metric_names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for s in systems:
         cells = [s]
         for c in conds:
@@ -70,20 +77,20 @@ def condition_table(metrics: pa.Table, metric_names: tuple[str, ...] | None = No
                 v = summ.get((s, c, m))
                 cells.append(_fmt(v[0], v[1]) if v else "–")
         for m in metric_names:
-            vals = per_run.get((s, m), [])
+            vals = list(per_run.get((s, m), {}).values())
             cells.append(_fmt(np.mean(vals), np.std(vals)) if vals else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return "\n".join(markdown_table(head, rows))
 
 
-def _avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str, str], list[float]]:
-    """Per (system, metric): the average over the missing conditions, one value per fold x run."""
+def _avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str, str], dict[tuple, float]]:
+    """Per (system, metric): the average over `conds` of each (fold, run) unit, keyed by unit."""
     summ = summarise(metrics, ["system", "metric", "fold", "run", "condition"])
     acc: dict[tuple, dict[tuple, list[float]]] = {}
     for (s, m, f, r, c), (mean, _, _) in summ.items():
         if c in conds:
             acc.setdefault((s, m), {}).setdefault((f, r), []).append(mean)
-    return {k: [float(np.mean(v)) for v in runs.values()] for k, runs in acc.items()}
+    return {k: {unit: float(np.mean(v)) for unit, v in runs.items()} for k, runs in acc.items()}
 
 
 def winners(metrics: pa.Table, reference: str = "ramer", metric: str = "WA") -> list[str]:
@@ -105,69 +112,31 @@ def winners(metrics: pa.Table, reference: str = "ramer", metric: str = "WA") -> 
 
 def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer") -> list[str]:
     """Each system vs `reference`, paired over fold x run units on the average over the
-    missing conditions: mean difference, wins, paired t-test and Wilcoxon p-values."""
-    from scipy import stats
-
+    missing conditions (all conditions when none is missing-modality): mean difference,
+    wins, paired t-test and Wilcoxon p-values (`pipeline.evaluation.stats.paired_test`)."""
     systems = ordered_unique(metrics.column("system").to_pylist())
     if reference not in systems or len(systems) < 2:
         return []
-    conds = ordered_unique(metrics.column("condition").to_pylist())
-    missing = [c for c in conds if len(c) < max(map(len, conds))] or conds
-    lines = [(f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
-              f"fold x run; Δ = `{reference}` minus the system, positive = `{reference}` better; "
-              "p: paired t-test / Wilcoxon):"), "",
-             f"| system | metric | Δ mean (points) | `{reference}` wins | p (t) | p (Wilcoxon) |", "|---|---|---|---|---|---|"]
+    averaged = missing_conditions(metrics) or ordered_unique(metrics.column("condition").to_pylist())
+    rows = []
     for metric in head:
-        per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), missing)
-        units = {s: per.get((s, metric)) for s in systems}
-        ref = units.get(reference)
+        per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), averaged)
+        ref = per.get((reference, metric))
         for s in systems:
-            other = units.get(s)
-            if s == reference or not ref or not other or len(ref) != len(other):
+            other = per.get((s, metric))
+            if s == reference or not ref or not other:
                 continue
-            a, b = np.array(ref), np.array(other)
-            sign = -1 if metric == "MAE" else 1  # lower MAE is better
-            d = sign * (a - b)
-            p_t = stats.ttest_rel(a, b).pvalue if len(a) > 1 and d.std() > 0 else float("nan")
-            p_w = stats.wilcoxon(a, b).pvalue if len(a) > 1 and np.any(d != 0) else float("nan")
-            scale = 1 if metric == "MAE" else 100
-            lines.append(f"| {s} | {metric} | {scale * d.mean():+.2f} | {(d > 0).sum()}/{len(d)} | {p_t:.3g} | {p_w:.3g} |")
-    return lines + [""]
-
-
-def differences_section(results_dir: Path, systems: list[str]) -> list[str]:
-    """One line per system run under settings that differ from its paper's (compared
-    with the `paper` preset, pipeline.training.presets), from the saved config.json;
-    nothing for a results folder without one or systems no paper specifies."""
-    import json
-
-    from pipeline.errors import RamerError
-    from pipeline.training.config import experiment_from_dict
-    from pipeline.training.presets import differences_line, paper_differences
-    from pipeline.training.systems import parse_system
-
-    path = results_dir / "config.json"
-    if not path.is_file():
-        return []
-    saved = json.loads(path.read_text()).get("experiment")
-    if not isinstance(saved, dict):
-        return []
-    cfg = experiment_from_dict(saved, str(path))
-    groups: dict[str, tuple[list, list[str]]] = {}  # systems with the same differences share one line
-    for label in systems:
-        try:
-            system = parse_system(label, cfg.retrieval, cfg.models)
-        except RamerError:
-            continue  # a label this version cannot parse: no claim about it
-        diffs = paper_differences(cfg, system)
-        if diffs:
-            groups.setdefault(repr(diffs), (diffs, []))[1].append(label)  # values may be lists: key by repr
-    lines = [differences_line(labels, diffs) for diffs, labels in groups.values()]
-    if not lines:
-        return []
-    head = (f"Settings that differ from the papers (compared with `--preset paper`; this run: preset "
-            f"`{cfg.preset}`; docs/paper.md says why each default differs):")
-    return [head, "", *lines, ""]
+            test = paired_test(*paired_units(ref, other), lower_is_better=metric == "MAE")
+            if not test.n:
+                continue  # no (fold, run) both systems finished
+            scale = 1 if metric == "MAE" else 100  # MAE in its own units, the rest in points
+            rows.append([s, metric, f"{scale * test.mean_difference:+.2f}", f"{test.wins}/{test.n}",
+                         f"{test.t_p:.3g}", f"{test.wilcoxon_p:.3g}"])
+    intro = (f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
+             f"fold x run; Δ = `{reference}` minus the system, positive = `{reference}` better; "
+             "p: paired t-test / Wilcoxon):")
+    head_row = ["system", "metric", "Δ mean (points)", f"`{reference}` wins", "p (t)", "p (Wilcoxon)"]
+    return [intro, "", *markdown_table(head_row, rows), ""]
 
 
 def paper_table() -> str:
@@ -177,15 +146,15 @@ def paper_table() -> str:
     68.21). Differences over 0.05 are marked with *."""
     head = ["paper (MER2024)"] + [f"{c} {m}" for c in PAPER_CONDITIONS for m in ("WA", "UA")]
     head += ["Avg WA (published)", "Avg WA (recomputed)", "Avg UA (published)", "Avg UA (recomputed)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for name, vals in PAPER_TABLE3.items():
         cells, (wa, ua) = vals[:-2], vals[-2:]
         means = (sum(cells[0::2]) / len(PAPER_CONDITIONS), sum(cells[1::2]) / len(PAPER_CONDITIONS))
         avg = []
         for published, mean in zip((wa, ua), means):
             avg += [f"{published:.2f}", f"{mean:.2f}" + (" *" if abs(published - mean) > 0.05 else "")]
-        lines.append("| " + " | ".join([name] + [f"{v:.2f}" for v in cells] + avg) + " |")
-    lines.append("")
+        rows.append([name] + [f"{v:.2f}" for v in cells] + avg)
+    lines = markdown_table(head, rows) + [""]
     lines.append("\\* the published average differs from the mean of the published per-condition cells.")
     return "\n".join(lines)
 
@@ -194,55 +163,39 @@ def precision_table(precision: pa.Table) -> str:
     summ = summarise(precision, ["modality", "k"], value="precision")
     mods = ordered_unique(precision.column("modality").to_pylist())
     ks = sorted(set(precision.column("k").to_pylist()))
-    lines = ["| modality | " + " | ".join(f"P@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-    for m in mods:
-        lines.append("| " + m + " | " + " | ".join(_fmt(*summ[(m, k)][:2]) for k in ks) + " |")
-    return "\n".join(lines)
+    rows = [[m] + [_fmt(*summ[(m, k)][:2]) for k in ks] for m in mods]
+    return "\n".join(markdown_table(["modality"] + [f"P@{k}" for k in ks], rows))
 
 
 def plot_conditions(metrics: pa.Table, path: Path, metric: str = "WA") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Bars per condition, one per system, mean ± std over folds x runs."""
     summ = summarise(metrics, ["system", "condition", "metric"])
     systems = ordered_unique(metrics.column("system").to_pylist())
     conds = ordered_unique(metrics.column("condition").to_pylist())
     width = 0.8 / max(len(systems), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * len(conds) + 3, 4))
-    for i, s in enumerate(systems):
-        means = [100 * summ.get((s, c, metric), (np.nan, 0, 0))[0] for c in conds]
-        stds = [100 * summ.get((s, c, metric), (0, 0, 0))[1] for c in conds]
-        ax.bar(np.arange(len(conds)) + i * width, means, width, yerr=stds, label=s, capsize=2)
-    ax.set_xticks(np.arange(len(conds)) + width * (len(systems) - 1) / 2, conds)
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_xlabel("available modalities")
-    ax.set_title(f"{metric} per condition (mean ± std over folds x runs)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(1.2 * len(conds) + 3, 4)) as (ax,):
+        for i, s in enumerate(systems):
+            means = [100 * summ.get((s, c, metric), (np.nan, 0, 0))[0] for c in conds]
+            stds = [100 * summ.get((s, c, metric), (0, 0, 0))[1] for c in conds]
+            ax.bar(np.arange(len(conds)) + i * width, means, width, yerr=stds, label=s, capsize=2)
+        ax.set_xticks(np.arange(len(conds)) + width * (len(systems) - 1) / 2, conds)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_xlabel("available modalities")
+        ax.set_title(f"{metric} per condition (mean ± std over folds x runs)")
+        ax.legend(fontsize=8)
 
 
 def plot_precision(precision: pa.Table, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """precision@K against K, one line per modality."""
     summ = summarise(precision, ["modality", "k"], value="precision")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for m in ordered_unique(precision.column("modality").to_pylist()):
-        ks = sorted(k for (mm, k) in summ if mm == m)
-        ax.errorbar(ks, [100 * summ[(m, k)][0] for k in ks], yerr=[100 * summ[(m, k)][1] for k in ks], marker="o", label=m, capsize=2)
-    ax.set_xlabel("K")
-    ax.set_ylabel("precision@K (%)")
-    ax.set_title("retrieval precision: neighbours sharing the query's label")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(5, 3.5)) as (ax,):
+        for m in ordered_unique(precision.column("modality").to_pylist()):
+            ks = sorted(k for (mm, k) in summ if mm == m)
+            errorbar_line(ax, ks, [100 * summ[(m, k)][0] for k in ks], [100 * summ[(m, k)][1] for k in ks], m)
+        ax.set_xlabel("K")
+        ax.set_ylabel("precision@K (%)")
+        ax.set_title("retrieval precision: neighbours sharing the query's label")
+        ax.legend()
 
 
 CHANCE_MARGIN = 0.01  # a validation score within this of the best constant guess = chance
@@ -283,15 +236,15 @@ def modality_section(results_dir: Path) -> list[str]:
     lines = ["## Stage 1 and the database, per modality", "",
              ("Stage-1 validation score of each modality's encoder (the task's selection score) beside "
               "the best constant guess, and the health of its hidden vectors in the DB: concentration "
-              "= |mean unit vector| (1 = one direction), effective rank (~1 = a line)."), "",
-             "| modality | stage-1 val | chance | concentration | effective rank | degenerate units |",
-             "|---|---|---|---|---|---|"]
+              "= |mean unit vector| (1 = one direction), effective rank (~1 = a line)."), ""]
+    rows = []
     for m in ordered_unique(diag.column("modality").to_pylist()):
         v = {k: summ[k][(m,)] for k in summ}
-        lines.append(f"| {m} | {v['stage1_val'][0]:.3f} ± {v['stage1_val'][1]:.3f} | {v['stage1_chance'][0]:.3f} | "
-                     f"{v['concentration'][0]:.3f} | {v['effective_rank'][0]:.1f} | "
-                     f"{round(v['degenerate'][0] * v['degenerate'][2])}/{v['degenerate'][2]} |")
-    return lines + [""]
+        rows.append([m, f"{v['stage1_val'][0]:.3f} ± {v['stage1_val'][1]:.3f}", f"{v['stage1_chance'][0]:.3f}",
+                     f"{v['concentration'][0]:.3f}", f"{v['effective_rank'][0]:.1f}",
+                     f"{round(v['degenerate'][0] * v['degenerate'][2])}/{v['degenerate'][2]}"])
+    head = ["modality", "stage-1 val", "chance", "concentration", "effective rank", "degenerate units"]
+    return lines + markdown_table(head, rows) + [""]
 
 
 def view_links(results_dir: Path) -> list[str]:
@@ -311,11 +264,12 @@ def view_links(results_dir: Path) -> list[str]:
     ]
 
 
-def render_report(results_dir: Path, title: str | None = None) -> Path:
-    """Write report.md + PNGs in `results_dir` from its metrics/precision parquet files."""
+def render_report(results_dir: Path, title: str | None = None, differences: list[str] | None = None) -> Path:
+    """Write report.md + PNGs in `results_dir` from its metrics/precision parquet files.
+    `differences`: the lines saying which settings differ from the papers (made by
+    `pipeline.experiment.differences.differences_lines`), shown under the main table;
+    none given, no such section."""
     metrics = pq.read_table(results_dir / "metrics.parquet")
-    prec_path = results_dir / "precision.parquet"
-    precision = pq.read_table(prec_path) if prec_path.is_file() else None
     n_runs = len(set(zip(metrics.column("fold").to_pylist(), metrics.column("run").to_pylist())))
     write_summary_csv(metrics, results_dir / "summary.csv")
     head = headline_metrics(metrics)
@@ -341,41 +295,54 @@ def render_report(results_dir: Path, title: str | None = None) -> Path:
             "",
         ]
     parts += [condition_table(metrics, head), ""]
-    parts += differences_section(results_dir, ordered_unique(metrics.column("system").to_pylist()))
+    parts += list(differences or [])
     parts += winners(metrics, metric=head[0]) + paired_comparison(metrics, head)
     if second:
         parts += [f"{TITLES[head[0]]} ({' / '.join(second)}, %):", "", condition_table(metrics, second), ""]
     parts += [f"![{head[0]} per condition]({plot_name})", ""]
     plot_conditions(metrics, results_dir / plot_name, metric=head[0])
-    if precision is not None and precision.num_rows:
-        plot_precision(precision, results_dir / "precision_at_k.png")
-        rule = "sharing at least one label with the query" if multi else "sharing the query label"
-        parts += [
-            f"## Retrieval precision@K (test queries, labeled neighbours {rule}, %)",
-            "",
-            precision_table(precision),
-            "",
-            "![precision@K](precision_at_k.png)",
-            "",
-        ]
+    parts += precision_section(results_dir, multi)
     parts += modality_section(results_dir)
     parts += view_links(results_dir)
+    parts += paper_section(head)
+    path = results_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def precision_section(results_dir: Path, multi: bool) -> list[str]:
+    """Retrieval precision@K table and plot (precision_at_k.png), if precision.parquet has rows."""
+    path = results_dir / "precision.parquet"
+    precision = pq.read_table(path) if path.is_file() else None
+    if precision is None or not precision.num_rows:
+        return []
+    plot_precision(precision, results_dir / "precision_at_k.png")
+    rule = "sharing at least one label with the query" if multi else "sharing the query label"
+    return [
+        f"## Retrieval precision@K (test queries, labeled neighbours {rule}, %)",
+        "",
+        precision_table(precision),
+        "",
+        "![precision@K](precision_at_k.png)",
+        "",
+    ]
+
+
+def paper_section(head: tuple[str, ...]) -> list[str]:
+    """The published numbers of the paper the task comes from, for reference, never mixed in."""
     if head == ("WA", "UA"):
-        parts += [
+        return [
             "## For reference: the paper's Table 3 (MER2024, different data; not comparable number-for-number)",
             "",
             paper_table(),
             "",
         ]
-    elif multi:
-        parts += [
+    if head == ("Acc", "F1"):
+        rows = [[k] + [f"{100 * v:.1f}" for v in vals] for k, vals in PAPER_CARAT_MOSEI.items()]
+        return [
             "## For reference: CARAT paper, Table 1 (aligned CMU-MOSEI, full modalities; different data)",
             "",
-            "| paper (MOSEI) | Acc | P | R | Micro-F1 |",
-            "|---|---|---|---|---|",
-            *(f"| {k} | " + " | ".join(f"{100 * v:.1f}" for v in vals) + " |" for k, vals in PAPER_CARAT_MOSEI.items()),
+            *markdown_table(["paper (MOSEI)", "Acc", "P", "R", "Micro-F1"], rows),
             "",
         ]
-    path = results_dir / "report.md"
-    path.write_text("\n".join(parts))
-    return path
+    return []

@@ -31,7 +31,8 @@ import torch
 from pipeline.data.bank import FeatureBank
 from pipeline.data.noise import NoiseScheduler, NoiseStats
 from pipeline.evaluation.metrics import task_metrics
-from pipeline.evaluation.tables import ordered_unique, summarise
+from pipeline.evaluation.plots import errorbar_line, saved_figure
+from pipeline.evaluation.tables import markdown_table, ordered_unique, summarise
 from pipeline.models.inference import predict
 
 log = logging.getLogger(__name__)
@@ -132,15 +133,15 @@ def render_noise_report(results_dir: Path, seconds: float | None = None) -> Path
     for kind in kinds:
         ts = sorted({t for (s, k, t, m) in summ if k == kind})
         head = ["system", *(f"clean {m}" for m in metric_names), *(f"t={t} {m}" for t in ts for m in metric_names)]
-        lines = [f"## {kind} noise", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for s in systems:
             cells = [s]
             for key in [("none", 0)] + [(kind, t) for t in ts]:
                 for m in metric_names:
                     v = summ.get((s, *key, m))
                     cells.append(f"{scale(m, v[0])} ± {scale(m, v[1])}" if v else "–")
-            lines.append("| " + " | ".join(cells) + " |")
-        parts += lines + [""]
+            rows.append(cells)
+        parts += [f"## {kind} noise", "", *markdown_table(head, rows), ""]
     plot_noise(summ, systems, kinds, metric_names[0], results_dir / "noise_wa.png")
     parts += [f"![{metric_names[0]} vs intensity](noise_wa.png)", ""]
     path = results_dir / "noise_report.md"
@@ -149,23 +150,16 @@ def render_noise_report(results_dir: Path, seconds: float | None = None) -> Path
 
 
 def plot_noise(summ: dict, systems: list[str], kinds: list[str], metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(5 * max(len(kinds), 1), 3.8), squeeze=False)
-    pct = 1.0 if metric == "MAE" else 100.0
-    for ax, kind in zip(axes[0], kinds):
-        ts = [0] + sorted({t for (s, k, t, m) in summ if k == kind})
-        for s in systems:
-            pts = [summ.get((s, "none" if t == 0 else kind, t, metric)) for t in ts]
-            ax.errorbar(ts, [pct * p[0] if p else np.nan for p in pts], yerr=[pct * p[1] if p else 0 for p in pts],
-                        marker="o", capsize=2, label=s)
-        ax.set_xlabel("noise intensity t")
-        ax.set_ylabel(f"{metric}" + (" (%)" if pct == 100 else ""))
-        ax.set_title(f"{kind} noise")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """One panel per noise type: `metric` against intensity (0 = clean), a line per system."""
+    columns = max(len(kinds), 1)
+    pct = 1.0 if metric == "MAE" else 100.0  # MAE in its own units, the rest in %
+    with saved_figure(path, figsize=(5 * columns, 3.8), columns=columns) as axes:
+        for ax, kind in zip(axes, kinds):
+            ts = [0] + sorted({t for (s, k, t, m) in summ if k == kind})
+            for s in systems:
+                pts = [summ.get((s, "none" if t == 0 else kind, t, metric)) for t in ts]
+                errorbar_line(ax, ts, [pct * p[0] if p else np.nan for p in pts], [pct * p[1] if p else 0 for p in pts], s)
+            ax.set_xlabel("noise intensity t")
+            ax.set_ylabel(f"{metric}" + (" (%)" if pct == 100 else ""))
+            ax.set_title(f"{kind} noise")
+            ax.legend(fontsize=7)

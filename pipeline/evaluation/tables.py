@@ -1,4 +1,5 @@
-"""Long-format result tables and their mean +/- std summaries (pyarrow + numpy only)."""
+"""Long-format result tables, their mean +/- std summaries and the one markdown-table
+writer every report uses (pyarrow + numpy only)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,25 @@ def ordered_unique(values: list) -> list:
     for v in values:
         seen.setdefault(v, None)
     return list(seen)
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table: header, separator, one line per row of cells.
+    Every report's table goes through here, so they all look alike."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return lines
+
+
+def missing_conditions(metrics: pa.Table) -> list[str]:
+    """The missing-modality conditions of a metrics table (at least one modality absent),
+    in the table's order. Read from its boolean `missing` column; metrics.parquet files
+    written before that column existed fall back to the old rule, here only: a condition
+    is a missing one when its name is shorter than the longest (every modality present,
+    e.g. 'avl' against 'a', 'av', ...)."""
+    conds = ordered_unique(metrics.column("condition").to_pylist())
+    if "missing" in metrics.column_names:
+        flagged = {c for c, m in zip(metrics.column("condition").to_pylist(), metrics.column("missing").to_pylist()) if m}
+        return [c for c in conds if c in flagged]
+    longest = max(map(len, conds), default=0)
+    return [c for c in conds if len(c) < longest]

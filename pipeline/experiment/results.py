@@ -50,7 +50,6 @@ def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d:
 
 def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
     """results/<experiment>/: config, raw metrics, precision, timings, report + plots."""
-    from pipeline.evaluation.report import render_report
     from pipeline.evaluation.tables import records_to_table, rows_to_table, write_parquet
 
     d = out.results_dir
@@ -76,9 +75,47 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
     write_parquet(rows_to_table([_fit_row(r) for r in out.records]), d / "fits.parquet")
     if cfg.ingest and out.precision:  # RAMER wrote its collections: one browsable view per fold
         _write_views(cfg, settings, sorted({r["fold"] for r in out.precision}), d)
-    report = render_report(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
-    if cfg.strategy != "none":  # M3S tables + paired significance tests, appended
-        from pipeline.evaluation.strategy_report import append_strategy_report
+    return render_results(d, title=f"{cfg.experiment}: {Path(cfg.dataset).name}")
 
+
+def render_results(d: Path, title: str | None = None) -> Path:
+    """report.md and its plots from the folder's saved files (`ramer run` and `ramer
+    report` alike): metrics of an older ramer completed first (`upgrade`), the papers'
+    differences from the saved config, the M3S tables when systems ran under a strategy."""
+    import pyarrow.parquet as pq
+
+    from pipeline.evaluation.report import render_report
+    from pipeline.evaluation.strategy_report import append_strategy_report
+    from pipeline.experiment.differences import differences_lines
+    from pipeline.experiment.upgrade import complete_metrics
+
+    complete_metrics(d)
+    metrics = pq.read_table(d / "metrics.parquet", columns=["system", "strategy"])
+    systems = list(dict.fromkeys(metrics.column("system").to_pylist()))
+    report = render_report(d, title=title, differences=differences_lines(d, systems))
+    if any(s != "none" for s in metrics.column("strategy").to_pylist()):  # M3S tables + paired tests
         append_strategy_report(d)
     return report
+
+
+def report_folder(results: Path, merge: list[Path] | None = None) -> Path:
+    """`ramer report`: optionally merge other results folders of the same protocol into
+    `results` first (each completed by `upgrade` so their columns agree), then re-render
+    report.md (and noise_report.md when noise was evaluated) from the saved files."""
+    from pipeline.evaluation.merge import merge_results
+    from pipeline.evaluation.robustness import render_noise_report
+    from pipeline.experiment.upgrade import complete_metrics
+
+    if merge:
+        for source in merge:
+            if (source / "metrics.parquet").is_file():
+                complete_metrics(source)
+        merge_results(list(merge), results)
+    if not (results / "metrics.parquet").is_file():
+        found = sorted(p.parent.name for p in results.parent.glob("*/metrics.parquet"))
+        raise RamerError(f"{results}: no metrics.parquet (run `ramer run` first; results in "
+                         f"{results.parent}: {', '.join(found) or 'none'})")
+    path = render_results(results)
+    if (results / "noise.parquet").is_file():
+        render_noise_report(results)
+    return path

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import RamerError
+from pipeline.evaluation.tables import markdown_table
 from pipeline.training.systems import SystemSpec
 
 COLUMNS = ("system", "variant", "trained", "fold", "run", "val_score", "val_chance", "best_epoch", "chosen")
@@ -68,16 +69,14 @@ def render(rows: list[dict], title: str, score: str, fingerprint: str) -> str:
              f"{units} fold x run units. `ramer sweep` trains stages 1-3 and "
              "never scores the test split; a selection `a|b` picks per unit on that unit's own validation split "
              "(`chosen in`). Raw rows: `validation.parquet`.")
+    summary = [[s["system"], s["variant"], f"{s['mean']:.4f}", f"{s['std']:.4f}", str(s["units"]),
+                f"{s['chosen_in']}/{s['units']}", f"{s['chance']:.4f}"] for s in summarise(rows)]
+    units_rows = [[r["system"], r["variant"], str(r["fold"]), str(r["run"]), f"{r['val_score']:.4f}",
+                   str(r["best_epoch"]), "yes" if r["chosen"] else ""] for r in rows]
     lines = [f"# {title}: validation only", "", intro, "", f"Data fingerprint: `{fingerprint}`", "",
-             "| system | variant | mean | std | units | chosen in | chance |", "|---|---|---|---|---|---|---|"]
-    for s in summarise(rows):
-        lines.append(f"| {s['system']} | {s['variant']} | {s['mean']:.4f} | {s['std']:.4f} | {s['units']} | "
-                     f"{s['chosen_in']}/{s['units']} | {s['chance']:.4f} |")
-    lines += ["", "## Per unit", "", "| system | variant | fold | run | val | best epoch | chosen |",
-              "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['system']} | {r['variant']} | {r['fold']} | {r['run']} | {r['val_score']:.4f} | "
-                     f"{r['best_epoch']} | {'yes' if r['chosen'] else ''} |")
+             *markdown_table(["system", "variant", "mean", "std", "units", "chosen in", "chance"], summary),
+             "", "## Per unit", "",
+             *markdown_table(["system", "variant", "fold", "run", "val", "best epoch", "chosen"], units_rows)]
     return "\n".join(lines) + "\n"
 
 
