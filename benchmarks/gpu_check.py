@@ -1,4 +1,4 @@
-"""GPU checks of issue 17, run by benchmarks/gpu_check.sh (and tests/test_gpu.py).
+"""GPU checks (FAISS GPU vs CPU, a CUDA demo fold, retrieval at scale), run by benchmarks/gpu_check.sh (and tests/test_gpu.py).
 
 - `neighbours`: the FAISS index on `device` returns the CPU index's neighbours under the
   leakage filter (candidates = a fold's train + pool rows only, the query excluded by id);

@@ -105,12 +105,14 @@ def test_test_labels_cannot_move_the_threshold(tmp_path):
 
 
 def test_condition_table_takes_metric_names_from_data():
-    rec = [{"system": "s", "fold": 0, "run": 0, "metrics": [
-        {"condition": c, "metric": k, "value": 0.5} for c in ("a", "av") for k in ("Acc", "P", "R", "F1", "thr")]}]
+    what = {"model": "mmin", "strategy": "none", "train_range": "", "base": "s"}
+    rec = [{"system": "s", **what, "fold": 0, "run": 0, "metrics": [
+        {"condition": c, "missing": True, "metric": k, "value": 0.5}
+        for c in ("a", "av") for k in ("Acc", "P", "R", "F1", "thr")]}]
     t = records_to_table(rec)
     assert headline_metrics(t) == ("Acc", "F1")
     assert "a Acc" in condition_table(t) and "WA" not in condition_table(t)
-    rec[0]["metrics"] = [{"condition": "a", "metric": k, "value": 0.5} for k in ("WA", "UA", "F1w")]
+    rec[0]["metrics"] = [{"condition": "a", "missing": True, "metric": k, "value": 0.5} for k in ("WA", "UA", "F1w")]
     assert headline_metrics(records_to_table(rec)) == ("WA", "UA")
 
 

@@ -58,10 +58,12 @@ def _register() -> None:
     from pipeline.cli import explore as explore_cli
 
     app.add_typer(data_cli.app, name="data")
-    explore_cli.register(collections_cli.app)  # issue 18: `ramer collections explore`
+    explore_cli.register(collections_cli.app)  # `ramer collections explore`
     app.add_typer(collections_cli.app, name="collections")
     experiment_cli.register(app)
-    app.add_typer(__import__("pipeline.cli.bench", fromlist=["app"]).app, name="bench")  # issue 8
+    from pipeline.cli import bench as bench_cli
+
+    app.add_typer(bench_cli.app, name="bench")
 
 
 def error_line(text: str) -> None:
