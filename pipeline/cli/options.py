@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -95,9 +95,9 @@ class ExperimentOptions:
         return with_ablations(cfg, self.ablations)
 
 
-def build_config(**options: object) -> ExperimentConfig:
+def build_config(**options: Any) -> ExperimentConfig:
     """`ExperimentOptions(**options).to_config()`: keyword arguments only."""
-    return ExperimentOptions(**options).to_config()  # type: ignore[arg-type]
+    return ExperimentOptions(**options).to_config()
 
 
 def _csv(text: str | None) -> list[str] | None:

@@ -12,12 +12,13 @@ from rich.table import Table
 
 from pipeline.cli.options import ExperimentOptions, check_noise
 from pipeline.cli.progress import console, progress_display
-from pipeline.config import load_settings
+from pipeline.config import Settings, load_settings
 from pipeline.training import protocol
 from pipeline.training.config import ExperimentConfig
 
 
-def _run_protocol(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None, jobs: int):
+def _run_protocol(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None,
+                  jobs: int) -> tuple[protocol.RunOutputs, Settings, float]:
     """Stages 1-4 (or up to `stop_after`) for every fold x run, with a progress display;
     -> (its outputs, the settings, when it started)."""
     from pipeline.errors import RamerError
