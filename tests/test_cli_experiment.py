@@ -72,7 +72,7 @@ def test_run_without_dataset_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_without_a_terminal_progress_is_plain_lines_with_eta() -> None:
     """CI, nohup, a log file: one line per stage, epochs at most every 30 s, with ETA."""
-    from pipeline.cli.experiment import LogProgress, progress_display
+    from pipeline.cli.progress import LogProgress, progress_display
 
     now = [100.0]
     lines: list[str] = []
