@@ -35,9 +35,7 @@ def train_and_evaluate(fr: FoldRun, system: SystemSpec) -> dict:
 def _with_columns(record: dict, fr: FoldRun, system: SystemSpec) -> dict:
     """A record cached before metrics carried the system's columns and each condition's
     `missing` flag, completed from the spec and the dataset's condition masks."""
-    names = condition_names(fr.ctx.ds.manifest, include_full=True)
-    masks = np.vstack([fr.ctx.conds, np.ones((1, fr.ctx.conds.shape[1]), bool)])
-    missing = {n: not bool(np.all(m)) for n, m in zip(names, masks)}
+    missing = {n: not bool(np.all(m)) for n, m in zip(*_evaluated_conditions(fr))}
     rows = [{**r, "missing": r.get("missing", missing.get(r["condition"], True))} for r in record["metrics"]]
     return {**record, "system": system.label, **system.columns(), "metrics": rows}
 
@@ -51,9 +49,15 @@ def score_model(fr: FoldRun, model: MERModel) -> list[dict]:
         return [row for ranges in span_test_ranges(cfg, list(ctx.spec.modalities))
                 for row in evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges,
                                           ctx.seed(f"test-spans-{ranges}"), ctx.spec.task)]
-    names = condition_names(ctx.ds.manifest, include_full=True)
-    masks = np.vstack([ctx.conds, np.ones((1, ctx.conds.shape[1]), bool)])
+    names, masks = _evaluated_conditions(fr)
     return evaluate_conditions(model, ctx.bank, ctx.ds.y, ctx.split, names, masks, ctx.spec.task)
+
+
+def _evaluated_conditions(fr: FoldRun) -> tuple[list[str], np.ndarray]:
+    """The unit's missing conditions and the full one: names and (C + 1, M) masks."""
+    conds = fr.ctx.conds
+    names = condition_names(fr.ctx.ds.manifest, include_full=True)
+    return names, np.vstack([conds, np.ones((1, conds.shape[1]), bool)])
 
 
 def span_test_ranges(cfg: ExperimentConfig, modalities: list[str]) -> list[list]:

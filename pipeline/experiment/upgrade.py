@@ -68,6 +68,5 @@ def _missing_by_condition(dataset: str, strategy: str) -> dict[str, bool] | None
         man = load_dataset(dataset).manifest
     except RamerError:
         return None
-    conds = condition_matrix(man)
-    masks = np.vstack([conds, np.ones((1, conds.shape[1]), bool)])
+    masks = condition_matrix(man, include_full=True)
     return {n: not bool(np.all(m)) for n, m in zip(condition_names(man, include_full=True), masks)}
