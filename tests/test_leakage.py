@@ -120,3 +120,71 @@ def test_stage_leaks_train_apart_and_see_test_rows(fold):
     assert record["system"] == "leaky[stage3-test]:lr" and system.leaks == ("stage3-test",)
     with pytest.raises(RamerError, match="stage 1"):
         parse_system("leaky[encoders-test]:lr", fold.cfg.retrieval)
+
+
+def test_fillers_over_the_same_keys_share_one_search(fold):
+    """A second stored-query filler over the same keys and search settings adopts the
+    first one's neighbour lists (no second search) and they equal a fresh search; another
+    K is searched apart."""
+    from dataclasses import replace
+
+    from pipeline.retrieval.fill import RetrievalFiller
+
+    r, keys = fold.cfg.retrieval, fold.scaled_features()
+    hidden = fold.database("hidden").vectors
+    first = fold.filler(keys, r, stored_queries=True, fuse="mean")
+    searched = fold.timings["retrieval"]
+    second = fold.filler(hidden, r, stored_queries=True, keys=keys)  # other fills, same keys
+    assert fold.timings["retrieval"] == searched
+    split = fold.ctx.split
+    rows = np.concatenate([split.train, split.val, split.test])
+    fresh = RetrievalFiller(fold.retriever(r, fold.database("hidden").__class__("keys", keys, [])),
+                            list(fold.ctx.spec.modalities), hidden, fold.ctx.ds.present, k=r.k, keys=keys)
+    fresh.precompute(rows)
+    for m in fold.ctx.spec.modalities:
+        for got in (first, second):
+            nb = got.neighbours(m, None, rows)
+            assert np.array_equal(nb.rows, fresh.neighbours(m, None, rows).rows)
+    fold.filler(keys, replace(r, k=r.k - 1), stored_queries=True)
+    assert fold.timings["retrieval"] > searched
+
+
+def test_frozen_h_miss_is_encoded_once_and_follows_new_weights(fold):
+    model = fold.build_model(parse_system(SYSTEMS[0], fold.cfg.retrieval)).train()  # encoders stay eval
+    zeros = [torch.zeros(1, d) for d in fold.ctx.spec.dims]
+    with torch.no_grad():
+        once = model.missing_hidden(zeros)
+        assert model.missing_hidden(zeros) is once  # cached
+        assert torch.equal(once, model.encode(zeros))
+        state = {k: v + 0.5 if k.startswith("encoders.") and v.is_floating_point() else v
+                 for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        assert torch.equal(model.missing_hidden(zeros), model.encode(zeros))
+        assert not torch.equal(model.missing_hidden(zeros), once)
+
+
+@pytest.mark.parametrize("rule", ["kth-score", "both"])
+@pytest.mark.parametrize("fuse", ["sum-l2", "mean"])
+def test_fill_tables_equal_the_per_batch_fill(fold, rule, fuse):
+    """Stored queries read their fills from (modality, available others) tables built
+    once; on random batches of train / val / test rows under random availability they
+    are exactly the per-batch computation."""
+    from dataclasses import replace
+
+    r = replace(fold.cfg.retrieval, two_rule=rule)
+    keys = fold.scaled_features()
+    values = fold.database("hidden").vectors if fuse == "sum-l2" else keys
+    filler = fold.filler(values, r, stored_queries=True, fuse=fuse, keys=keys)
+    split, rng = fold.ctx.split, np.random.default_rng(3)
+    rows_all = np.concatenate([split.train, split.val, split.test])
+    present = fold.ctx.ds.present_matrix()
+    for _ in range(5):
+        rows = rng.choice(rows_all, 40, replace=False)
+        avail = rng.random((40, 3)) < 0.5
+        avail &= present[rows]
+        h = [np.zeros((40, 1), np.float32)] * 3
+        fast = filler.fill(h, avail, rows)
+        slow = filler._fill_batch(h, avail, rows)
+        assert filler._tables, "the tables were not used"
+        for a, b in zip(fast, slow):
+            assert np.array_equal(a, b)

@@ -145,3 +145,23 @@ def test_set_threads_also_limits_blas():
         set_threads(n)
         blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
         assert blas and all(p["num_threads"] == n for p in blas), (n, blas)
+
+
+def test_a_write_a_later_unit_overwrites_is_skipped(tmp_path):
+    """Runs 0 and 1 of a fold write nothing when run 2 of the same command will (its
+    checkpoint missing); a run whose later run is already done still writes."""
+    from types import SimpleNamespace
+
+    from pipeline.experiment.finish import PRECISION_FILE, _superseded
+
+    def task(fold, run, ingest=True, stop_after=None):
+        d = tmp_path / f"f{fold}_r{run}"
+        d.mkdir(exist_ok=True)
+        return SimpleNamespace(fold=fold, run=run, run_dir=d, stop_after=stop_after, cfg=SimpleNamespace(ingest=ingest))
+
+    tasks = [task(f, r) for f in (0, 1) for r in range(3)]
+    assert _superseded(tasks) == [True, True, False, True, True, False]
+    (tasks[5].run_dir / PRECISION_FILE).write_text("[]")  # fold 1 run 2 finished before
+    assert _superseded(tasks) == [True, True, False, True, False, False]
+    assert _superseded([task(2, 0), task(2, 1, stop_after="pretrain")]) == [False, False]
+    assert _superseded([task(3, 0, ingest=False), task(3, 1, ingest=False)]) == [False, False]

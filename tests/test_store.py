@@ -351,3 +351,27 @@ def test_cli_apply_ingest_list_info_search_drop(fast_tmp: Path, ds: Dataset, mon
     assert "tiny__raw__f0" not in ok("list")
     res = run.invoke(app, ["search", "nope", "--sample", "x", "--modality", "audio"])
     assert isinstance(res.exception, StoreError) and "not found" in str(res.exception)
+
+
+def test_matrix_subset_in_memory_equals_the_filtered_fetch(tmp_path):
+    """`StoredMatrix.where` (explore's single read) returns exactly the rows, in the same
+    order, that a filtered `fetch_matrix` reads from the store."""
+    from pipeline.config import Settings
+    from pipeline.data.splits import make_split
+    from pipeline.data.synth import SynthConfig, write_synthetic
+    from pipeline.store.ingest import ingest_hidden
+    from pipeline.store.qdrant_store import ALLOWED_SPLITS, HiddenFeatureStore
+
+    ds = write_synthetic(tmp_path / "d", SynthConfig(labeled=60, unlabeled=40, dims={"a": 4, "b": 3}, seed=2))
+    split = make_split(ds.y, ds.labeled, ds.folds, 0, 0, 0)
+    rng = np.random.default_rng(0)
+    vecs = {m: rng.normal(size=(len(ds), 5)).astype(np.float32) for m in ds.modalities}
+    with HiddenFeatureStore.open(Settings(qdrant_path=tmp_path / "q")) as store:
+        ingest_hidden(store, "c", ds, split, vecs, progress=False)
+        for m in ds.modalities:
+            everything = store.fetch_matrix("c", m)
+            for splits, scale in ((ALLOWED_SPLITS, None), (ALLOWED_SPLITS, "small"), (None, "large"), (("test", "val"), None)):
+                want = store.fetch_matrix("c", m, splits=splits, scale=scale)
+                got = everything.where(splits, scale)
+                assert len(want) > 0 and list(got.ids) == list(want.ids)
+                assert np.array_equal(got.vectors, want.vectors)

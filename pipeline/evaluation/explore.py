@@ -205,7 +205,7 @@ def _modality_view(store: HiddenFeatureStore, collection: str, m: str, mat: Stor
     rows = np.flatnonzero(np.isin(mat.samples, sorted(chosen)))  # (n,) rows on the map
     xy, axes = project(mat.vectors[rows], view.projection, view.seed, view.metric)
     index, cand = fast_index_from_store(store, collection, m, ALLOWED_SPLITS, view.scale,
-                                        metric=view.metric, device="cpu")
+                                        metric=view.metric, device="cpu", fetched=mat)
     cand_row = {pid: r for r, pid in enumerate(cand.ids)}
     exclude = np.array([cand_row.get(pid, -1) for pid in mat.ids[rows]], np.int64)  # the query itself
     scores, found = index.search(mat.vectors[rows], view.k, exclude_ids=exclude)  # (n, K) each

@@ -3,7 +3,8 @@
 Stage 2's vectors go to the fold's Qdrant collection from the parent process only (the
 embedded store is one process's), then the unit's precision checkpoint is written, so a
 unit killed in between redoes the write and nothing is written twice (point ids are
-stable)."""
+stable). A write that a later unit of the same command would overwrite is skipped
+(`_superseded`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Finisher:
         self.tasks, self.out, self.ds, self.settings, self.store_factory = tasks, out, ds, settings, store_factory
         self.waiting: dict[int, UnitResult] = {}
         self.next = 0
+        self.superseded = _superseded(tasks)
 
     def __call__(self, i: int, result: UnitResult) -> None:
         self.waiting[i] = result
@@ -41,10 +43,11 @@ class Finisher:
     def _apply(self, task: UnitTask, res: UnitResult) -> None:
         timings = dict(res.timings)
         if res.vectors is not None:  # stage 2's store write, then its checkpoint
-            t0 = time.perf_counter()
-            split = make_split(self.ds.y, self.ds.labeled, self.ds.folds, task.fold, task.run, task.cfg.seed)
-            _ingest(res.vectors, split, task.cfg, self.settings, self.ds, self.store_factory)
-            timings["ingest"] = timings.get("ingest", 0.0) + time.perf_counter() - t0
+            if not self.superseded[self.next]:
+                t0 = time.perf_counter()
+                split = make_split(self.ds.y, self.ds.labeled, self.ds.folds, task.fold, task.run, task.cfg.seed)
+                _ingest(res.vectors, split, task.cfg, self.settings, self.ds, self.store_factory)
+                timings["ingest"] = timings.get("ingest", 0.0) + time.perf_counter() - t0
             save_json(res.precision, task.run_dir / PRECISION_FILE)
         out = self.out
         out.records += res.records
@@ -55,6 +58,20 @@ class Finisher:
 
 
 PRECISION_FILE = "precision.json"  # written once stage 2 (store write included) is done
+
+
+def _superseded(tasks: list[UnitTask]) -> list[bool]:
+    """Per task: a later task of this command writes the same fold's collection, so this
+    task's write would be overwritten point for point (the same rows: labeled + the
+    scale's pool, whatever the run) - skipped, its checkpoint still written. A serial run
+    of 5 folds x 3 runs writes 5 collections once each instead of 15 times; if the
+    command stops before that later write, `--resume` redoes it (its checkpoint is
+    missing), so the collection still ends as the last run of its fold."""
+    def writes(t: UnitTask) -> bool:
+        return t.cfg.ingest and t.stop_after not in ("pretrain", "sweep") and not (t.run_dir / PRECISION_FILE).is_file()
+
+    later = [writes(t) for t in tasks]
+    return [any(later[j] and tasks[j].fold == t.fold for j in range(i + 1, len(tasks))) for i, t in enumerate(tasks)]
 
 
 def stage_index(fr: FoldRun, cfg: ExperimentConfig) -> tuple[list[dict], dict[str, np.ndarray] | None]:

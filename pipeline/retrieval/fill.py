@@ -10,7 +10,10 @@ available modalities there are two candidate neighbour sets; `rule` picks:
 
 With `keys` (the stored vectors of every row) the queries are the sample's own stored
 vectors (frozen encoders): every neighbour list can then be computed once and cached.
-Without, the queries are the model's current hidden vectors (fine-tuned encoders),
+The fill of a listed row's modality t then depends only on which other modalities are
+available, so it is fused once per (t, that set) into a table and read from it (the same
+numbers as fusing per batch, without the per-step gather). Without keys, the queries
+are the model's current hidden vectors (fine-tuned encoders),
 searched per batch. Live search is the cost of fine-tuning, so two things
 cut it: evaluation remembers each (modality, row, query vector)'s neighbours, exact since
 the result depends on nothing else (validation's 6 conditions query each row's modality
@@ -39,6 +42,17 @@ class Neighbours:
     scores: np.ndarray  # (B, K) float32, higher = more similar
 
 
+@dataclass
+class Precomputed:
+    """Neighbour lists of stored queries: `lists[m].rows[r]` for every r in `rows`."""
+
+    rows: np.ndarray  # (n,) sorted dataset rows that were searched
+    lists: dict[str, Neighbours]  # m -> lists by dataset row (N, K); -1 for rows not searched
+
+
+TABLE_BYTES = 1 << 30  # fill tables are built only while all of them would fit in this
+
+
 class RetrievalFiller:
     """Callable used by `RAMER.complete`: (h, avail, rows) -> fills for missing slots."""
 
@@ -64,6 +78,12 @@ class RetrievalFiller:
         # The published code's (leaky) self-exclusion: drop column 0 instead of the query's id.
         self.drop_first_hit = drop_first_hit
         self._cache: dict[str, Neighbours] = {}
+        # Stored queries: the fill of modality t of a listed row depends only on which other
+        # modalities are available, so each (t, that set) is fused once for every listed row.
+        self._slot: np.ndarray | None = None
+        self._listed = np.zeros(0, np.int64)
+        self._tables: dict[tuple[int, int], np.ndarray] = {}  # (t, set bits) -> (n_listed, D_t)
+        self._tables_fit = False
         self.refresh_every = 1  # epochs a live training row's neighbour list is reused
         self._epoch, self._training = 0, False
         self._stale: dict[str, tuple[Neighbours, np.ndarray]] = {}  # m -> lists (N, K), epoch (N,)
@@ -71,11 +91,14 @@ class RetrievalFiller:
         self.seconds = 0.0  # time spent searching and fusing (for the retrieval-share figure)
 
     # ------------------------------------------------------------ search
-    def precompute(self, rows: np.ndarray, chunk: int = 4096) -> None:
-        """Cache neighbour lists of `rows` for every modality (db queries only)."""
+    def precompute(self, rows: np.ndarray, chunk: int = 4096) -> Precomputed:
+        """Cache neighbour lists of `rows` for every modality (db queries only); returns
+        them (read-only: another filler over the same keys and index may `use_precomputed`)."""
         if self.keys is None:
             raise RuntimeError("precompute needs stored keys (query_from='db')")
+        rows = np.unique(np.asarray(rows, np.int64))
         n = len(next(iter(self.values.values())))
+        lists = {}
         for m in self.modalities:
             nb_rows = np.full((n, self.k), -1, np.int64)
             nb_scores = np.full((n, self.k), -np.inf, np.float32)
@@ -83,7 +106,24 @@ class RetrievalFiller:
                 r = rows[i : i + chunk]
                 got_r, got_s = self._search(m, self.keys[m][r], r)
                 nb_rows[r], nb_scores[r] = got_r, got_s
-            self._cache[m] = Neighbours(nb_rows, nb_scores)
+            lists[m] = Neighbours(nb_rows, nb_scores)
+        done = Precomputed(rows, lists)
+        self.use_precomputed(done)
+        return done
+
+    def use_precomputed(self, done: Precomputed) -> None:
+        """Adopt `precompute`'s lists of a filler with the same keys, index, K and rule
+        of self-exclusion (they depend on nothing else)."""
+        if self.keys is None:
+            raise RuntimeError("precomputed lists serve stored queries only (query_from='db')")
+        self._cache = dict(done.lists)
+        n = len(next(iter(self.values.values())))
+        self._slot = np.full(n, -1, np.int64)  # dataset row -> its row in the fill tables
+        self._slot[done.rows] = np.arange(len(done.rows))
+        self._listed, self._tables = done.rows, {}
+        patterns = 2 ** (len(self.modalities) - 1) - 1  # nonempty sets of other modalities
+        width = sum(v.shape[1] for v in self.values.values())
+        self._tables_fit = len(done.rows) * width * patterns * 4 <= TABLE_BYTES
 
     def set_training(self, training: bool) -> None:
         """The model's train()/eval(): each switch into training starts an epoch."""
@@ -162,6 +202,44 @@ class RetrievalFiller:
             self.seconds += time.perf_counter() - t0
 
     def _fill(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        rows = np.asarray(rows, np.int64)
+        if self._tables_fit and self._slot is not None and (rows >= 0).all() and (self._slot[rows] >= 0).all():
+            return self._from_tables(avail, rows)
+        return self._fill_batch(h, avail, rows)
+
+    def _from_tables(self, avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+        """What `_fill_batch` computes for listed rows of stored queries, read from the
+        (t, available others) tables: the same numbers, fused once instead of per step."""
+        slots, m = self._slot[rows], len(self.modalities)  # (B,)
+        out = []
+        for ti, t in enumerate(self.modalities):
+            fused = np.zeros((len(rows), self.values[t].shape[1]), np.float32)  # (B, D_t)
+            need = ~avail[:, ti]
+            bits = np.delete(avail, ti, axis=1).astype(np.int64) @ (1 << np.arange(m - 1))  # (B,) others
+            for code in np.unique(bits[need]):
+                if code:  # 0: no other modality to query with -> zeros, as in `_fill_batch`
+                    sel = need & (bits == code)
+                    fused[sel] = self._table(ti, int(code))[slots[sel]]
+            out.append(fused)
+        return out
+
+    def _table(self, ti: int, code: int, chunk: int = 2048) -> np.ndarray:
+        """(n_listed, D_t) fills of modality `ti` of every listed row when exactly the other
+        modalities in bit set `code` are available."""
+        if (ti, code) not in self._tables:
+            m = len(self.modalities)
+            pattern = np.zeros(m, bool)
+            pattern[[q for j, q in enumerate(i for i in range(m) if i != ti) if code >> j & 1]] = True
+            rows = self._listed
+            table = np.empty((len(rows), self.values[self.modalities[ti]].shape[1]), np.float32)
+            for i in range(0, len(rows), chunk):
+                r = rows[i : i + chunk]
+                unused = [np.zeros((len(r), 1), np.float32)] * m  # stored keys: queries are not read
+                table[i : i + len(r)] = self._fill_batch(unused, np.broadcast_to(pattern, (len(r), m)), r)[ti]
+            self._tables[ti, code] = table
+        return self._tables[ti, code]
+
+    def _fill_batch(self, h: list[np.ndarray], avail: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
         out = []
         for ti, src in enumerate(self.sources(h, avail, rows)):
             if src is None:  # available everywhere, or nothing to query with

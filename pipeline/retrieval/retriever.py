@@ -77,8 +77,14 @@ class ModalityRetriever:
 
 def fast_index_from_store(store: HiddenFeatureStore, collection: str, modality: str,
                           allowed_splits: Sequence[str] = ALLOWED_SPLITS, scale: str | None = None,
-                          metric: str = "cosine", device: str = "auto") -> tuple[FastIndex, StoredMatrix]:
+                          metric: str = "cosine", device: str = "auto",
+                          fetched: StoredMatrix | None = None) -> tuple[FastIndex, StoredMatrix]:
     """FAISS index over exactly the stored, allowed vectors of one modality.
-    FAISS ids are row numbers of the returned StoredMatrix (its `ids` give the point ids)."""
-    mat = store.fetch_matrix(collection, modality, splits=allowed_splits, scale=scale)
+    FAISS ids are row numbers of the returned StoredMatrix (its `ids` give the point ids).
+    `fetched`: every stored vector of that modality, already read (`fetch_matrix` without
+    filters): the allowed ones are chosen from it instead of reading the store again."""
+    if fetched is not None:
+        mat = fetched.where(allowed_splits, scale)
+    else:
+        mat = store.fetch_matrix(collection, modality, splits=allowed_splits, scale=scale)
     return FastIndex(metric, device).fit(mat.vectors, np.arange(len(mat), dtype=np.int64)), mat

@@ -64,10 +64,21 @@ class StoredMatrix:
     ids: np.ndarray  # (N,) str point ids
     samples: np.ndarray  # (N,) str
     vectors: np.ndarray  # (N, d) float32, as stored (unit norm for Cosine)
-    payload: dict[str, np.ndarray]  # split, label, label_name, fold -> (N,)
+    payload: dict[str, np.ndarray]  # split, label, label_name, fold, scale (tag tuples) -> (N,)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def where(self, splits: Sequence[str] | None = None, scale: str | None = None) -> StoredMatrix:
+        """The rows `fetch_matrix(splits=, scale=)` would return, chosen from these in
+        memory (in the same order), without reading the store again."""
+        keep = np.ones(len(self), bool)
+        if splits:
+            keep &= np.isin(self.payload["split"], list(splits))
+        if scale:
+            keep &= np.array([scale in tags for tags in self.payload["scale"]], bool)
+        return StoredMatrix(self.ids[keep], self.samples[keep], self.vectors[keep],
+                            {k: v[keep] for k, v in self.payload.items()})
 
 
 def _py(value: Any) -> Any:
@@ -285,7 +296,7 @@ class HiddenFeatureStore:
         where = Where(splits=tuple(splits) if splits else None, scale=scale, has_vector=modality)
         ids: list[str] = []
         rows: list[list[float]] = []
-        pay: dict[str, list[Any]] = {k: [] for k in ("sample", "split", "label", "label_name", "fold")}
+        pay: dict[str, list[Any]] = {k: [] for k in ("sample", "split", "label", "label_name", "fold", "scale")}
         for recs in self.backend.scroll(collection, where, [modality], batch):
             for r in recs:
                 ids.append(r.id)
@@ -293,7 +304,9 @@ class HiddenFeatureStore:
                 for key, values in pay.items():
                     values.append(r.payload.get(key))
         mat = np.asarray(rows, np.float32).reshape(len(rows), d)  # (N, d)
-        payload = {k: np.asarray(v) for k, v in pay.items() if k != "sample"}
+        payload = {k: np.asarray(v) for k, v in pay.items() if k not in ("sample", "scale")}
+        payload["scale"] = np.empty(len(ids), object)  # (N,) each point's list of scale tags
+        payload["scale"][:] = [(t,) if isinstance(t, str) else tuple(t or ()) for t in pay["scale"]]
         return StoredMatrix(np.asarray(ids, dtype=str), np.asarray(pay["sample"], dtype=str), mat, payload)
 
 

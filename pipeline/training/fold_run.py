@@ -20,7 +20,7 @@ from pipeline.models.base import MERModel
 from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
 from pipeline.models.registry import create_model, model_class
 from pipeline.models.scores import chance_score, task_score
-from pipeline.retrieval.fill import RetrievalFiller
+from pipeline.retrieval.fill import Precomputed, RetrievalFiller
 from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
 from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
@@ -61,6 +61,15 @@ class Database:
 
 
 @dataclass
+class SharedSearch:
+    """One fold's index over a key set, and the neighbour lists of its labeled rows."""
+
+    keys: dict[str, np.ndarray]  # held so that the id() in the cache key stays this dict's
+    retriever: ModalityRetriever
+    lists: Precomputed | None = None
+
+
+@dataclass
 class FoldRun:
     ctx: FoldContext
     cfg: ExperimentConfig
@@ -68,6 +77,7 @@ class FoldRun:
     timings: dict[str, float] = field(default_factory=dict)
     _dbs: dict[str, Database] = field(default_factory=dict)
     _encoders: dict[bool, list[UnimodalEncoder]] = field(default_factory=dict)
+    _searches: dict[tuple, SharedSearch] = field(default_factory=dict)
 
     @property
     def device(self) -> str:
@@ -200,19 +210,33 @@ class FoldRun:
                fuse: str = "sum-l2", keys: dict[str, np.ndarray] | None = None) -> RetrievalFiller:
         """A filler over the fold's candidates that fills with `vectors`, searching `keys`
         (default: `vectors` themselves); with stored queries every labeled row's neighbour
-        lists are computed once here (timed as retrieval)."""
+        lists are computed here (timed as retrieval), once per fold for each key set and
+        search setting: RAMER's variants that differ only in how they use the lists (the
+        fill length), and `lr-knn` beside RAMER's feature queries, get the same lists."""
         keys = vectors if keys is None else keys
+        search = self._search_for(keys, r)
         filler = RetrievalFiller(
-            self.retriever(r, Database("keys", keys, [])), list(self.ctx.spec.modalities), vectors,
+            search.retriever, list(self.ctx.spec.modalities), vectors,
             self.ctx.ds.present, k=r.k, rule=r.two_rule, keys=keys if stored_queries else None,
             drop_first_hit="db" in r.leaks, fuse=fuse,
         )
         if stored_queries:
-            split = self.ctx.split
-            t0 = time.perf_counter()
-            filler.precompute(np.concatenate([split.train, split.val, split.test]))
-            self._timed("retrieval", t0)
+            if search.lists is None:
+                split = self.ctx.split
+                t0 = time.perf_counter()
+                search.lists = filler.precompute(np.concatenate([split.train, split.val, split.test]))
+                self._timed("retrieval", t0)
+            filler.use_precomputed(search.lists)
         return filler
+
+    def _search_for(self, keys: dict[str, np.ndarray], r: RetrievalConfig) -> SharedSearch:
+        """The fold's index over `keys` for `r`'s search settings (built once), with its
+        precomputed neighbour lists once a stored-query filler has asked for them."""
+        key = (id(keys), r.k, r.metric, r.scale, "db" in r.leaks)  # what the lists depend on
+        got = self._searches.get(key)
+        if got is None or got.keys is not keys:
+            got = self._searches[key] = SharedSearch(keys, self.retriever(r, Database("keys", keys, [])))
+        return got
 
     def build_model(self, system: SystemSpec, inputs_as_stored: bool | None = None) -> MERModel:
         """The system's model, set up from this (fold, run) by its own `attach` hook.
