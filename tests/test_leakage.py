@@ -129,6 +129,7 @@ def test_fillers_over_the_same_keys_share_one_search(fold):
     from dataclasses import replace
 
     from pipeline.retrieval.fill import RetrievalFiller
+    from pipeline.training.fold_run import Database
 
     r, keys = fold.cfg.retrieval, fold.scaled_features()
     hidden = fold.database("hidden").vectors
@@ -138,7 +139,7 @@ def test_fillers_over_the_same_keys_share_one_search(fold):
     assert fold.timings["retrieval"] == searched
     split = fold.ctx.split
     rows = np.concatenate([split.train, split.val, split.test])
-    fresh = RetrievalFiller(fold.retriever(r, fold.database("hidden").__class__("keys", keys, [])),
+    fresh = RetrievalFiller(fold.retriever(r, Database("keys", keys, [])),
                             list(fold.ctx.spec.modalities), hidden, fold.ctx.ds.present, k=r.k, keys=keys)
     fresh.precompute(rows)
     for m in fold.ctx.spec.modalities:

@@ -151,13 +151,13 @@ class RAMER(MERModel):
     def missing_hidden(self, x: list[Tensor]) -> Tensor:
         """(1, M, H) h^miss of frozen encoders (eval mode, no gradient): the same tensor
         for every step, so it is encoded once - per step it was 45 % of RAMER's forward."""
-        if self._h_miss is not None and not self.encoders.training:
-            return self._h_miss
+        zeros = [xm.new_zeros(1, xm.shape[1]) for xm in x]
         with torch.no_grad():
-            h_miss = self.encode([xm.new_zeros(1, xm.shape[1]) for xm in x])
-        if not self.encoders.training:  # in train mode (before the first .train()) dropout draws
-            self._h_miss = h_miss
-        return h_miss
+            if self.encoders.training:  # before the first .train(): dropout draws, nothing to cache
+                return self.encode(zeros)
+            if self._h_miss is None:
+                self._h_miss = self.encode(zeros)
+        return self._h_miss
 
     def complete(self, batch: Batch) -> Tensor:
         """(B, M, H): available h's plus retrieved (or h^miss) vectors for the missing ones."""

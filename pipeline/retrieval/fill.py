@@ -228,8 +228,9 @@ class RetrievalFiller:
         modalities in bit set `code` are available."""
         if (ti, code) not in self._tables:
             m = len(self.modalities)
+            others = [i for i in range(m) if i != ti]  # bit j of `code` = others[j] available
             pattern = np.zeros(m, bool)
-            pattern[[q for j, q in enumerate(i for i in range(m) if i != ti) if code >> j & 1]] = True
+            pattern[[q for j, q in enumerate(others) if code >> j & 1]] = True
             rows = self._listed
             table = np.empty((len(rows), self.values[self.modalities[ti]].shape[1]), np.float32)
             for i in range(0, len(rows), chunk):

@@ -221,12 +221,13 @@ class FoldRun:
             drop_first_hit="db" in r.leaks, fuse=fuse,
         )
         if stored_queries:
-            if search.lists is None:
+            if search.lists is None:  # the first filler searches (and adopts its lists) ...
                 split = self.ctx.split
                 t0 = time.perf_counter()
                 search.lists = filler.precompute(np.concatenate([split.train, split.val, split.test]))
                 self._timed("retrieval", t0)
-            filler.use_precomputed(search.lists)
+            else:  # ... the others adopt them
+                filler.use_precomputed(search.lists)
         return filler
 
     def _search_for(self, keys: dict[str, np.ndarray], r: RetrievalConfig) -> SharedSearch:
