@@ -165,3 +165,27 @@ def test_a_write_a_later_unit_overwrites_is_skipped(tmp_path):
     assert _superseded(tasks) == [True, True, False, True, False, False]
     assert _superseded([task(2, 0), task(2, 1, stop_after="pretrain")]) == [False, False]
     assert _superseded([task(3, 0, ingest=False), task(3, 1, ingest=False)]) == [False, False]
+
+
+def test_views_are_staged_during_the_run_and_moved_into_the_results(serial, tiny_data):
+    """The parent renders each fold's view right after the fold's last store write
+    (runs/<experiment>/views/); write_results moves them into results/<experiment>/views/."""
+    _, st, _ = serial
+    pages = sorted(p.name for p in (st.results_dir / "serial" / "views").glob("*.html"))
+    assert pages == [f"{collection_name(tiny_data.name, 'serial', f)}.html" for f in (0, 1)]
+    assert not list((st.runs_dir / "serial" / "views").glob("*")), "nothing left in the staging folder"
+
+
+def test_a_units_stage1_runs_beside_the_previous_units_rest(tiny_data, tmp_path):
+    from pipeline.experiment.units import UnitTask, experiment_units
+
+    cfg, st = _setup(tmp_path, tiny_data, "order")
+    cfg = replace(cfg, runs=2)
+    tasks = [UnitTask(cfg, st, u, "cpu", "fp", None, tmp_path) for u in experiment_units(cfg, None)]
+    pool, unit_of, after = protocol.pool_tasks(tasks)
+    kinds = [("P" if t.stop_after == "pretrain" else "R") + str(i) for t, i in zip(pool, unit_of)]
+    assert kinds == ["P0", "P1", "R0", "P2", "R1", "P3", "R2", "R3"]
+    assert [after[j] is None for j in range(len(pool))] == [k[0] == "P" for k in kinds]
+    assert all(kinds[after[j]] == "P" + kinds[j][1:] for j in range(len(pool)) if after[j] is not None)
+    linear_only = [replace(t, cfg=replace(cfg, systems=["lr"])) for t in tasks]  # no stage-1 encoders
+    assert protocol.pool_tasks(linear_only)[0] == linear_only

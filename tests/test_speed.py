@@ -26,17 +26,21 @@ def _reference(enc: UnimodalEncoder, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("train", [False, True])
-def test_cls_only_encoder_equals_torch_transformer(layers, train):
+@pytest.mark.parametrize("norm_first", [True, False])  # pre-norm (default) and post-norm (the reference's)
+def test_cls_only_encoder_equals_torch_transformer(layers, train, norm_first):
     torch.manual_seed(layers)
-    cfg = EncoderConfig(d_model=32, hidden=16, layers=layers, heads=4, ff=48, dropout=0.0 if train else 0.5)
+    cfg = EncoderConfig(d_model=32, hidden=16, layers=layers, heads=4, ff=48, dropout=0.0 if train else 0.5,
+                        norm_first=norm_first)
     enc = UnimodalEncoder(20, 3, cfg).train(train)
     x = torch.randn(9, 20)
     torch.testing.assert_close(enc(x), _reference(enc, x), rtol=1e-5, atol=1e-5)
 
 
-def test_cls_only_encoder_gradients_equal_torch_transformer():
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_cls_only_encoder_gradients_equal_torch_transformer(norm_first):
     torch.manual_seed(0)
-    enc = UnimodalEncoder(12, 3, EncoderConfig(d_model=16, hidden=8, heads=2, ff=24, dropout=0.0)).train()
+    cfg = EncoderConfig(d_model=16, hidden=8, heads=2, ff=24, dropout=0.0, norm_first=norm_first)
+    enc = UnimodalEncoder(12, 3, cfg).train()
     x = torch.randn(7, 12)
     grads = []
     for forward in (enc, lambda v: _reference(enc, v)):

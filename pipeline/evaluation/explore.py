@@ -33,7 +33,7 @@ from pipeline.store.qdrant_store import ALLOWED_SPLITS, HiddenFeatureStore, Stor
 
 __all__ = [  # GREY and SPLIT_COLORS: the page's colours (explore_page), importable from here too
     "COLOR_FIELDS", "DEFAULT_MAX_POINTS", "GREY", "METRICS", "PROJECTIONS", "SPLIT_COLORS", "VIEWS_DIR",
-    "ExploreView", "ModalityView", "build_view", "project", "read_view_data", "stratified_sample",
+    "ExploreView", "ModalityView", "build_view", "project", "read_view_data", "render_view", "stratified_sample",
     "write_experiment_views", "write_view",
 ]
 
@@ -248,6 +248,11 @@ def _test_precision(nodes: dict[str, list[Any]], neighbours: np.ndarray) -> floa
 
 
 # ---------------------------------------------------------------- files
+def render_view(store: HiddenFeatureStore, collection: str, **options: Any) -> str:
+    """The page of `collection` (build_view's options), as HTML text."""
+    return render_html(build_view(store, collection, **options))
+
+
 def write_view(store: HiddenFeatureStore, collection: str, out: Path, **options: Any) -> tuple[Path, ExploreView]:
     """Build the view of `collection` and write it to `out` (parent folders made)."""
     view = build_view(store, collection, **options)

@@ -4,7 +4,10 @@ Stage 2's vectors go to the fold's Qdrant collection from the parent process onl
 embedded store is one process's), then the unit's precision checkpoint is written, so a
 unit killed in between redoes the write and nothing is written twice (point ids are
 stable). A write that a later unit of the same command would overwrite is skipped
-(`_superseded`)."""
+(`_superseded`). Right after a fold's last write the parent also renders the fold's
+collection view into runs/<experiment>/views/ (`results.staged_view`), while the workers
+go on with later units; `write_results` moves it into the results folder, so nothing is
+left in results/ by a run that fails later, and the results phase does not wait for it."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 from pipeline.config import Settings
 from pipeline.data.dataset import Dataset
 from pipeline.data.splits import FoldSplit, make_split
-from pipeline.experiment.results import RunOutputs
+from pipeline.experiment.results import RunOutputs, stage_view, staged_view
 from pipeline.experiment.units import UnitResult, UnitTask
 from pipeline.training.checkpoint import load_json, save_json
 from pipeline.training.config import ExperimentConfig
@@ -46,8 +49,9 @@ class Finisher:
             if not self.superseded[self.next]:
                 t0 = time.perf_counter()
                 split = make_split(self.ds.y, self.ds.labeled, self.ds.folds, task.fold, task.run, task.cfg.seed)
-                _ingest(res.vectors, split, task.cfg, self.settings, self.ds, self.store_factory)
-                timings["ingest"] = timings.get("ingest", 0.0) + time.perf_counter() - t0
+                view = _ingest(res.vectors, split, task, self.settings, self.ds, self.store_factory)
+                timings["ingest"] = timings.get("ingest", 0.0) + time.perf_counter() - t0 - view
+                timings["view"] = timings.get("view", 0.0) + view
             save_json(res.precision, task.run_dir / PRECISION_FILE)
         out = self.out
         out.records += res.records
@@ -104,16 +108,23 @@ def unit_diagnostics(fr: FoldRun, cfg: ExperimentConfig) -> list[dict]:
     return [{**r, "fold": fr.ctx.split.fold, "run": fr.ctx.split.run} for r in load_json(path)]
 
 
-def _ingest(vectors, split: FoldSplit, cfg: ExperimentConfig, settings: Settings, ds: Dataset, store_factory) -> None:
+def _ingest(vectors, split: FoldSplit, task: UnitTask, settings: Settings, ds: Dataset, store_factory) -> float:
+    """The fold's collection, then (this being the fold's last write of the command) its
+    view, staged; a staged view of an earlier write is removed first, so none is stale.
+    Returns the seconds the view took."""
     from pipeline.data.scales import candidate_mask
     from pipeline.store.ingest import collection_name, ingest_hidden
     from pipeline.store.qdrant_store import HiddenFeatureStore
 
+    cfg = task.cfg
     cand = candidate_mask(ds.samples, ds.labeled, split.train, cfg.retrieval.scale)
     rows = np.flatnonzero(cand | ds.labeled)  # the scale's DB plus this fold's val/test (filtered by split)
     name = collection_name(ds.manifest.name, cfg.experiment, split.fold)
+    view = staged_view(task.runs_dir, name)
+    view.unlink(missing_ok=True)
     opener = store_factory or (lambda: HiddenFeatureStore.open(settings))
     with opener() as store:
         ingest_hidden(store, name, ds, split, vectors, rows=rows, progress=False)
-
-
+        t0 = time.perf_counter()
+        stage_view(store, name, view, cfg)
+        return time.perf_counter() - t0

@@ -98,29 +98,50 @@ def unit_error(where: str, exc: BaseException) -> RamerError:
 
 def run_parallel(
     work: Callable[[Any], Any], tasks: list[Any], names: list[str], jobs: int, threads: int,
-    on_done: Callable[[int, Any], None],
+    on_done: Callable[[int, Any], None], after: list[int | None] | None = None,
 ) -> None:
     """`work(task)` for every task on `jobs` spawned processes of `threads` threads each;
-    `on_done(i, result)` in the parent as each finishes (any order). The first failure
-    stops every other unit and raises one RamerError naming the unit (`names[i]`)."""
+    `on_done(i, result)` in the parent as each finishes (any order). `after[i]`: the
+    index of a task that must have finished before task i starts (None: none). A free
+    worker takes the first task of the list that may start, so the list's order is the
+    preference. The first failure stops every other task and raises one RamerError
+    naming it (`names[i]`)."""
+    after = after if after is not None else [None] * len(tasks)
     with _thread_env(threads):  # workers spawn at submit: the whole run is inside
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
                                    initializer=set_threads, initargs=(threads,))
-        _collect(pool, work, tasks, names, on_done)
+        _collect(pool, jobs, work, tasks, names, after, on_done)
 
 
-def _collect(pool: ProcessPoolExecutor, work, tasks, names, on_done) -> None:
+def _collect(pool: ProcessPoolExecutor, jobs: int, work, tasks, names, after, on_done) -> None:
+    """Keep `jobs` tasks in flight (never more: the choice of the next task waits for a
+    free worker, when more prerequisites may have finished)."""
+    finished: set[int] = set()
+    waiting = list(range(len(tasks)))  # not yet submitted, in preference order
+    running: dict[Future, int] = {}
+
+    def submit_ready() -> None:
+        while len(running) < jobs:
+            i = next((i for i in waiting if after[i] is None or after[i] in finished), None)
+            if i is None:
+                return
+            waiting.remove(i)
+            running[pool.submit(work, tasks[i])] = i
+
     try:
-        futures: dict[Future, int] = {pool.submit(work, t): i for i, t in enumerate(tasks)}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=futures.get):  # same-time finishers in unit order
-                i = futures[fut]
+        submit_ready()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=running.get):  # same-time finishers in task order
+                i = running.pop(fut)
                 exc = fut.exception()
                 if exc is not None:
                     raise unit_error(names[i], exc)
                 on_done(i, fut.result())
+                finished.add(i)
+            submit_ready()
+        if waiting:  # a prerequisite that is not in the list: a caller's bug
+            raise RuntimeError(f"tasks {waiting} wait for prerequisites that never ran")
     except BaseException:
         _stop_workers(pool)
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.config import Settings, resolve_device
 from pipeline.data.dataset import Dataset, load_dataset
@@ -107,13 +107,53 @@ def _run_units(tasks: list[UnitTask], finish: Finisher, ds: Dataset, progress: P
             finish(i, run_unit(task, ds, progress))
         return
     log.info("%d units on %d jobs x %d threads", len(tasks), jobs, threads)
+    pool, unit_of, after = pool_tasks(tasks)
+    stage1: dict[int, dict[str, float]] = {}  # unit -> its pretrain task's timings
 
-    def done(i: int, result: UnitResult) -> None:
+    def done(j: int, result: UnitResult) -> None:
+        i = unit_of[j]
+        if pool[j].stop_after == "pretrain" and tasks[i].stop_after != "pretrain":
+            stage1[i] = result.timings  # the unit's stage 1, done ahead of the rest
+            progress.on_stage(f"{tasks[i].where} · stage 1 done")
+            return
+        for k, v in stage1.pop(i, {}).items():
+            result.timings[k] = result.timings.get(k, 0.0) + v
         progress.on_advance(units_per)  # first, so the line shows the new count
         progress.on_stage(f"{tasks[i].where} · done")
         finish(i, result)
 
-    run_parallel(run_unit, tasks, [t.where for t in tasks], jobs, threads, done)
+    run_parallel(run_unit, pool, [pool[j].where for j in range(len(pool))], jobs, threads, done, after)
+
+
+def pool_tasks(tasks: list[UnitTask]) -> tuple[list[UnitTask], list[int], list[int | None]]:
+    """The worker pool's tasks: each unit whose systems read stage-1 encoders becomes a
+    stage-1 task (`stop_after="pretrain"`) and the rest of the unit, which loads those
+    encoders from the checkpoint, as `--resume` does (the same numbers: every stage
+    seeds itself). Ordered P0 P1 R0 P2 R1 ...: a unit's stage 1 runs beside the
+    previous unit's rest, so the last units end close together instead of one of them
+    running alone on one core (2 jobs x 15 units: ~45 s less wall time).
+    Returns (tasks, the unit of each, the index each must wait for or None)."""
+    split = [t.stop_after != "pretrain" and any(model_class(s.model).uses_stage1_encoders
+                                                 for s in experiment_systems(t.cfg)) for t in tasks]
+    pool: list[UnitTask] = []
+    unit_of: list[int] = []
+    after: list[int | None] = []
+    first: dict[int, int] = {}  # unit -> index of its stage-1 task
+
+    def add_stage1(i: int) -> None:
+        if i < len(tasks) and split[i]:
+            first[i] = len(pool)
+            pool.append(replace(tasks[i], stop_after="pretrain"))
+            unit_of.append(i)
+            after.append(None)
+
+    add_stage1(0)
+    for i, task in enumerate(tasks):
+        add_stage1(i + 1)  # the next unit's stage 1 is preferred to this unit's rest
+        pool.append(task)
+        unit_of.append(i)
+        after.append(first.get(i))
+    return pool, unit_of, after
 
 
 _DATASETS: dict[str, Dataset] = {}  # per worker process: read once, reused by its units

@@ -4,6 +4,7 @@ timings, the report and its plots - written once every unit is done."""
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +38,50 @@ def _fit_row(record: dict) -> dict:
     return {k: record.get(k, float("nan")) for k in keys}
 
 
-def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d: Path) -> None:
-    """The report links these; a store that cannot be reached now costs the links, not the results."""
-    from pipeline.evaluation.explore import write_experiment_views
+def staged_view(runs_dir: Path, collection: str) -> Path:
+    """Where the parent renders a fold's view during the run (runs/<experiment>/views/)."""
+    from pipeline.evaluation.explore import VIEWS_DIR
+
+    return runs_dir / VIEWS_DIR / f"{collection}.html"
+
+
+def stage_view(store, collection: str, path: Path, cfg: ExperimentConfig) -> None:
+    """The view of a collection just written, with the experiment's DB scale and K,
+    written whole or not at all (a temporary file renamed)."""
+    from pipeline.evaluation.explore import render_view
 
     try:
-        write_experiment_views(settings, Path(cfg.dataset), cfg.experiment, folds, d,
+        html = render_view(store, collection, scale=cfg.retrieval.scale, k=cfg.retrieval.k)
+    except RamerError as exc:
+        log.warning("no view of %s: %s", collection, exc)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d: Path) -> None:
+    """The report links these: the views staged during the run are moved in, the others
+    rendered now. A store that cannot be reached now costs the links, not the results."""
+    from pipeline.data.schema import MANIFEST, Manifest
+    from pipeline.evaluation.explore import VIEWS_DIR, write_experiment_views
+    from pipeline.store.ingest import collection_name
+
+    dataset = Manifest.load(Path(cfg.dataset) / MANIFEST).name
+    missing = []
+    for fold in folds:
+        name = collection_name(dataset, cfg.experiment, fold)
+        staged = staged_view(settings.runs_dir / cfg.experiment, name)
+        if staged.is_file():
+            (d / VIEWS_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, d / VIEWS_DIR / staged.name)
+        else:
+            missing.append(fold)
+    if not missing:
+        return
+    try:
+        write_experiment_views(settings, Path(cfg.dataset), cfg.experiment, missing, d,
                                scale=cfg.retrieval.scale, k=cfg.retrieval.k)
     except RamerError as exc:
         log.warning("no collection views in the report: %s", exc)

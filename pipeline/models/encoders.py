@@ -99,25 +99,32 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
 
 
 def layer_forward(layer: nn.TransformerEncoderLayer, x: Tensor, cls_only: bool) -> Tensor:
-    """One pre-norm encoder layer as nn.TransformerEncoderLayer(norm_first=True) computes
-    it: x + SA(norm1(x)), then + FF(norm2(.)). `cls_only`: outputs for token 0 only, the
-    CLS query attending over all tokens (B, 1, d); otherwise every token (B, T, d)."""
+    """One encoder layer as nn.TransformerEncoderLayer computes it: pre-norm (its
+    `norm_first=True`) x + SA(norm1(x)), then + FF(norm2(.)); post-norm norm1(x + SA(x)),
+    then norm2(. + FF(.)). `cls_only`: outputs for token 0 only, the CLS query attending
+    over all tokens (B, 1, d); otherwise every token (B, T, d). (Computing the first
+    layer's CLS projections once, not per row, as they do not depend on x, saved only 3 %
+    of a stage-1 step on CPU: not done.)"""
     sa = layer.self_attn
     B, T, d = x.shape
     heads = sa.num_heads
     hd = d // heads
-    h = layer.norm1(x)  # (B, T, d)
+    pre = layer.norm_first
     w, b = sa.in_proj_weight, sa.in_proj_bias  # (3d, d), (3d,)
-    q_in = h[:, :1] if cls_only else h  # (B, Tq, d)
-    Tq = q_in.shape[1]
-    q = F.linear(q_in, w[:d], b[:d]).view(B, Tq, heads, hd).transpose(1, 2)  # (B, H, Tq, hd)
-    k, v = F.linear(h, w[d:], b[d:]).view(B, T, 2, heads, hd).permute(2, 0, 3, 1, 4)  # 2 x (B, H, T, hd)
+    h = layer.norm1(x) if pre else x  # (B, T, d)
+    q = F.linear(h[:, :1] if cls_only else h, w[:d], b[:d])  # (B, Tq, d)
+    kv = F.linear(h, w[d:], b[d:])  # (B, T, 2d)
+    Tq = q.shape[1]
+    q = q.reshape(B, Tq, heads, hd).transpose(1, 2)  # (B, H, Tq, hd)
+    k, v = kv.reshape(B, T, 2, heads, hd).permute(2, 0, 3, 1, 4)  # 2 x (B, H, T, hd)
     att = torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)  # (B, H, Tq, T)
     att = dropout(att, sa.dropout, layer.training)
     mixed = (att @ v).transpose(1, 2).reshape(B, Tq, d)  # (B, Tq, d)
     x = x[:, :Tq] + layer.dropout1(sa.out_proj(mixed))  # (B, Tq, d)
-    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x)))))  # (B, Tq, d)
-    return x + layer.dropout2(ff)
+    if not pre:
+        x = layer.norm1(x)
+    ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x) if pre else x))))  # (B, Tq, d)
+    return x + layer.dropout2(ff) if pre else layer.norm2(x + layer.dropout2(ff))
 
 
 class UnimodalEncoder(nn.Module):

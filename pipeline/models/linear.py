@@ -1,4 +1,4 @@
-"""Linear references, fitted by scikit-learn: the floor every deep system must clear.
+"""Linear references: the floor every deep system must clear.
 
 `lr`: the fold's scaled features of every modality, concatenated; a missing modality is
 zero (its training mean after stage 0). `lr-knn`: a missing modality is instead the mean
@@ -10,17 +10,18 @@ Training sees every training row once under each missing condition of the protoc
 (the expectation of the neural systems' random condition per row and epoch). The
 regularisation strength is chosen on the validation rows, scored on every condition,
 as the neural systems choose their epoch. Single-label: multinomial logistic
-regression; multi-label: one-vs-rest logistic regressions; regression: ridge. The
-strengths are fitted strongest first, each fit starting from the last, and the path
-stops once `patience` weaker strengths have scored below the best on validation (the
-weak end is the slow one: lbfgs needs more iterations as C grows). The fitted
+regression; multi-label: one-vs-rest logistic regressions; both by L-BFGS on
+scikit-learn's objective over the distinct blocks of the stacked conditions
+(`logistic.py`); regression: scikit-learn's ridge. The strengths are fitted strongest
+first, each fit starting from the last, and the path stops once `patience` weaker
+strengths have scored below the best on validation (the weak end is the slow one:
+lbfgs needs more iterations as C grows). The fitted
 coefficients are copied into one `nn.Linear`, so the linear model is saved, evaluated,
 noised and served by `ramer predict` exactly like every other model.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.models.base import Batch, FoldResources, MERModel, ModelSpec, Output
+from pipeline.models.logistic import BlockDesign, fit_logistic
 from pipeline.models.registry import register_model
 
 ABSENT_CLASS_LOGIT = -1e4  # a class with no training row can never be predicted
@@ -66,29 +68,36 @@ class _Linear(MERModel):
         logits = self.linear(self.features(batch))  # (B, n_out)
         return Output(logits=logits, aux_loss=self.zero_aux(logits))
 
-    # ------------------------------------------------------------ scikit-learn fit
+    # ------------------------------------------------------------ the direct fit
     @torch.no_grad()
-    def design(self, bank: Any, rows: np.ndarray, conds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(len(conds) * n, sum D) features of `rows` under every condition, and targets."""
+    def design(self, bank: Any, rows: np.ndarray, conds: np.ndarray) -> tuple[BlockDesign, np.ndarray]:
+        """`rows` under every condition as one block design (`logistic.BlockDesign`), and
+        their targets (the same under every condition)."""
         self.eval()
-        xs, ys = [], []
+        feats, y = [], np.zeros(0)
         for c in conds:
             batch = bank.batch(rows, np.broadcast_to(c, (len(rows), len(c))), with_full=False)
-            xs.append(self.features(batch).float().cpu().numpy())
-            ys.append(batch.y.cpu().numpy())
-        return np.concatenate(xs), np.concatenate(ys)
+            feats.append(self.features(batch).float().cpu().numpy())  # (n, sum D)
+            y = batch.y.cpu().numpy()
+        return BlockDesign.from_conditions(feats, tuple(self.spec.dims)), y
+
+    @torch.no_grad()
+    def _rows(self, bank: Any, rows: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = bank.batch(rows, np.broadcast_to(cond, (len(rows), len(cond))), with_full=False)
+        return self.features(batch).float().cpu().numpy(), batch.y.cpu().numpy()
 
     @torch.no_grad()
     def fit_direct(self, source: Any, score_fn: Any, cfg: Any) -> FitRecord:
         """`source`: the trainer's `ConditionBatches` (bank, train / val rows, conditions)."""
         bank, conds = source.bank, source.conds
-        x, y = self.design(bank, source.train_rows, conds)
-        val = [self.design(bank, source.val_rows, c[None]) for c in conds]  # per condition (x, y)
+        design, y = self.design(bank, source.train_rows, conds)
+        self.eval()
+        val = [self._rows(bank, source.val_rows, c) for c in conds]  # per condition (x, y)
         best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         history = []
-        path: dict = {}  # the previous strength's fit, warm-starting the next one
+        path: dict = {}  # the previous strength's solution, warm-starting the next one
         for i, strength in enumerate(self.cfg.strengths):
-            weight, bias = _fit(self.spec.task, x, y, strength, self.spec.n_out, self.cfg.max_iter, cfg.seed, path)
+            weight, bias = _fit(self.spec.task, design, y, strength, self.spec.n_out, self.cfg.max_iter, path)
             score = float(np.mean([score_fn(yv, xv @ weight.T + bias) for xv, yv in val]))
             history.append({"epoch": i, "strength": strength, "loss": float("nan"), "val": score})
             if best is None or score > best[0]:
@@ -101,48 +110,44 @@ class _Linear(MERModel):
         return FitRecord(index, score, history)
 
 
-def _fit(task: str, x: np.ndarray, y: np.ndarray, strength: float, n_out: int, max_iter: int,
-         seed: int, path: dict) -> tuple[np.ndarray, np.ndarray]:
+def _fit(task: str, design: BlockDesign, y: np.ndarray, strength: float, n_out: int, max_iter: int,
+         path: dict) -> tuple[np.ndarray, np.ndarray]:
     """(weight (n_out, D), bias (n_out,)) of the task's linear model at one strength.
     Logistic fits start from the previous strength's solution in `path` (a warm-started
-    regularisation path: the same objective and tolerance, 2.1x less time than cold
-    starts over four strengths on the default synthetic set, where lbfgs over the
-    21k x 2.8k design of every condition was the slowest stage of a unit)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression, Ridge
+    regularisation path: the same objective, 2.1x less time than cold starts over four
+    strengths on the default synthetic set)."""
+    d = sum(design.dims)
+    if task == "regression":
+        from sklearn.linear_model import Ridge
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the val score judges the fit
-        if task == "regression":
-            reg = Ridge(alpha=1.0 / strength).fit(x, y)
-            return reg.coef_.reshape(1, -1), np.atleast_1d(reg.intercept_)
-        if task == "multi_label":
-            weight, bias = np.zeros((n_out, x.shape[1])), np.zeros(n_out)
-            for j in range(n_out):
-                weight[j], bias[j] = _binary(x, y[:, j] > 0.5, strength, max_iter, seed, path, j)
-            return weight, bias
-        clf = path.setdefault("clf", LogisticRegression(max_iter=max_iter, random_state=seed, warm_start=True))
-        clf.set_params(C=strength).fit(x, y)
-        weight = np.zeros((n_out, x.shape[1]))
-        bias = np.full(n_out, ABSENT_CLASS_LOGIT)
-        classes = clf.classes_.astype(int)
-        if len(classes) == 2:  # sklearn keeps one row: logit(class 1) - logit(class 0)
-            weight[classes[1]], bias[classes[0]], bias[classes[1]] = clf.coef_[0], 0.0, clf.intercept_[0]
-        else:
-            weight[classes], bias[classes] = clf.coef_, clf.intercept_
+        reg = Ridge(alpha=1.0 / strength).fit(design.dense(), np.tile(y, len(design.refs)))
+        return reg.coef_.reshape(1, -1), np.atleast_1d(reg.intercept_)
+    weight, bias = np.zeros((n_out, d)), np.full(n_out, ABSENT_CLASS_LOGIT)
+    if task == "multi_label":
+        on = y > 0.5  # (n, L)
+        fitted = np.flatnonzero(on.any(axis=0) & ~on.all(axis=0))  # a constant label gets a constant logit
+        bias[on.all(axis=0)] = -ABSENT_CLASS_LOGIT
+        if len(fitted):
+            w, b = _warm(path, design, on[:, fitted], "sigmoid", strength, max_iter)
+            weight[fitted], bias[fitted] = w, b
         return weight, bias
+    labels = y.astype(np.int64)
+    classes = np.unique(labels)  # a class with no training row keeps ABSENT_CLASS_LOGIT
+    if len(classes) == 1:
+        bias[classes[0]] = 0.0
+    elif len(classes) == 2:  # one logit row, as sklearn: logit(class 1) - logit(class 0)
+        w, b = _warm(path, design, (labels == classes[1])[:, None], "sigmoid", strength, max_iter)
+        weight[classes[1]], bias[classes[0]], bias[classes[1]] = w[0], 0.0, b[0]
+    else:
+        w, b = _warm(path, design, np.searchsorted(classes, labels), "softmax", strength, max_iter)
+        weight[classes], bias[classes] = w, b
+    return weight, bias
 
 
-def _binary(x: np.ndarray, y: np.ndarray, strength: float, max_iter: int, seed: int, path: dict,
-            label: int) -> tuple[np.ndarray, float]:
-    """One label of a multi-label task; a label constant in training gets a constant logit."""
-    from sklearn.linear_model import LogisticRegression
-
-    if y.all() or not y.any():
-        return np.zeros(x.shape[1]), (-ABSENT_CLASS_LOGIT if y.all() else ABSENT_CLASS_LOGIT)
-    clf = path.setdefault(label, LogisticRegression(max_iter=max_iter, random_state=seed, warm_start=True))
-    clf.set_params(C=strength).fit(x, y)
-    return clf.coef_[0], float(clf.intercept_[0])
+def _warm(path: dict, design: BlockDesign, targets: np.ndarray, loss: str, strength: float,
+          max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    weight, bias, path["theta"] = fit_logistic(design, targets, loss, strength, max_iter, path.get("theta"))
+    return weight, bias
 
 
 @register_model("lr")
