@@ -112,3 +112,12 @@ def test_learns_tiny_multilabel(tmp_path):
     f1 = multilabel_metrics(ds.y[test], predict(m, bank, test, np.ones(3, bool)), threshold=0.4)["F1"]
     every = multilabel_metrics(ds.y[test], np.ones((len(test), 6)), threshold=0.4)["F1"]  # best constant
     assert f1 > every + 0.06, (f1, every)
+
+
+def test_text_layers_deepen_only_the_text_extractor():
+    """The paper's extractor depth: 6 layers for text, 4 for audio / visual (`text_layers`)."""
+    spec = ModelSpec(("audio", "visual", "text"), (6, 5, 7), 3, "multi_label")
+    model = create_model("carat", spec, **{**SMALL, "layers": 1, "text_layers": 3})
+    assert [len(e.transformer.layers) for e in model.extract] == [1, 1, 3]
+    plain = create_model("carat", spec, **{**SMALL, "layers": 2})  # 0 = every modality `layers`
+    assert [len(e.transformer.layers) for e in plain.extract] == [2, 2, 2]

@@ -118,7 +118,11 @@ def _headline(metrics: list[str]) -> list[str]:
     return metrics[:2]
 
 
-def render_noise_report(results_dir: Path, seconds: float | None = None) -> Path:
+def render_noise_report(results_dir: Path, seconds: float | None = None,
+                        differences: list[str] | None = None) -> Path:
+    """noise_report.md from noise.parquet. `differences`: the lines saying which settings
+    differ from the papers (`pipeline.experiment.differences.differences_lines`), shown
+    under the tables, as in report.md."""
     table = pq.read_table(results_dir / "noise.parquet")
     summ = summarise(table, ["system", "noise", "intensity", "metric"])
     systems = ordered_unique(table.column("system").to_pylist())
@@ -142,6 +146,7 @@ def render_noise_report(results_dir: Path, seconds: float | None = None) -> Path
                     cells.append(f"{scale(m, v[0])} ± {scale(m, v[1])}" if v else "–")
             rows.append(cells)
         parts += [f"## {kind} noise", "", *markdown_table(head, rows), ""]
+    parts += list(differences or [])
     plot_noise(summ, systems, kinds, metric_names[0], results_dir / "noise_wa.png")
     parts += [f"![{metric_names[0]} vs intensity](noise_wa.png)", ""]
     path = results_dir / "noise_report.md"

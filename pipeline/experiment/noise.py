@@ -22,6 +22,7 @@ from pipeline.evaluation.robustness import (
     train_stats,
 )
 from pipeline.evaluation.tables import write_parquet
+from pipeline.experiment.differences import differences_lines
 from pipeline.experiment.units import experiment_device, open_units
 from pipeline.training.checkpoint import load_torch
 from pipeline.training.config import ExperimentConfig
@@ -61,7 +62,8 @@ def evaluate_noise(
     out = settings.results_dir / cfg.experiment
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(pa.table({c: [r[c] for r in rows] for c in NOISE_COLUMNS}), out / "noise.parquet")
-    return render_noise_report(out, seconds=time.perf_counter() - t0)
+    labels = [s.label for s in systems]
+    return render_noise_report(out, seconds=time.perf_counter() - t0, differences=differences_lines(out, labels))
 
 
 def _saved_model(fr: FoldRun, system: SystemSpec):

@@ -1,5 +1,6 @@
 """results/<experiment>/: the resolved config, raw metrics, precision, diagnostics, fits,
-timings, the report and its plots - written once every unit is done."""
+timings, the report and its plots - written once every unit is done (the fold views,
+rendered during the run into runs/<experiment>/views/, are moved in then)."""
 
 from __future__ import annotations
 
@@ -156,5 +157,11 @@ def report_folder(results: Path, merge: list[Path] | None = None) -> Path:
                          f"{results.parent}: {', '.join(found) or 'none'})")
     path = render_results(results)
     if (results / "noise.parquet").is_file():
-        render_noise_report(results)
+        import pyarrow.parquet as pq
+
+        from pipeline.experiment.differences import differences_lines
+
+        systems = list(dict.fromkeys(pq.read_table(results / "noise.parquet", columns=["system"])
+                                     .column("system").to_pylist()))
+        render_noise_report(results, differences=differences_lines(results, systems))
     return path

@@ -59,6 +59,7 @@ from pipeline.models.carat_extractor import LabelExtractor
 from pipeline.models.registry import register_model
 
 NEG = -1e4  # logit of a modality left out of a max
+TEXT = "text"  # the modality whose extractor gets `text_layers` (the paper's deeper text encoder)
 
 
 @register_model("carat")
@@ -70,7 +71,8 @@ class CARAT(MERModel):
         d_model: int = 128  # extractor / label-vector width (paper: 256)
         tokens: int = 4  # tokens an utterance vector is expanded into
         max_frames: int = 64  # longer frame sequences are mean-pooled in windows (aligned MOSEI: 60)
-        layers: int = 2  # Transformer layers per modality (paper: 6 text, 4 audio/visual)
+        layers: int = 2  # Transformer layers per modality (paper: 4 audio / visual, 6 text)
+        text_layers: int = 0  # layers of the modality named "text"; 0 = `layers` (paper: 6)
         heads: int = 4  # attention heads
         ff: int = 256  # Transformer feed-forward width
         dropout: float = 0.1  # Transformer dropout
@@ -101,7 +103,8 @@ class CARAT(MERModel):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         M, C, d, z = len(spec.dims), spec.n_out, cfg.d_model, cfg.latent
-        self.extract = nn.ModuleList(LabelExtractor(D, C, cfg) for D in spec.dims)
+        depth = [cfg.text_layers if name == TEXT and cfg.text_layers else cfg.layers for name in spec.modalities]
+        self.extract = nn.ModuleList(LabelExtractor(D, C, cfg, n) for D, n in zip(spec.dims, depth))
         self.enc = nn.ModuleList(mlp([d, d // 2, z]) for _ in range(M))  # to the latent space
         self.dec = nn.ModuleList(mlp([z, d // 2, d]) for _ in range(M))  # back to label vectors
         self.rebuild = nn.ModuleList(  # g_m, shared by both levels; LayerNorm keeps U's scale

@@ -30,7 +30,7 @@ def pool_windows(x: Tensor, lengths: Tensor, max_frames: int) -> tuple[Tensor, T
 class LabelExtractor(nn.Module):
     """x (B, D) -> T tokens, or frames (B, T, D) -> Transformer -> label-wise attention -> U (B, C, d)."""
 
-    def __init__(self, in_dim: int, n_labels: int, cfg: CARAT.Config):
+    def __init__(self, in_dim: int, n_labels: int, cfg: CARAT.Config, layers: int | None = None):
         super().__init__()
         self.t, self.d = cfg.tokens, cfg.d_model
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, cfg.tokens * cfg.d_model))
@@ -40,7 +40,7 @@ class LabelExtractor(nn.Module):
         self.frame_pos = nn.Parameter(torch.zeros(1, cfg.max_frames, cfg.d_model))
         nn.init.trunc_normal_(self.frame_pos, std=0.02)
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout, batch_first=True)
-        self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.transformer = nn.TransformerEncoder(layer, layers or cfg.layers, enable_nested_tensor=False)
         self.label_query = nn.Linear(cfg.d_model, n_labels, bias=False)  # w_j of the label attention
 
     def forward(self, x: Tensor) -> Tensor:

@@ -54,7 +54,7 @@ PAPER = {
         # CARAT: Adam 5e-5, warm-up + linear decay, batch 64, 20 epochs (best validation
         # micro-F1), d 256, queue 8192, eq. 15 as written (no final BCE, nothing detached)
         "carat": {"optimizer": "adam", "lr": 5e-5, "beta1": 0.9, "weight_decay": 0.0, "schedule": "warmup-linear",
-                  "batch_size": 64, "epochs": 20, "patience": 20, "d_model": 256, "layers": 4, "queue": 8192,
+                  "batch_size": 64, "epochs": 20, "patience": 20, "d_model": 256, "layers": 4, "text_layers": 6, "queue": 8192,
                   "anchors": 0, "w_final": 0.0, "detach_losses": False},
         # M3S paper, MMIN: batch 256, 60 epochs, Adam (alpha, beta in experiment.m3s)
         "+m3s": {"optimizer": "adam", "batch_size": 256, "epochs": 60, "patience": 60},
