@@ -73,16 +73,13 @@ class _Linear(MERModel):
     def design(self, bank: Any, rows: np.ndarray, conds: np.ndarray) -> tuple[BlockDesign, np.ndarray]:
         """`rows` under every condition as one block design (`logistic.BlockDesign`), and
         their targets (the same under every condition)."""
-        self.eval()
-        feats, y = [], np.zeros(0)
-        for c in conds:
-            batch = bank.batch(rows, np.broadcast_to(c, (len(rows), len(c))), with_full=False)
-            feats.append(self.features(batch).float().cpu().numpy())  # (n, sum D)
-            y = batch.y.cpu().numpy()
-        return BlockDesign.from_conditions(feats, tuple(self.spec.dims)), y
+        per_cond = [self._rows(bank, rows, c) for c in conds]  # C x ((n, sum D), (n,))
+        return BlockDesign.from_conditions([x for x, _ in per_cond], tuple(self.spec.dims)), per_cond[-1][1]
 
     @torch.no_grad()
     def _rows(self, bank: Any, rows: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, sum D) features of `rows` under one condition (eval mode), and their targets."""
+        self.eval()
         batch = bank.batch(rows, np.broadcast_to(cond, (len(rows), len(cond))), with_full=False)
         return self.features(batch).float().cpu().numpy(), batch.y.cpu().numpy()
 
@@ -91,7 +88,6 @@ class _Linear(MERModel):
         """`source`: the trainer's `ConditionBatches` (bank, train / val rows, conditions)."""
         bank, conds = source.bank, source.conds
         design, y = self.design(bank, source.train_rows, conds)
-        self.eval()
         val = [self._rows(bank, source.val_rows, c) for c in conds]  # per condition (x, y)
         best: tuple[float, int, np.ndarray, np.ndarray] | None = None
         history = []

@@ -30,6 +30,11 @@ GTOL = 1e-4  # scikit-learn's default tol for lbfgs: max |projected gradient| at
 MAXLS = 50  # line-search steps per iteration (scikit-learn's)
 
 
+def column_edges(dims: tuple[int, ...]) -> np.ndarray:
+    """(M + 1,) first column of each modality in the concatenated design, then the end."""
+    return np.cumsum((0, *dims))
+
+
 @dataclass
 class BlockDesign:
     """The stacked design of C conditions x n rows, kept as distinct blocks: the rows of
@@ -43,7 +48,7 @@ class BlockDesign:
     def from_conditions(cls, features: list[np.ndarray], dims: tuple[int, ...]) -> BlockDesign:
         """`features[c]`: (n, sum D) the design rows under condition c. Equal blocks are
         found by content (a hash, then an exact comparison), so the result is exact."""
-        edges = np.cumsum((0, *dims))
+        edges = column_edges(dims)
         blocks: list[list[np.ndarray]] = [[] for _ in dims]
         seen: list[dict[str, list[int]]] = [{} for _ in dims]
         refs = np.full((len(features), len(dims)), -1, np.int64)
@@ -70,7 +75,7 @@ class BlockDesign:
     def dense(self) -> np.ndarray:
         """(C * n, sum D) the stacked design itself (for ridge's closed form)."""
         out = np.zeros((len(self.refs), self.n, sum(self.dims)), np.float32)
-        edges = np.cumsum((0, *self.dims))
+        edges = column_edges(self.dims)
         for (c, m), j in np.ndenumerate(self.refs):
             if j >= 0:
                 out[c, :, edges[m]:edges[m + 1]] = self.blocks[m][j]
@@ -78,7 +83,7 @@ class BlockDesign:
 
     def logits(self, weight: np.ndarray, bias: np.ndarray) -> list[np.ndarray]:
         """Per condition (n, K) float64: X_c W^T + b, each block's product computed once."""
-        edges = np.cumsum((0, *self.dims))
+        edges = column_edges(self.dims)
         w = weight.astype(np.float32)
         prods = [[(b @ w[:, edges[m]:edges[m + 1]].T).astype(np.float64) for b in blocks]  # (n, K) each
                  for m, blocks in enumerate(self.blocks)]
@@ -96,7 +101,7 @@ class BlockDesign:
         the G's of the conditions sharing a block are summed before its one product."""
         k = grads[0].shape[1]
         out = np.zeros((k, sum(self.dims)), np.float64)
-        edges = np.cumsum((0, *self.dims))
+        edges = column_edges(self.dims)
         for m, blocks in enumerate(self.blocks):
             for j, block in enumerate(blocks):
                 g = sum(grads[c] for c in np.flatnonzero(self.refs[:, m] == j))  # (n, K)
