@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--name", default="training", help="result file name (<out>/<name>.json/.md)")
     ap.add_argument("--systems", default=None, help="';'-separated systems (default: the experiment default)")
     ap.add_argument("--finetune", action="store_true", help="stage 3 with fine-tuned encoders (live retrieval)")
+    ap.add_argument("--preset", default=None, help="config preset, e.g. paper (as `ramer run --preset`)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra experiment option, e.g. retrieval.refresh_every=1 (repeatable)")
     args = ap.parse_args(argv)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"generated {data} in {time.perf_counter() - t0:.0f} s", flush=True)
         ds = load_dataset(data)
         extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-        cfg = load_experiment(None, dataset=str(data), experiment="bench", folds=[0], runs=1,
+        cfg = load_experiment(None, preset=args.preset, dataset=str(data), experiment="bench", folds=[0], runs=1,
                               systems=args.systems.split(";") if args.systems else None,
                               **{"train.epochs": args.epochs, "pretrain.epochs": args.pretrain_epochs,
                                  "pretrain.patience": args.pretrain_epochs + 1, "train.patience": args.epochs + 1,

@@ -99,19 +99,20 @@ def test_mer2024_unknown_emotion(tmp_path):
 # ---------------------------------------------------------------- MMSA pickles
 
 
-def write_mmsa(path: Path, sizes=(30, 8, 10), dims=(5, 4, 7), frames=(6, 5, 8)) -> None:
+def write_mmsa(path: Path, sizes=(30, 8, 10), dims=(5, 4, 7), frames=(6, 5, 8), rng=None) -> None:
+    rng = RNG if rng is None else rng  # a fixture of its own leaves the shared stream alone
     data = {}
     for split, n in zip(("train", "valid", "test"), sizes):
         data[split] = {
             "id": np.array([f"{split}_vid_{i}$_$0" for i in range(n)]),
             "raw_text": ["hello"] * n,
-            "text": RNG.standard_normal((n, frames[2], dims[2])).astype(np.float32),
-            "audio": RNG.standard_normal((n, frames[0], dims[0])).astype(np.float32),
-            "vision": RNG.standard_normal((n, frames[1], dims[1])).astype(np.float32),
-            "audio_lengths": RNG.integers(1, frames[0] + 1, n).tolist(),
-            "vision_lengths": RNG.integers(1, frames[1] + 1, n).tolist(),
-            "regression_labels": RNG.uniform(-3, 3, n).astype(np.float32),
-            "classification_labels": RNG.integers(0, 3, n).astype(np.float32),
+            "text": rng.standard_normal((n, frames[2], dims[2])).astype(np.float32),
+            "audio": rng.standard_normal((n, frames[0], dims[0])).astype(np.float32),
+            "vision": rng.standard_normal((n, frames[1], dims[1])).astype(np.float32),
+            "audio_lengths": rng.integers(1, frames[0] + 1, n).tolist(),
+            "vision_lengths": rng.integers(1, frames[1] + 1, n).tolist(),
+            "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
+            "classification_labels": rng.integers(0, 3, n).astype(np.float32),
         }
         data[split]["audio"][0, -1] = -np.inf  # MOSEI's COVAREP quirk
     with path.open("wb") as fh:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.data.bank import FeatureBank
 from pipeline.data.spans import (
+    SpanPlan,
     parse_range,
     parse_ranges,
     range_name,
@@ -20,6 +21,7 @@ from pipeline.data.spans import (
     span_keep,
     span_masks,
 )
+from pipeline.errors import RamerError
 from pipeline.models.base import Batch, ModelSpec
 from pipeline.models.registry import create_model
 from pipeline.training.strategies import (
@@ -278,3 +280,73 @@ def test_grid_table_with_cells_missing_for_a_training_range():
     text = grid_table(pa.Table.from_pylist(rows))
     assert "| 20-40 | ORIG + M3S | **65.00 ± 5.00** | – |" in text
     assert "| 60-80 | ORIG | – | 55.00 ± 5.00 |" in text  # a lone strategy is not "best"
+
+
+# ---------------------------------------------------------------- spans over frames
+
+
+@pytest.fixture(scope="module")
+def framed(tmp_path_factory):
+    """A tiny MMSA import with its frames kept: the pooled vectors are the frames' means."""
+    from test_importers import write_mmsa
+
+    from pipeline.data.importers import import_mmsa
+
+    root = tmp_path_factory.mktemp("frames")
+    write_mmsa(root / "mosi.pkl", sizes=(60, 20, 20), frames=(9, 7, 11), rng=np.random.default_rng(7))
+    return import_mmsa(root / "mosi.pkl", "mosi", root / "mosi", folds=2, keep_sequences=True)
+
+
+def test_frame_span_takes_whole_frames_out_of_the_pooled_vector(framed):
+    bank = FeatureBank(framed, np.arange(len(framed)))
+    rows = np.arange(0, len(framed), 2)
+    plan = SpanPlan(bank, [(0.3, 0.7)])
+    assert plan.over_frames == [True, True, True]
+    spans = plan.draw(rows, torch.Generator().manual_seed(5))
+    out = plan.apply(rows, [x[torch.as_tensor(rows)] for x in bank.x], spans)
+    for i, m in enumerate(framed.modalities):
+        seq, (start, k) = framed.sequences[m], spans[i]
+        for j, r in enumerate(rows):
+            n = int(seq.lengths[r])
+            assert 0 <= int(start[j]) and int(start[j] + k[j]) <= n  # inside the valid frames
+            assert math.floor(n * 0.3 + 1e-9) <= int(k[j]) <= math.floor(n * 0.7 + 1e-9)
+            frames = seq.values[r, :n].copy()
+            frames[int(start[j]) : int(start[j] + k[j])] = 0.0  # the span's frames zeroed, then pooled
+            np.testing.assert_allclose(out[i][j].numpy(), frames.sum(0) / max(n, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_frame_spans_at_rate_zero_leave_the_inputs_alone_and_dims_spans_are_unchanged(framed, tiny):
+    bank = FeatureBank(framed, np.arange(len(framed)))
+    rows = np.arange(len(framed))
+    zero = span_bank(bank, rows, [(0.0, 0.0)], seed=3)
+    for a, b in zip(zero.x, bank.x):
+        torch.testing.assert_close(a, b)
+    # span_over = "dims" (and a dataset without frames): the utterance vector's dims, as `span_masks`
+    for ds, over in ((framed, "dims"), (tiny, "auto")):
+        bank = FeatureBank(ds, np.flatnonzero(ds.labeled))
+        rows = np.sort(bank.rows[::3])
+        got = span_bank(bank, rows, [(0.4, 0.6)], seed=11, over=over)
+        keep = span_masks(len(rows), [x.shape[1] for x in bank.x], [(0.4, 0.6)], torch.Generator().manual_seed(11))
+        p = torch.as_tensor(bank.pos[rows])
+        for x, k, g in zip(bank.x, keep, got.x):
+            assert torch.equal(g[p], x[p] * k)
+
+
+def test_m3s_on_frames_end_to_end_differs_from_dims_spans(framed, tmp_path):
+    from pipeline.config import Settings
+    from pipeline.experiment import protocol
+    from pipeline.training.config import load_experiment
+
+    runs = {}
+    for over in ("auto", "dims"):
+        cfg = load_experiment(
+            None, dataset=str(framed.root), experiment=f"frames-{over}", folds=[0], runs=1, ingest=False,
+            systems=["ae"], strategy="m3s", missing_rate=[0.4, 0.6], span_over=over, **{"train.epochs": 2},
+        )
+        st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+        runs[over] = protocol.run_experiment(cfg, st_).records
+    wa = {over: [m["value"] for r in recs for m in r["metrics"]] for over, recs in runs.items()}
+    assert all(np.isfinite(wa["auto"])) and wa["auto"] != wa["dims"]
+    with pytest.raises(RamerError, match="span_over 'frames'"):
+        protocol.run_experiment(load_experiment(None, dataset=str(framed.root), span_over="frames", strategy="m3s",
+                                                systems=["ae"]), st_)

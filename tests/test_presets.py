@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.config import Settings
 from pipeline.data.scales import SCALES, candidate_mask, in_medium_half
 from pipeline.data.synth import SynthConfig, write_synthetic
 from pipeline.data.synth_multilabel import MultiLabelSynthConfig, write_multilabel
@@ -21,6 +22,8 @@ from pipeline.errors import RamerError
 from pipeline.models.base import Batch, ModelSpec
 from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
 from pipeline.models.registry import create_model
+from pipeline.store.ingest import collection_name
+from pipeline.store.qdrant_store import HiddenFeatureStore
 from pipeline.training.config import ExperimentConfig, experiment_from_dict, load_experiment
 from pipeline.training.presets import (
     PAPER,
@@ -136,6 +139,9 @@ def test_differences_name_each_setting_with_the_papers_value() -> None:
     diffs = {k: (a, b) for k, a, b in paper_differences(default, _system(default, "ramer"))}
     assert diffs["retrieval.scale"] == ("turbo", "small")
     assert diffs["retrieval.finetune_encoders"] == (False, True)
+    assert "retrieval.refresh_every" not in diffs  # no effect on frozen encoders
+    tuned = {k: (a, b) for k, a, b in paper_differences(default, _system(default, "ramer(finetune_encoders=true)"))}
+    assert tuned["retrieval.refresh_every"] == (0, 1)
     assert diffs["encoder.d_model"] == (256, 0) and diffs["train.optimizer"] == ("adamw", "adam")
     carat = {k: (a, b) for k, a, b in paper_differences(default, _system(default, "carat"))}
     assert carat["model.w_final"] == (1.0, 0.0) and carat["model.queue"] == (1024, 8192)
@@ -248,11 +254,11 @@ def _run(*argv: str) -> None:
     assert done.value.code == 0
 
 
-SMALL = ["--folds", "0", "--runs", "1", "--epochs", "2", "--pretrain-epochs", "2", "--no-ingest", "--preset", "paper"]
-CASES = {
+SMALL = ["--folds", "0", "--runs", "1", "--epochs", "2", "--pretrain-epochs", "2", "--preset", "paper"]
+CASES = {  # table3 writes the store: the preset's small DB holds fewer rows than the dataset
     "table3": (["--systems", "ramer,ae,cra,mmin,if-mmin,cif-mmin"], False),
-    "m3s": (["--systems", "mmin", "--strategy", "m3s", "--missing-rate", "20-40"], False),
-    "carat": (["--systems", "carat"], True),
+    "m3s": (["--systems", "mmin", "--strategy", "m3s", "--missing-rate", "20-40", "--no-ingest"], False),
+    "carat": (["--systems", "carat", "--no-ingest"], True),
 }
 
 
@@ -284,6 +290,9 @@ def test_run_preset_paper_end_to_end(env: Path, case: str, caplog: pytest.LogCap
         n_audio = sum(p.numel() for p in UnimodalEncoder(16, ds.manifest.n_classes, cfg.encoder).parameters())
         assert f"stage-1 encoder audio: {n_audio:,} parameters (2 layers at width 16, ff 2048)" in sizes
         assert any("visual" in s and "reference shape infeasible" in s and "width 256" in s for s in sizes)
+        with HiddenFeatureStore.open(Settings(_env_file=None)) as store:  # every labeled row, no pool row
+            name = collection_name(ds.manifest.name, case, 0)
+            assert store.count(name) == 150 and store.count(name, scale="small") == 150
     elif case == "m3s":
         assert lines == ["- `mmin+m3s`: differs from the paper in: pretrain.epochs 2 (paper 40), train.epochs 2 (paper 60)"]
     else:

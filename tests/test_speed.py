@@ -105,7 +105,8 @@ def test_evaluation_remembers_live_searches_exactly():
 def test_refresh_every_reuses_training_lists_for_that_many_epochs():
     filler, vecs, calls, _ = _live_filler()
     rows = np.arange(20)
-    for every, expected in ((1, [20, 20, 20, 20]), (2, [20, 20])):
+    for every, expected in ((1, [20, 20, 20, 20]), (2, [20, 20]), (0, [20])):
+        filler._stale.clear()  # a new training run
         filler.refresh_every, calls[:] = every, []
         for epoch in range(4):
             filler.set_training(True)

@@ -50,11 +50,11 @@ def evaluate_conditions(
 @torch.no_grad()
 def evaluate_spans(
     model: MERModel, bank: FeatureBank, rows: np.ndarray, y: np.ndarray, ranges: Sequence[Range],
-    seed: int, task: str,
+    seed: int, task: str, over: str = "auto",
 ) -> list[dict]:
     """Metric rows for `rows` (labels `y`) under fixed seeded spans at one test range per
     modality; the seed depends on the unit and range only, so every system and strategy
     sees the same corrupted inputs."""
-    noisy = span_bank(bank, rows, ranges, seed)
+    noisy = span_bank(bank, rows, ranges, seed, over)
     logits = predict(model, noisy, rows, np.ones(len(bank.x), bool))
     return _rows(span_condition(ranges), True, task_metrics(task, y, logits))

@@ -124,7 +124,8 @@ def _ingest(vectors, split: FoldSplit, task: UnitTask, settings: Settings, ds: D
     view.unlink(missing_ok=True)
     opener = store_factory or (lambda: HiddenFeatureStore.open(settings))
     with opener() as store:
-        ingest_hidden(store, name, ds, split, vectors, rows=rows, progress=False)
+        by_row = {m: v[rows] for m, v in vectors.items()}  # (N, H) by dataset row -> (R, H)
+        ingest_hidden(store, name, ds, split, by_row, rows=rows, progress=False)
         t0 = time.perf_counter()
         stage_view(store, name, view, cfg)
         return time.perf_counter() - t0

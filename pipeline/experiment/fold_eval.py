@@ -48,7 +48,7 @@ def score_model(fr: FoldRun, model: MERModel) -> list[dict]:
         test = ctx.split.test
         return [row for ranges in span_test_ranges(cfg, list(ctx.spec.modalities))
                 for row in evaluate_spans(model, ctx.bank, test, ctx.ds.y[test], ranges,
-                                          ctx.seed(f"test-spans-{ranges}"), ctx.spec.task)]
+                                          ctx.seed(f"test-spans-{ranges}"), ctx.spec.task, cfg.span_over)]
     names, masks = _evaluated_conditions(fr)
     return evaluate_conditions(model, ctx.bank, ctx.ds.y, ctx.split, names, masks, ctx.spec.task)
 

@@ -102,7 +102,9 @@ class RAMER(MERModel):
             keys = fold.scaled_features() if self.query_features else None
             stored_queries = raw or (inputs_as_stored and (self.query_features or not self.cfg.finetune_encoders))
             self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys)
-            self.filler.refresh_every = retrieval.refresh_every
+            # reuse across epochs is for moving encoders; frozen ones searching live (span or
+            # noise inputs) get new query vectors in every batch, so they search every batch
+            self.filler.refresh_every = retrieval.refresh_every if self.cfg.finetune_encoders else 1
             self.fill_length = torch.ones(len(self.spec.modalities), device=fold.device)  # (M,)
             if retrieval.fill_norm == "stored":
                 cand = fold.candidates(retrieval)  # lengths from allowed rows only, never val / test

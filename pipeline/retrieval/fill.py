@@ -17,8 +17,8 @@ are the model's current hidden vectors (fine-tuned encoders),
 searched per batch. Live search is the cost of fine-tuning, so two things
 cut it: evaluation remembers each (modality, row, query vector)'s neighbours, exact since
 the result depends on nothing else (validation's 6 conditions query each row's modality
-up to 3 times with the same vector), and `refresh_every` > 1 reuses a training row's
-neighbour list for that many epochs (an option; 1 = every batch). `fuse="mean"` averages the neighbours' vectors instead of summing
+up to 3 times with the same vector), and `refresh_every` reuses a training row's
+neighbour list for that many epochs (1 = every batch; 0, the default: for good once it exists). `fuse="mean"` averages the neighbours' vectors instead of summing
 and normalising them: kNN imputation of raw features (the `lr-knn` reference), whose
 widths may differ per modality (`fill` takes and returns one array per modality).
 """
@@ -84,7 +84,7 @@ class RetrievalFiller:
         self._listed = np.zeros(0, np.int64)
         self._tables: dict[tuple[int, int], np.ndarray] = {}  # (t, set bits) -> (n_listed, D_t)
         self._tables_fit = False
-        self.refresh_every = 1  # epochs a live training row's neighbour list is reused
+        self.refresh_every = 1  # epochs a live training row's neighbour list is reused; 0 = for good
         self._epoch, self._training = 0, False
         self._stale: dict[str, tuple[Neighbours, np.ndarray]] = {}  # m -> lists (N, K), epoch (N,)
         self._memo: dict[tuple[str, int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # eval queries
@@ -146,18 +146,20 @@ class RetrievalFiller:
         q = np.ascontiguousarray(q, dtype=np.float32)  # (B, d)
         if external or self.keys is not None:
             return Neighbours(*self._search(m, q, rows))
-        if self._training and self.refresh_every > 1:
+        if self._training and self.refresh_every != 1:
             return self._reused(m, q, rows)
         return self._remembered(m, q, rows) if not self._training else Neighbours(*self._search(m, q, rows))
 
     def _reused(self, m: str, q: np.ndarray, rows: np.ndarray) -> Neighbours:
-        """Training rows' lists, searched again only when `refresh_every` epochs old."""
+        """Training rows' lists, searched again only when `refresh_every` epochs old
+        (0: never, once searched)."""
         if m not in self._stale:
             n = len(next(iter(self.values.values())))
             empty = Neighbours(np.full((n, self.k), -1, np.int64), np.full((n, self.k), -np.inf, np.float32))
             self._stale[m] = (empty, np.full(n, -(10**9)))
         lists, searched = self._stale[m]
-        old = self._epoch - searched[rows] >= self.refresh_every  # (B,)
+        never = searched[rows] < 0  # (B,) no list yet
+        old = never if self.refresh_every == 0 else never | (self._epoch - searched[rows] >= self.refresh_every)
         if old.any():
             r, s = self._search(m, q[old], rows[old])
             lists.rows[rows[old]], lists.scores[rows[old]] = r, s

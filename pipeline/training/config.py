@@ -31,8 +31,10 @@ class RetrievalConfig:
     finetune_encoders: bool = False  # False: frozen stage-1 encoders, cached retrieval
     # Fine-tuned encoders only: a training row's neighbour list, searched with its current
     # h, is reused for this many epochs (1 = searched afresh in every batch, the paper's
-    # live retrieval). Validation and test always search with the current encoders.
-    refresh_every: int = 1
+    # live retrieval and `--preset paper`'s; 0 = never searched again once it exists).
+    # Validation and test always search with the current encoders. 0 halves the search
+    # and scored as well or better on validation (synthetic and mfeat, docs/performance.md).
+    refresh_every: int = 0
     # What the available modality queries its DB with: its hidden h (the paper) or its
     # stage-0 scaled input features ("features"); the fills are hidden vectors either way.
     query_space: str = "auto"  # hidden | features | auto
@@ -77,6 +79,9 @@ class ExperimentConfig:
     missing_rate: list = field(default_factory=lambda: [0.4, 0.6])  # training span-rate range(s)
     test_missing_rate: list | None = None  # test range(s); None = the training range(s)
     modality_missing_rate: dict[str, list[float]] = field(default_factory=dict)  # per-modality training ranges
+    # Where a span falls: "auto" = over the frames of a modality the dataset keeps them for
+    # (`--keep-sequences`; the M3S paper), else over its utterance vector's dims | "dims"
+    span_over: str = "auto"
     m3s: M3SConfig = field(default_factory=M3SConfig)
     # A named layer of settings under the TOML file (pipeline.training.presets): none | paper
     preset: str = "none"

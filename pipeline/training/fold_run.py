@@ -337,5 +337,5 @@ class FoldRun:
 
         ctx = self.ctx
         source = SpanBatches(ctx.bank, ctx.split.train, ctx.split.val, system.strategy, self._train_ranges(system),
-                             seed=cfg.seed, val_seed=ctx.seed("val-spans"))
+                             seed=cfg.seed, val_seed=ctx.seed("val-spans"), over=self.cfg.span_over)
         return fit_strategy(model, source, score, cfg, replace(self.cfg.m3s, **system.m3s), on_epoch=hook)

@@ -36,7 +36,7 @@ PAPER = {
         # loaded from stage 1 and trained on; two available modalities: the reference's rule
         "retrieval": {"scale": "small", "k": 10, "metric": "cosine", "db_source": "hidden",
                       "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score",
-                      "finetune_encoders": True},
+                      "finetune_encoders": True, "refresh_every": 1},
         # the reference code's pretrain model: 2 post-norm layers at the input width,
         # 8 heads, feed-forward 2048, dropout 0.5, h of 256, classifier [256, 128]
         "encoder": {"d_model": 0, "layers": 2, "heads": 8, "ff": 2048, "hidden": 256, "dropout": 0.5,
@@ -214,6 +214,8 @@ def paper_differences(cfg: Any, system: Any, preset: str = "paper") -> list[tupl
     bare = parse_system(system.model if system.strategy == "none" else f"{system.model}+{system.strategy}",
                         paper_cfg.retrieval, paper_cfg.models)
     mine, paper = system_settings(cfg, system, keys), system_settings(paper_cfg, bare, keys)
+    if mine.get("retrieval.finetune_encoders") is False:  # frozen encoders: lists are never refreshed
+        keys = [k for k in keys if k != "retrieval.refresh_every"]
     return [(k, mine[k], paper[k]) for k in keys if not _same(k, mine[k], paper[k])]
 
 

@@ -37,7 +37,7 @@ import torch
 from torch.func import functional_call
 
 from pipeline.data.bank import FeatureBank
-from pipeline.data.spans import Range, apply_spans, range_tag, span_bank, span_masks
+from pipeline.data.spans import Range, SpanPlan, range_tag, span_bank
 from pipeline.errors import RamerError
 from pipeline.models.base import Batch, MERModel
 from pipeline.models.inference import predict
@@ -169,21 +169,24 @@ class SpanBatches:
     ranges: Sequence[Range]  # one (lo, hi) per modality
     seed: int  # training spans
     val_seed: int  # the fixed validation spans
+    over: str = "auto"  # spans over frames where the dataset keeps them | "dims" (SpanPlan)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy '{self.strategy}'; use one of {STRATEGIES}")
         self.gen = torch.Generator().manual_seed(self.seed)
         self.dims = [x.shape[1] for x in self.bank.x]
+        self.plan = SpanPlan(self.bank, self.ranges, self.over)
         # orig: one span per row for the whole training, by bank position
-        self.fixed = span_masks(len(self.bank.rows), self.dims, self.ranges, self.gen) if self.strategy == "orig" else None
-        self.val_bank = span_bank(self.bank, self.val_rows, self.ranges, self.val_seed)
+        self.fixed = self.plan.draw(self.bank.rows, self.gen) if self.strategy == "orig" else None
+        self.val_bank = span_bank(self.bank, self.val_rows, self.ranges, self.val_seed, self.over)
 
     def spanned(self, rows: np.ndarray) -> Batch:
         b = self.bank.batch(rows, np.ones((len(rows), len(self.dims)), bool), with_full=True)
-        keep = ([k[self.bank.pos[rows]] for k in self.fixed] if self.fixed is not None
-                else span_masks(len(rows), self.dims, self.ranges, self.gen))
-        b.x = apply_spans(b.x, keep)  # x_full stays clean
+        p = torch.as_tensor(self.bank.pos[rows])
+        spans = ([(s[p], k[p]) for s, k in self.fixed] if self.fixed is not None
+                 else self.plan.draw(rows, self.gen))
+        b.x = self.plan.apply(rows, b.x, spans)  # x_full stays clean
         return b
 
     def epoch(self, rng: np.random.Generator, order: np.ndarray, batch_size: int, with_seq: bool) -> Iterator[Batch]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from pipeline.config import check_name
 from pipeline.data.scales import SCALES
+from pipeline.data.spans import SPAN_OVER
 from pipeline.errors import RamerError
 from pipeline.retrieval.faiss_index import METRICS
 from pipeline.retrieval.fill import RULES
@@ -51,7 +52,7 @@ def check_device(device: str) -> None:
 
 def check_retrieval(where: str, r: RetrievalConfig) -> None:
     _at_least(f"{where} k", r.k, 1)
-    _at_least(f"{where} refresh_every", r.refresh_every, 1)
+    _at_least(f"{where} refresh_every", r.refresh_every, 0)
     _choice(f"{where} scale", r.scale, SCALES)
     _choice(f"{where} metric", r.metric, METRICS)
     _choice(f"{where} two_rule", r.two_rule, RULES)
@@ -101,6 +102,7 @@ def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequenc
         t = getattr(cfg, stage)
         check_optimiser(stage, {"optimizer": t.optimizer, "schedule": t.schedule})
     check_retrieval("retrieval", cfg.retrieval)
+    _choice("span_over", cfg.span_over, SPAN_OVER)
     if not cfg.precision_ks or not all(isinstance(k, int) and k >= 1 for k in cfg.precision_ks):
         raise RamerError(f"precision_ks {cfg.precision_ks}: give integers >= 1")
     unknown = sorted(set(cfg.modality_missing_rate) - set(modalities))
