@@ -20,9 +20,11 @@ def check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprin
             )
         check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
         _check_legacy_medium(load_json(saved), saved)
-        if _resumable(load_json(saved), config_dict(cfg)) != _resumable(config_dict(cfg), load_json(saved)):
+        then, now = _resumable(load_json(saved), config_dict(cfg)), _resumable(config_dict(cfg), load_json(saved))
+        if then != now:
+            changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in _changes(then, now)[:4])
             raise RamerError(
-                f"{saved}: --resume with a different config than the checkpoints were made with; "
+                f"{saved}: --resume with a different config than the checkpoints were made with ({changed}); "
                 "use a new --experiment name or --fresh"
             )
 
@@ -56,7 +58,23 @@ def _resumable(cfg: dict, other: dict) -> dict:
     checkpoints are per (fold, run), so folds and runs can be added later too; an option
     that a newer version added (at any depth) counts only when it differs from its default."""
     top = {k: v for k, v in cfg.items() if k not in ("systems", "precision_ks", "folds", "runs", "data_fingerprint")}
+    retrieval = top.get("retrieval")
+    if isinstance(retrieval, dict) and not retrieval.get("finetune_encoders", False):
+        # frozen encoders never refresh a list: the setting (whose default changed) is moot
+        top["retrieval"] = {k: v for k, v in retrieval.items() if k != "refresh_every"}
     return _without_new_defaults(top, other, config_dict(ExperimentConfig()))
+
+
+def _changes(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, value in a, value in b) where two config dicts differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _changes(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append((f"{prefix}{k}", x, y))
+    return out
 
 
 def _without_new_defaults(cfg: dict, other: dict, defaults: dict) -> dict:
