@@ -10,11 +10,15 @@ For N database vectors and B queries (d = 256, K = 10), on the same synthetic ve
   `HiddenFeatureStore.search`), one query per call: a few queries, extrapolated;
 - `ivf`: an approximate FAISS IVF-Flat index for N >= --approx-min, with recall@10
   against the exact result and its build time.
+- with `--device cuda`: the same search on the GPU (`FastIndex` on the device, queries
+  sent from and results returned to host memory, as training calls it) beside the bare
+  torch product of the same shapes there (its limit; float32, TF32 off, data resident).
 Vectors: 64 clusters + 16-d within-cluster variation + isotropic noise, L2-normalised (a
 stand-in for trained hidden features; only the recall depends on it).
 
     python benchmarks/bench_retrieval.py                      # N = 5k, 50k, 120k
     python benchmarks/bench_retrieval.py --sizes 5000,50000,120000,1000000
+    python benchmarks/bench_retrieval.py --sizes 120000,1000000 --device cuda   # + the GPU rows
 """
 
 from __future__ import annotations
@@ -171,8 +175,47 @@ def ivf(x: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, nprobes: list
     return rows
 
 
+def device_rows(x: np.ndarray, qmax: np.ndarray, batches: list[int], device: str, min_seconds: float,
+                max_reps: int) -> list[dict[str, Any]]:
+    """The fast path on `device` (a GPU) against the bare torch product there."""
+    import torch
+
+    from pipeline.retrieval.faiss_index import FastIndex
+
+    index = FastIndex("cosine", device=device).fit(x)
+    if index.gpu_ is None:  # FastIndex fell back to CPU (and logged why): no GPU rows to report
+        return []
+    torch.backends.cuda.matmul.allow_tf32 = False  # the same float32 arithmetic as the CPU rows
+    xt = torch.as_tensor(x, device=device)  # (N, d) resident, as the index holds it
+    rows = []
+    n = len(x)
+    for b in batches:
+        q = qmax[:b]
+        qt = torch.as_tensor(q, device=device)  # (B, d)
+        self_ids = np.full(b, -1, np.int64)
+
+        def product(qt: Any = qt) -> None:
+            for lo in range(0, n, 262_144):  # (B, 256k) blocks: B = 4,096 x 1M would be 16 GB at once
+                qt @ xt[lo : lo + 262_144].T
+            torch.cuda.synchronize()
+
+        product()  # warm-up outside `timed`: the first call pays CUDA's and cuBLAS's start-up
+        index.search(q, K, exclude_ids=self_ids)
+        t_mm, _ = timed(product, min_seconds, max_reps)
+        t_fp, reps = timed(lambda q=q, ex=self_ids: index.search(q, K, exclude_ids=ex), min_seconds, max_reps)
+        base = {"N": n, "B": b, "reps": reps}
+        rows += [{**base, "method": f"torch matmul on {device} (GPU limit)", "seconds": t_mm, "qps": b / t_mm,
+                  "x matmul": 1.0},
+                 {**base, "method": f"fast path on {device} (FastIndex, FAISS GPU)", "seconds": t_fp,
+                  "qps": b / t_fp, "x matmul": t_fp / t_mm}]
+        print(f"N={n:>8,} B={b:>5}: {device} matmul {t_mm * 1e3:9.2f} ms | fast path {t_fp * 1e3:9.2f} ms "
+              f"({t_fp / t_mm:.2f}x)", flush=True)
+    return rows  # the index and xt go with this frame; torch's cache reuses their memory for the next N
+
+
 def run(sizes: list[int], batches: list[int], edge_max: int, edge_queries: int, approx_min: int,
-        nprobes: list[int], min_seconds: float, max_reps: int, diagnose: bool) -> dict[str, Any]:
+        nprobes: list[int], min_seconds: float, max_reps: int, diagnose: bool,
+        device: str = "cpu") -> dict[str, Any]:
     from pipeline.retrieval.faiss_index import FastIndex
 
     rows: list[dict[str, Any]] = []
@@ -204,6 +247,8 @@ def run(sizes: list[int], batches: list[int], edge_max: int, edge_queries: int, 
             print(f"N={n:>8,} B={b:>5}: matmul {t_mm * 1e3:9.1f} ms | +top-k {t_tk * 1e3:9.1f} ms | "
                   f"fast path {t_fp * 1e3:9.1f} ms ({x_fp:.2f}x, {reps} rounds)  [load {load_average()[:1]}]",
                   flush=True)
+        if device != "cpu":
+            rows += device_rows(x, qmax, batches, device, min_seconds, max_reps)
         if n <= edge_max:
             with tempfile.TemporaryDirectory(prefix="ramer-bench-") as tmp:
                 e = qdrant_edge(x, qmax, edge_queries, Path(tmp))
@@ -274,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=None,
                     help="BLAS/OpenMP threads for numpy and FAISS alike (default: all cores); 1 gives "
                          "steadier ratios on a busy machine")
+    ap.add_argument("--device", default="cpu",
+                    help="also time the fast path on this device (cuda, cuda:N) against torch's product there")
     ap.add_argument("--name", default="retrieval", help="result file name (results/<name>.json|md)")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
@@ -289,14 +336,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = [int(b) for b in args.batches.split(",")]
     t0 = time.perf_counter()
     res = run(sizes, batches, args.edge_max, args.edge_queries, args.approx_min,
-              [int(p) for p in args.nprobes.split(",")], args.min_seconds, args.max_reps, not args.no_diagnostics)
+              [int(p) for p in args.nprobes.split(",")], args.min_seconds, args.max_reps, not args.no_diagnostics,
+              args.device)
     target = {}
     for b in batches:
         n = 120_000 if 120_000 in sizes else max(sizes)
         fp = [r for r in res["rows"] if r["N"] == n and r["B"] == b and r["method"].startswith("fast")]
         if fp:
             target[f"N={n} B={b}"] = {"x matmul": round(fp[0]["x matmul"], 3), "within 1.5x": fp[0]["x matmul"] <= 1.5}
-    result = {"script": "bench_retrieval.py", "threads": args.threads or "all cores", "command": "python benchmarks/bench_retrieval.py " + " ".join(argv or sys.argv[1:]),
+    result = {"script": "bench_retrieval.py", "threads": args.threads or "all cores", "device": args.device, "command": "python benchmarks/bench_retrieval.py " + " ".join(argv or sys.argv[1:]),
               "machine": info, "d": D, "k": K, **res, "target": target, "wall_seconds": time.perf_counter() - t0,
               "peak_rss_mib": peak_rss_mib()}
     md = md_table(res["rows"], ["N", "B", "method", "seconds", "qps", "x matmul"])

@@ -46,3 +46,16 @@ def test_the_checks_pass_on_cpu_against_cpu():
     """The dry run the script falls back to: the same checks, CPU against CPU."""
     assert gpu_check.neighbours("cpu", n=3000, b=64)["ok"]
     assert gpu_check.train("cpu", steps=3)["ok"]
+
+
+def test_ramer_state_follows_the_model_to_another_device():
+    """Every tensor RAMER keeps (here the fill lengths) moves with `.to()`: a plain tensor
+    attribute stayed on the CPU and broke the first CUDA run (device check, 2026-12-04).
+    A dtype change goes through the same path as a device change, so the CPU sees it."""
+    from pipeline.models.base import ModelSpec
+    from pipeline.models.registry import create_model
+
+    model = create_model("ramer", ModelSpec(("a", "v"), (8, 6), 3, "single_label"), d_model=16, hidden=8,
+                         heads=2, ff=16).to(torch.float64)
+    assert model.fill_length.dtype == torch.float64
+    assert "fill_length" not in model.state_dict()  # checkpoints keep their keys

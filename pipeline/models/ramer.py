@@ -66,7 +66,9 @@ class RAMER(MERModel):
         self.head = mlp([cfg.hidden * m, *cfg.classifier, spec.n_out], dropout=cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
         self.filler: Filler | None = None  # set by `attach` (not a parameter)
-        self.fill_length = torch.ones(len(spec.dims))  # (M,) length of each modality's fills
+        # (M,) length of each modality's fills; a buffer so `.to(device)` moves it with the
+        # model (a filler attached by hand, outside `attach`, found it left on the CPU)
+        self.register_buffer("fill_length", torch.ones(len(spec.dims)), persistent=False)
         self.query_features = False  # retrieval queries with input features instead of h
         # Frozen encoders: h of every dataset row is already in the database, so the
         # training stage may hand over the stored (N, H) vectors instead of re-encoding.
