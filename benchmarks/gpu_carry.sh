@@ -36,7 +36,8 @@ elif [[ $cmd == unpack ]]; then
     echo "$(cat "$dir/gsite.sha256")  /tmp/gsite.tar.xz" | sha256sum -c
     mkdir -p /tmp/gsite && tar -xJf /tmp/gsite.tar.xz -C /tmp/gsite && rm /tmp/gsite.tar.xz
     python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$dir"/wheels/*.whl
-    # the CUDA 12 libraries join the image's `nvidia` namespace package (a regular one would hide them)
+    # pack dropped nvidia/__init__.py, so the CUDA 12 libraries join the image's `nvidia` namespace
+    # package (were the image's a regular package, it would hide them and faiss names the missing wheel)
     PYTHONPATH=$PWD:/tmp/site:/tmp/gsite python3 -c "import faiss, torch; print('faiss', faiss.__version__, \
 'gpus', faiss.get_num_gpus(), 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 else

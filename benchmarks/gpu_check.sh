@@ -11,7 +11,7 @@
 #                                                      # no install (uses the current python)
 #   OUT=/tmp/gpu bash benchmarks/gpu_check.sh --carried  # a GPU machine with no package registry: no
 #       install; the current python must already import ramer's dependencies and faiss-gpu (carried
-#       as wheels, e.g. on PYTHONPATH; docs/performance.md, "GPU", says how it was done here)
+#       as wheels onto PYTHONPATH by `benchmarks/gpu_carry.sh`; docs/performance.md, "GPU")
 # Without a visible CUDA GPU the GPU run falls back to the dry run and says so in one line.
 set -euo pipefail
 OUT=${OUT:-$(mktemp -d -t ramer-gpu-XXXX)}

@@ -1,7 +1,7 @@
 """Each system of a finished experiment: mean validation score beside mean test Avg WA.
 
 Validation = `val_score` in fits.parquet (the stage-3 selection score of the epoch and
-variant each (fold, run) chose); test = WA averaged over the six missing conditions
+variant each (fold, run) chose); test = WA averaged over the missing conditions
 (a v l av al vl) of each unit, then over units, from metrics.parquet. Best validation
 first. The tables of docs/paper.md (preset against defaults, the scale x K grids) are
 made with it:
@@ -18,21 +18,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-MISSING = ("a", "v", "l", "av", "al", "vl")
+from pipeline.evaluation.report import avg_over_conditions
+from pipeline.evaluation.tables import missing_conditions
 
 
 def table(results: Path) -> list[tuple[str, float, float, int]]:
-    """(system, mean validation score, mean test Avg WA in %, units), best validation first."""
+    """(system, mean validation score, mean test Avg WA in %, units), best validation first;
+    Avg WA per unit as report.md computes it (`avg_over_conditions` over the missing conditions)."""
     val: dict[str, list[float]] = defaultdict(list)
     for f in pq.read_table(results / "fits.parquet", columns=["system", "val_score"]).to_pylist():
         val[f["system"]].append(f["val_score"])
-    wa: dict[str, dict[tuple[int, int], list[float]]] = defaultdict(lambda: defaultdict(list))
-    cols = ["system", "fold", "run", "condition", "metric", "value"]
-    for m in pq.read_table(results / "metrics.parquet", columns=cols).to_pylist():
-        if m["metric"] == "WA" and m["condition"] in MISSING:
-            wa[m["system"]][(m["fold"], m["run"])].append(m["value"])
-    rows = [(s, float(np.mean(v)), 100 * float(np.mean([np.mean(u) for u in wa[s].values()])), len(v))
-            for s, v in val.items() if s in wa]
+    metrics = pq.read_table(results / "metrics.parquet")
+    per_unit = avg_over_conditions(metrics, missing_conditions(metrics))  # (system, metric) -> {unit: avg}
+    rows = [(s, float(np.mean(v)), 100 * float(np.mean(list(per_unit[(s, "WA")].values()))), len(v))
+            for s, v in val.items() if (s, "WA") in per_unit]
     return sorted(rows, key=lambda r: -r[1])
 
 

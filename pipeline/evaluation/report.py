@@ -67,7 +67,7 @@ def condition_table(metrics: pa.Table, metric_names: tuple[str, ...] | None = No
     summ = summarise(metrics, ["system", "condition", "metric"])
     systems = ordered_unique(metrics.column("system").to_pylist())
     conds = ordered_unique(metrics.column("condition").to_pylist())
-    per_run = _avg_over_conditions(metrics, missing_conditions(metrics))
+    per_run = avg_over_conditions(metrics, missing_conditions(metrics))
     head = ["system"] + [f"{c} {m}" for c in conds for m in metric_names] + [f"Avg {m}" for m in metric_names]
     rows = []
     for s in systems:
@@ -83,7 +83,7 @@ def condition_table(metrics: pa.Table, metric_names: tuple[str, ...] | None = No
     return "\n".join(markdown_table(head, rows))
 
 
-def _avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str, str], dict[tuple, float]]:
+def avg_over_conditions(metrics: pa.Table, conds: list[str]) -> dict[tuple[str, str], dict[tuple, float]]:
     """Per (system, metric): the average over `conds` of each (fold, run) unit, keyed by unit."""
     summ = summarise(metrics, ["system", "metric", "fold", "run", "condition"])
     acc: dict[tuple, dict[tuple, list[float]]] = {}
@@ -120,7 +120,7 @@ def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str =
     averaged = missing_conditions(metrics) or ordered_unique(metrics.column("condition").to_pylist())
     rows = []
     for metric in head:
-        per = _avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), averaged)
+        per = avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), averaged)
         ref = per.get((reference, metric))
         for s in systems:
             other = per.get((s, metric))
