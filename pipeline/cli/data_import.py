@@ -149,40 +149,51 @@ def import_mer2024_cmd(
 def import_mmsa_cmd(
     file: Annotated[Path, typer.Argument(help="MMSA pickle (CMU-MOSI / CMU-MOSEI / CH-SIMS).")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
-    task: Annotated[str, typer.Option(help="regression (sentiment score) or single_label (classification labels).")] = "regression",
+    task: Annotated[str, typer.Option(help="regression (sentiment score) or single_label (classification_labels; "
+                                      "without them, MMSA's rule on the score: < 0 negative, 0 neutral, > 0 positive).")] = "regression",
     classes: Annotated[str | None, typer.Option(help="Class names for single_label, a,b,c.")] = None,
+    padding_location: Annotated[str, typer.Option(
+        help="Where the zero padding of audio/vision sits, as MMSA-FET's padding_location: end, start, or auto "
+        "(read from the zeros in the file; end when they do not tell).")] = "auto",
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: Annotated[int, typer.Option(help="Stratified folds (without --official-split).")] = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
     group_by: _GROUP_BY = None, duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """MMSA pickles: sequences mean-pooled over valid frames (and kept with --keep-sequences)."""
+    """MMSA pickles and MMSA-FET's output (default / aligned / pt, padding at the end or the start):
+    sequences mean-pooled over valid frames (and kept with --keep-sequences)."""
     from pipeline.data.importers import import_mmsa
 
     options = _fold_options(group_by, duplicate_threshold, drop_duplicates)
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_mmsa(
         file, name, t, task=task, official_split=official_split, classes=split_list(classes), folds=folds, seed=s,
-        progress=p, keep_sequences=keep_sequences, fold_options=options), folds=None if official_split else folds)
+        progress=p, keep_sequences=keep_sequences, fold_options=options, padding=padding_location),
+        folds=None if official_split else folds)
 
 
 @import_app.command("carat-mosei")
 def import_carat_mosei_cmd(
-    file: Annotated[Path, typer.Argument(help="CARAT's aligned CMU-MOSEI train_valid_test.pt.")],
+    file: Annotated[Path, typer.Argument(help="CARAT's CMU-MOSEI train_valid_test.pt (its 'tgt' labels; "
+                                         "its aligned frames unless --unaligned).")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
+    unaligned: Annotated[Path | None, typer.Option(
+        help="MulT's mosei_senti_data_noalign.pkl: take the frames from it (CARAT's unaligned MOSEI), "
+        "the labels from FILE.")] = None,
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: _FOLDS = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     keep_sequences: _KEEP_SEQ = False,
     duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file."""
+    """Multi-label CMU-MOSEI (6 emotions) from CARAT's torch file (aligned) or with MulT's
+    unaligned pickle (--unaligned)."""
     from pipeline.data.importers import import_carat_mosei
 
     options = _fold_options(None, duplicate_threshold, drop_duplicates)
     _run_import(file.name, name, out, data_dir, seed, lambda t, s, p: import_carat_mosei(
         file, name, t, official_split=official_split, folds=folds, seed=s, progress=p, keep_sequences=keep_sequences,
-        fold_options=options), folds=None if official_split else folds)
+        fold_options=options, unaligned=unaligned), folds=None if official_split else folds)
 
 
 @import_app.command("iemocap-mmin")
@@ -207,7 +218,8 @@ def import_iemocap_cmd(
 
 @import_app.command("m3ed")
 def import_m3ed_cmd(
-    file: Annotated[Path, typer.Argument(help="CARAT's M3ED feature pickle, or the m3ed_data_60.pt it writes.")],
+    file: Annotated[Path, typer.Argument(help="M3ED's feature pickle (MEmoConv prepare_fts.py: A..-V..-L...pkl), "
+                                         "or the m3ed_data_60.pt CARAT's reader writes from it.")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
     official_split: _OFFICIAL = False, out: _OUT = None,
     folds: _FOLDS = 5,
@@ -215,7 +227,8 @@ def import_m3ed_cmd(
     keep_sequences: _KEEP_SEQ = False,
     duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """M3ED, dialogue-level multi-label (7 emotions)."""
+    """M3ED, dialogue-level multi-label (7 emotions); audio = speech (pickle item [4], the .pt's
+    src-visual), visual = faces (item [5], the .pt's src-audio)."""
     from pipeline.data.importers import import_m3ed
 
     options = _fold_options(None, duplicate_threshold, drop_duplicates)

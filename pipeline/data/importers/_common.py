@@ -4,7 +4,9 @@ checksums and the final validated, atomic publish."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -21,9 +23,19 @@ from pipeline.errors import DataError
 
 Progress = Callable[[int], None] | None
 __all__ = [
-    "Progress", "clean_frames", "listing_sha256", "offenders", "pool_frames", "pool_valid", "publish", "require",
-    "sha256_file", "store_frames",
+    "KNOWN_DIMS", "Progress", "clean_frames", "count_padding", "feature_array", "listing_sha256", "load_pickle",
+    "offenders", "pool_frames", "pool_valid", "publish", "require", "sha256_file", "store_frames",
+    "warn_known_dims",
 ]
+log = logging.getLogger(__name__)
+PADDING = ("end", "start")
+
+# Feature dims of extractors a source file names (in its file name or config): a modality
+# whose dim contradicts the extractor named for it was most likely read from the wrong place.
+KNOWN_DIMS = {
+    "wav2vec": 1024, "affectdenseface": 342, "denseface": 342, "robert_base": 768, "is10": 1582,
+    "covarep": 74, "facet": 35, "glove": 300,
+}
 
 
 def offenders(items: Sequence[object], k: int = 5) -> str:
@@ -50,20 +62,80 @@ def listing_sha256(folder: Path, names: Iterable[str], suffix: str = ".npy") -> 
     return h.hexdigest()
 
 
-def clean_frames(seq: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_pickle(path: Path, what: str) -> object:
+    """The unpickled object, or one DataError (a corrupt pickle raises almost any type)."""
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    except Exception as exc:  # noqa: BLE001 - MemoryError, UnpicklingError, EOFError, ValueError, ...
+        raise DataError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def feature_array(src: Path, where: str, value: object, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """`value` (a numpy array, a torch tensor or nested lists) as a numeric array with one of
+    `ndims` dimensions, without copying an array that already is one; otherwise one
+    DataError naming the file, the entry and the rule."""
+    rule = f"rule: numbers of shape {' or '.join({2: '(N, D)', 3: '(N, T, D)', 1: '(N,)'}[d] for d in ndims)}"
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, RuntimeError):  # ragged nested lists
+        raise DataError(f"{src}: '{where}' holds frames of different shapes ({rule})") from None
+    if arr.dtype == object:
+        raise DataError(f"{src}: '{where}' holds frames of different shapes or non-numbers ({rule})")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{src}: '{where}' holds {arr.dtype} values, not numbers ({rule})")
+    if arr.ndim not in ndims:
+        raise DataError(f"{src}: '{where}' has shape {arr.shape} ({rule})")
+    return arr
+
+
+def clean_frames(seq: np.ndarray, lengths: np.ndarray | None = None,
+                 padding: str = "end") -> tuple[np.ndarray, np.ndarray]:
     """(n, T, D) float32 frames with -inf/+inf set to 0 (CMU-MOSEI's COVAREP audio has -inf;
-    CARAT's loader does the same) and the (n, T) valid mask: within `lengths` if given,
-    else not an all-zero (padding) frame. (n, D) input is one frame per sample."""
+    CARAT's loader does the same) and the (n, T) valid mask: with `lengths`, the first
+    `length` frames (`padding="end"`) or the last ones (`padding="start"`, MMSA-FET's
+    padding_location='start'); without, every frame that is not all zero (padding on
+    either side). (n, D) input is one frame per sample."""
     seq = np.asarray(seq, np.float32)
     if seq.ndim == 2:  # already one vector per sample
         seq = seq[:, None, :]
     seq = np.where(np.isinf(seq), np.float32(0.0), seq)
     t = seq.shape[1]
     if lengths is not None:
-        valid = np.arange(t)[None, :] < np.minimum(np.asarray(lengths, np.int64), t)[:, None]
+        keep = np.minimum(np.asarray(lengths, np.int64), t)[:, None]  # (n, 1)
+        pos = np.arange(t)[None, :]  # (1, T)
+        valid = pos < keep if padding == "end" else pos >= t - keep
     else:
         valid = np.abs(seq).sum(-1) > 0
     return seq, valid
+
+
+def count_padding(seq: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+    """Rows of (n, T, D) frames whose zero padding, if `lengths` counts their valid frames,
+    can only be at the end / only at the start: (end_only, start_only). A row with no
+    padding or zero frames on both sides counts for neither."""
+    t = seq.shape[1]
+    keep = np.minimum(np.asarray(lengths, np.int64), t)[:, None]  # (n, 1)
+    pos = np.arange(t)[None, :]  # (1, T)
+    zero = ~(np.asarray(seq) != 0).any(-1)  # (n, T) all-zero frames
+    tail_zero = (zero | (pos < keep)).all(1)  # every frame after the valid ones is zero
+    head_zero = (zero | (pos >= t - keep)).all(1)
+    return int((tail_zero & ~head_zero).sum()), int((head_zero & ~tail_zero).sum())
+
+
+def warn_known_dims(src: Path, named: dict[str, str], dims: dict[str, int]) -> list[str]:
+    """One warning line per modality whose dim contradicts the extractor the source names
+    for it (`named`: modality -> extractor text, e.g. from the file name). Returns the lines
+    (also logged) for the provenance."""
+    lines = []
+    for m, text in named.items():
+        key = next((k for k in KNOWN_DIMS if k in text.lower()), None)
+        if key is not None and m in dims and dims[m] != KNOWN_DIMS[key]:
+            lines.append(f"{src.name}: {m} is {dims[m]}-d but the source names {key} ({KNOWN_DIMS[key]}-d) for it; "
+                         "check that the modalities are not swapped")
+    for line in lines:
+        log.warning(line)
+    return lines
 
 
 def pool_valid(seq: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,20 +1,29 @@
-"""CMU-MOSI / CMU-MOSEI / CH-SIMS as MMSA's pickles (thuiar/MMSA) -> a dataset.
+"""CMU-MOSI / CMU-MOSEI / CH-SIMS as MMSA's pickles (thuiar/MMSA), and the pickles
+MMSA-FET writes (thuiar/MMSA-FET `src/MSA_FET/dataset.py`, `run_dataset`) -> a dataset.
 
 Source: one pickle, {'train', 'valid', 'test'} -> dict with 'id', 'text' (N, L, Dt),
-'audio' (N, La, Da), 'vision' (N, Lv, Dv), optional 'audio_lengths' / 'vision_lengths',
-'regression_labels' (N,) in [-3, 3] (SIMS: [-1, 1]) and optional
-'classification_labels'. Frames are mean-pooled over the valid ones (within the
-lengths; text: non-zero tokens), -inf counts as 0. Task `regression` (default, the
-sentiment score) or `single_label` (the classification labels). `official_split`
-keeps MMSA's split as fixed folds 0 = train, 1 = valid, 2 = test (run with `--folds 2`).
-The pickle is loaded whole (that is the format); pooling runs chunk by chunk into
-preallocated float32 matrices. `keep_sequences` also writes the valid frames of every
-modality to `sequences/` (padded to the longest split's T; see `pipeline.data.sequences`).
+'audio' (N, La, Da), 'vision' (N, Lv, Dv) (numpy arrays, or torch tensors for MMSA-FET's
+return_type='pt'), optional 'audio_lengths' / 'vision_lengths' (absent for aligned
+features), 'regression_labels' (N,) in [-3, 3] (SIMS: [-1, 1]) and optional
+'classification_labels' (MMSA-FET no longer writes them). Frames are mean-pooled over
+the valid ones (within the lengths; text and unlengthed modalities: non-zero frames),
+-inf counts as 0. MMSA-FET pads with zeros at the end (default) or, with
+padding_location='start', at the start: then the valid frames are the last `length`
+ones. `padding="auto"` reads that from the zeros the file holds (see `_padding_of`).
+Task `regression` (default, the sentiment score) or `single_label`: the classification
+labels, or where no split has them, the 3 classes of MMSA's documented rule on the
+regression label (negative < 0, neutral = 0, positive > 0; thuiar/MMSA README).
+`official_split` keeps MMSA's split as fixed folds 0 = train, 1 = valid, 2 = test (run
+with `--folds 2`). Every entry is checked for structure and dtype before use (one
+DataError naming the file, the entry and the rule). The pickle is loaded whole (that is
+the format); pooling runs chunk by chunk into preallocated float32 matrices.
+`keep_sequences` also writes the valid frames of every modality to `sequences/` (padded
+to the longest split's T; see `pipeline.data.sequences`).
 """
 
 from __future__ import annotations
 
-import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +34,9 @@ from pipeline.data.importers._common import (
     Progress,
     check_finite,
     clean_frames,
+    count_padding,
+    feature_array,
+    load_pickle,
     offenders,
     publish,
     require,
@@ -37,48 +49,66 @@ from pipeline.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 MODALITIES = {"audio": ("audio", "audio_lengths"), "visual": ("vision", "vision_lengths"), "text": ("text", None)}
+PADDINGS = ("auto", "end", "start")
+CLASSES_3 = ["negative", "neutral", "positive"]
 CHUNK = 1024
 
 
+@dataclass
+class Split:
+    """One split's entries, checked: ids, (N,) float32 targets, per modality its frames
+    ((N, T, D) or (N, D), any numeric dtype) and (N,) int64 lengths or None."""
+
+    ids: list[str]
+    target: np.ndarray
+    frames: dict[str, np.ndarray]
+    lengths: dict[str, np.ndarray | None]
+
+
 def _load(path: Path) -> dict:
-    try:
-        with path.open("rb") as fh:
-            data = pickle.load(fh)
-    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises almost any type (MemoryError too)
-        raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    data = load_pickle(path, "pickle")
     if not isinstance(data, dict) or any(s not in data for s in SPLITS):
-        raise DataError(f"{path}: expected a dict with {SPLITS}, found {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+        raise DataError(f"{path}: expected a dict with {SPLITS}, found {sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__}")
     return data
 
 
 def import_mmsa(
     src: str | Path, name: str, out: str | Path, task: str = "regression", official_split: bool = False,
     classes: list[str] | None = None, folds: int = 5, seed: int = 0, progress: Progress = None,
-    keep_sequences: bool = False, fold_options: FoldOptions | None = None,
+    keep_sequences: bool = False, fold_options: FoldOptions | None = None, padding: str = "auto",
 ) -> Dataset:
     src = require(Path(src).resolve(), "MMSA pickle")
     if task not in ("regression", "single_label"):
         raise DataError(f"{src}: --task must be regression or single_label, got {task}")
+    if padding not in PADDINGS:
+        raise DataError(f"{src}: --padding-location must be one of {', '.join(PADDINGS)}, got {padding}")
     data = _load(src)
-    lab_key = "regression_labels" if task == "regression" else "classification_labels"
-    sizes = _split_sizes(src, data, lab_key)
+    lab_key, derived = _label_key(src, data, task)
+    parts = {s: _check_split(src, s, data[s], lab_key) for s in SPLITS}
+    sizes = {s: len(p.ids) for s, p in parts.items()}
     n = sum(sizes.values())
-    dims, frames = _modality_shapes(src, data, sizes)
+    dims, frames = _modality_shapes(src, parts)
+    pads = {m: _padding_of(src, parts, m, padding) for m in MODALITIES}
     with stage_sequences(out, {m: (n, frames[m], d) for m, d in dims.items()}, keep_sequences) as stage:
         feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
         present = {m: np.zeros(n, bool) for m in dims}
-        samples, split_of, target = _read_splits(data, sizes, lab_key, feats, present, stage, progress)
+        samples, split_of, target = _read_splits(parts, pads, feats, present, stage, progress)
         for m, mat in feats.items():
             check_finite(src, m, mat, samples)
         labeled = np.isfinite(target)
         if not labeled.all():
             raise DataError(f"{src}: NaN label for sample(s) {offenders(samples[~labeled])}")
-        if task == "single_label":
+        if derived:
+            y, classes = _classes_from_scores(src, target, classes)
+        elif task == "single_label":
             y, classes = _class_indices(src, target, samples, classes)
         else:
             y, classes = target, []
         prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
+                "labels": lab_key + (" -> negative (< 0) / neutral (0) / positive (> 0), MMSA's rule" if derived else ""),
                 "sizes": sizes, "official_split": official_split,
+                "modality_sources": {m: _source_text(key, len_key, parts, pads[m])
+                                     for m, (key, len_key) in MODALITIES.items()},
                 "pooling": "mean over valid frames (lengths; text: non-zero tokens); -inf -> 0"}
         if stage is not None:
             prov["sequences"] = "valid frames (as pooled), moved to the front; -inf -> 0"
@@ -88,24 +118,66 @@ def import_mmsa(
                        sequences=None if stage is None else stage.result(), fold_options=fold_options)
 
 
-def _split_sizes(src: Path, data: dict, lab_key: str) -> dict[str, int]:
-    """Rows per split, once every split has the ids, the modalities and the task's labels."""
+def _source_text(key: str, len_key: str | None, parts: dict[str, Split], pad: str) -> str:
+    """Where a modality came from, for the manifest: the key, and how its valid frames were found."""
+    m = next(m for m, (k, _) in MODALITIES.items() if k == key)
+    if len_key is not None and any(p.lengths[m] is not None for p in parts.values()):
+        return f"{key} (valid frames: {len_key}, padding at the {pad})"
+    return f"{key} (valid frames: non-zero frames)"
+
+
+def _label_key(src: Path, data: dict, task: str) -> tuple[str, bool]:
+    """The label entry the task reads, and whether the classes are derived from the
+    regression labels (single_label on a file without classification_labels, as MMSA-FET
+    writes since MMSA v2)."""
+    if task == "regression":
+        return "regression_labels", False
+    has = [s for s in SPLITS if isinstance(data[s], dict) and "classification_labels" in data[s]]
+    return ("classification_labels", False) if has else ("regression_labels", True)
+
+
+def _check_split(src: Path, s: str, part: object, lab_key: str) -> Split:
+    """The split's entries checked for structure and dtype (one DataError naming the rule)."""
+    if not isinstance(part, dict):
+        raise DataError(f"{src}: split '{s}' is a {type(part).__name__}, not a dict of arrays")
     need = ["id", *[k for k, _ in MODALITIES.values()], lab_key]
-    for s in SPLITS:
-        miss = [k for k in need if k not in data[s]]
-        if miss:
-            raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(data[s])})")
-    return {s: len(data[s]["id"]) for s in SPLITS}
+    miss = [k for k in need if k not in part]
+    if miss:
+        raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(map(str, part))})")
+    raw_ids = part["id"]
+    if isinstance(raw_ids, (str, bytes)) or not hasattr(raw_ids, "__len__"):
+        raise DataError(f"{src}: '{s}/id' is a {type(raw_ids).__name__}, not a list of sample ids")
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+    n = len(ids)
+    labels = feature_array(src, f"{s}/{lab_key}", part[lab_key], (1, 2, 3))
+    if labels.size != n:
+        raise DataError(f"{src}: '{s}/{lab_key}' has {labels.size} values for {n} ids (rule: one label per id)")
+    frames, lengths = {}, {}
+    for m, (key, len_key) in MODALITIES.items():
+        arr = feature_array(src, f"{s}/{key}", part[key], (2, 3))
+        if arr.shape[0] != n:
+            raise DataError(f"{src}: '{s}/{key}' has {arr.shape[0]} rows for {n} ids (rule: (N, T, D) aligned with 'id')")
+        frames[m] = arr
+        lengths[m] = None if len_key is None or len_key not in part else _lengths(src, f"{s}/{len_key}", part[len_key], n)
+    return Split(ids, labels.reshape(n).astype(np.float32), frames, lengths)
 
 
-def _modality_shapes(src: Path, data: dict, sizes: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+def _lengths(src: Path, where: str, value: object, n: int) -> np.ndarray:
+    """(N,) int64 frame counts >= 0, one per id."""
+    arr = feature_array(src, where, value, (1, 2))
+    if arr.size != n:
+        raise DataError(f"{src}: '{where}' has {arr.size} values for {n} ids (rule: one frame count per id)")
+    arr = arr.reshape(n)
+    if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)) or (arr < 0).any():
+        raise DataError(f"{src}: '{where}' must hold whole frame counts >= 0, e.g. {offenders(arr[(arr < 0) | (arr != np.round(arr))])}")
+    return arr.astype(np.int64)
+
+
+def _modality_shapes(src: Path, parts: dict[str, Split]) -> tuple[dict[str, int], dict[str, int]]:
     """Per modality its feature dim (the same in every split) and the longest split's frames."""
     dims, frames = {}, {}
     for m, (key, _) in MODALITIES.items():
-        shapes = {s: np.shape(data[s][key]) for s in SPLITS}
-        bad = [f"{s} {sh}" for s, sh in shapes.items() if len(sh) not in (2, 3) or sh[0] != sizes[s]]
-        if bad:
-            raise DataError(f"{src}: '{key}' must be (N, T, D) aligned with 'id', found {offenders(bad)}")
+        shapes = {s: p.frames[m].shape for s, p in parts.items()}
         ds_ = {sh[-1] for sh in shapes.values()}
         if len(ds_) != 1:
             raise DataError(f"{src}: '{key}' feature dim differs across splits: {shapes}")
@@ -114,33 +186,60 @@ def _modality_shapes(src: Path, data: dict, sizes: dict[str, int]) -> tuple[dict
     return dims, frames
 
 
+def _padding_of(src: Path, parts: dict[str, Split], m: str, padding: str) -> str:
+    """Where a lengthed modality's zero padding sits. "auto": at the start if some rows can
+    only be padded at the start (zeros before their last `length` frames, not after the
+    first) and none can only be padded at the end; else at the end, as MMSA and
+    MMSA-FET's default write it."""
+    if padding != "auto":
+        return padding
+    end_only = start_only = 0
+    for p in parts.values():
+        seq, lengths = p.frames[m], p.lengths[m]
+        if lengths is None or seq.ndim != 3:
+            continue
+        for c in range(0, len(lengths), CHUNK):
+            e, st = count_padding(seq[c : c + CHUNK], lengths[c : c + CHUNK])
+            end_only, start_only = end_only + e, start_only + st
+    return "start" if start_only and not end_only else "end"
+
+
 def _read_splits(
-    data: dict, sizes: dict[str, int], lab_key: str, feats: dict[str, np.ndarray],
+    parts: dict[str, Split], pads: dict[str, str], feats: dict[str, np.ndarray],
     present: dict[str, np.ndarray], stage, progress: Progress,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pool every split's frames into `feats` / `present` (and `stage`), chunk by chunk, in
     SPLITS order; returns the (N,) sample names, split indices and float32 targets."""
-    n = sum(sizes.values())
+    n = sum(len(p.ids) for p in parts.values())
     samples = np.empty(n, dtype=object)
     split_of = np.empty(n, np.int8)
     target = np.zeros(n, np.float32)
     start = 0
-    for si, s in enumerate(SPLITS):
-        part = data[s]
-        k = sizes[s]
-        samples[start : start + k] = [str(i) for i in part["id"]]
+    for si, (s, part) in enumerate(parts.items()):
+        k = len(part.ids)
+        samples[start : start + k] = part.ids
         split_of[start : start + k] = si
-        target[start : start + k] = np.asarray(part[lab_key], np.float32).reshape(k)
-        for m, (key, len_key) in MODALITIES.items():
-            lengths = np.asarray(part[len_key]) if len_key and len_key in part else None
+        target[start : start + k] = part.target
+        for m in MODALITIES:
+            lengths = part.lengths[m]
             for c in range(0, k, CHUNK):
-                seq, valid = clean_frames(part[key][c : c + CHUNK], None if lengths is None else lengths[c : c + CHUNK])
+                seq, valid = clean_frames(part.frames[m][c : c + CHUNK],
+                                          None if lengths is None else lengths[c : c + CHUNK], pads[m])
                 store_frames(feats, present, stage, m, start + c, seq, valid)
         start += k
         if progress is not None:
             progress(k)
     return samples, split_of, target
 
+
+def _classes_from_scores(src: Path, target: np.ndarray, classes: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """MMSA's documented rule on the regression label: negative (< 0) = 0, neutral (0) = 1,
+    positive (> 0) = 2 (thuiar/MMSA README, "regression_labels")."""
+    names = classes or CLASSES_3
+    if len(names) != 3:
+        raise DataError(f"{src}: classes derived from regression_labels are 3 (negative, neutral, positive); "
+                        f"--classes lists {len(names)}")
+    return (np.sign(target).astype(np.int64) + 1), list(names)
 
 def _class_indices(
     src: Path, target: np.ndarray, samples: np.ndarray, classes: list[str] | None,
