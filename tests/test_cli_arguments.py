@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
+from test_import_m3ed import write_m3ed_pickle
 from test_importers import (
     write_carat_pt,
     write_iemocap,
-    write_m3ed_pickle,
     write_mer2024,
     write_mmsa,
 )
@@ -172,10 +172,14 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
         ("classes", (["data", "import", "mmsa", "{mmsa}", "--name", "x", "--task", "single_label", "--classes", "a"],
                      ["--classes lists 1"])),
         ("group_by", (["data", "import", "mmsa", "{mmsa}", "--name", "x", *GROUP_BY[0]], GROUP_BY[1])),
+        ("padding_location", (["data", "import", "mmsa", "{mmsa}", "--name", "x", "--padding-location", "middle"],
+                              ["--padding-location", "middle"])),
     ),
     "data import carat-mosei": _import(
         "carat-mosei", "{carat}",
         ("file", (["data", "import", "carat-mosei", "{root}/nope.pt", "--name", "x"], ["not found"])),
+        ("unaligned", (["data", "import", "carat-mosei", "{carat}", "--name", "x", "--unaligned", "{root}/nope.pkl"],
+                       ["nope.pkl", "not found"])),
     ),
     "data import iemocap-mmin": _import(
         "iemocap-mmin", "{iemocap}",

@@ -17,7 +17,6 @@ from pipeline.data.dataset import load_dataset
 from pipeline.data.importers import (
     import_carat_mosei,
     import_iemocap_mmin,
-    import_m3ed,
     import_mer2024,
     import_mmsa,
 )
@@ -189,38 +188,7 @@ def test_carat_mosei_bad_label_id(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------- M3ED
-
-
-def write_m3ed_pickle(path: Path, n=(30, 6, 9), dims=(8, 6, 5)) -> None:
-    ids = {p: [f"{p}_dlg{i}" for i in range(k)] for p, k in zip(("train", "val", "test"), n)}
-    every = [d for v in ids.values() for d in v]
-    labels, text, vis, aud = {}, {}, {}, {}
-    for d in every:
-        u = int(RNG.integers(2, 6))
-        labels[d] = RNG.integers(0, 7, u).tolist()
-        text[d] = RNG.standard_normal((u, dims[0])).astype(np.float32)
-        vis[d] = RNG.standard_normal((u, dims[1])).astype(np.float32)
-        aud[d] = RNG.standard_normal((u, dims[2])).astype(np.float32)
-    data = [{d: [] for d in every}, None, labels, text, vis, aud, None, ids["train"], ids["val"], ids["test"]]
-    with path.open("wb") as fh:
-        pickle.dump(data, fh)
-
-
-def test_m3ed_pickle_and_pt(tmp_path):
-    write_m3ed_pickle(tmp_path / "m3ed.pkl")
-    ds = import_m3ed(tmp_path / "m3ed.pkl", "m3ed", tmp_path / "m3ed", official_split=True)
-    assert ds.manifest.task == "multi_label" and len(ds.manifest.classes) == 7 and len(ds) == 45
-    assert (ds.y.sum(1) >= 1).all() and ds.manifest.dims == [5, 6, 8]
-    run_tiny(tmp_path / "m3ed", tmp_path, systems=("carat",), folds=(2,))
-    write_carat_pt(tmp_path / "m3ed_data_60.pt", n_ids=7, dims=(12, 10, 16), t=8)
-    ds2 = import_m3ed(tmp_path / "m3ed_data_60.pt", "m3ed60", tmp_path / "m3ed60", folds=2)
-    assert ds2.manifest.classes[-1] == "surprise" and ds2.y.shape[1] == 7
-    ds3 = import_m3ed(tmp_path / "m3ed_data_60.pt", "m3ed60s", tmp_path / "m3ed60s", folds=2, keep_sequences=True)
-    assert ds3.sequences is not None and ds3.sequences["text"].values.shape[1:] == (8, 16)
-    with pytest.raises(DataError, match="--keep-sequences needs"):
-        import_m3ed(tmp_path / "m3ed.pkl", "m3eds", tmp_path / "m3eds", keep_sequences=True)
-    assert not (tmp_path / "m3eds").exists()
+# M3ED: tests/test_import_m3ed.py (fixtures built to the upstream writers)
 
 
 # ---------------------------------------------------------------- IEMOCAP (MMIN layout)
