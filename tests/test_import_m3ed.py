@@ -199,6 +199,8 @@ def _mutate(data: list, case: str) -> list:
         data[3][d0] = np.array([["x"] * 768] * len(data[2][d0]))
     elif case == "ragged_features":
         data[4][d0] = [np.zeros(1024), np.zeros(3)]
+    elif case == "frame_level":  # prepare_fts.py with a frame-level extractor (is_seq)
+        data[4][d0] = np.zeros((len(data[2][d0]), 5, 1024), np.float32)
     elif case == "not_a_list":
         data = {"a": 1}
     return data
@@ -212,6 +214,7 @@ M3ED_CASES = {
     "label_strings": "rule: a non-empty list of utterance emotion ids", "label_out_of_range": "outside 0..6",
     "wrong_dim": "rule: one vector per utterance", "wrong_rows": "rule: one vector per utterance",
     "string_features": "not numbers", "ragged_features": "different shapes", "not_a_list": "expected the M3ED",
+    "frame_level": "frame-level features are not supported",
 }
 
 

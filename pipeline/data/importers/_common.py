@@ -33,7 +33,7 @@ PADDING = ("end", "start")
 # Feature dims of extractors a source file names (in its file name or config): a modality
 # whose dim contradicts the extractor named for it was most likely read from the wrong place.
 KNOWN_DIMS = {
-    "wav2vec": 1024, "affectdenseface": 342, "denseface": 342, "robert_base": 768, "is10": 1582,
+    "wav2vec": 1024, "affectdenseface": 342, "denseface": 342, "robert": 768, "is10": 1582,
     "covarep": 74, "facet": 35, "glove": 300,
 }
 
@@ -71,11 +71,12 @@ def load_pickle(path: Path, what: str) -> object:
         raise DataError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
 
 
-def feature_array(src: Path, where: str, value: object, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+def feature_array(src: Path, where: str, value: object, ndims: tuple[int, ...] = (2, 3),
+                  rule: str | None = None) -> np.ndarray:
     """`value` (a numpy array, a torch tensor or nested lists) as a numeric array with one of
     `ndims` dimensions, without copying an array that already is one; otherwise one
-    DataError naming the file, the entry and the rule."""
-    rule = f"rule: numbers of shape {' or '.join({2: '(N, D)', 3: '(N, T, D)', 1: '(N,)'}[d] for d in ndims)}"
+    DataError naming the file, the entry and the rule (`rule`, or the shapes allowed)."""
+    rule = "rule: " + (rule or f"numbers of shape {' or '.join({2: '(N, D)', 3: '(N, T, D)', 1: '(N,)'}[d] for d in ndims)}")
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError, RuntimeError):  # ragged nested lists

@@ -156,12 +156,13 @@ def _pool_dialogues(src: Path, m: str, ids: list[str], tab: dict, utt_counts: np
     """(n, D) mean over each dialogue's not all-zero utterance vectors and (n,) "has one";
     each dialogue's value is checked to be (n_utt, D) numbers, D the same everywhere."""
     where = f"item [{ITEMS[m]}] ({m})"
-    first = feature_array(src, f"{where}['{ids[0]}']", tab[ids[0]], (1, 2))
+    rule = "one sentence-level vector per utterance, (n_utt, D) numbers; frame-level features are not supported"
+    first = feature_array(src, f"{where}['{ids[0]}']", tab[ids[0]], (1, 2), rule)
     dim = int(first.shape[-1])
     feats = np.zeros((len(ids), dim), np.float32)
     present = np.zeros(len(ids), bool)
     for i, d in enumerate(ids):
-        utt = feature_array(src, f"{where}['{d}']", tab[d], (1, 2))
+        utt = feature_array(src, f"{where}['{d}']", tab[d], (1, 2), rule)
         utt = utt.reshape(1, -1) if utt.ndim == 1 else utt  # (n_utt, D)
         if utt.shape != (utt_counts[i], dim):
             raise DataError(f"{src}: {where}['{d}'] has shape {utt.shape}, expected ({utt_counts[i]}, {dim}) "

@@ -143,7 +143,9 @@ def _check_split(src: Path, s: str, part: object, lab_key: str) -> Split:
     need = ["id", *[k for k, _ in MODALITIES.values()], lab_key]
     miss = [k for k in need if k not in part]
     if miss:
-        raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(map(str, part))})")
+        mult = " (MulT's pickle layout: CARAT reads it with `ramer data import carat-mosei --unaligned`)" \
+            if "labels" in part and lab_key in miss else ""
+        raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(map(str, part))}){mult}")
     raw_ids = part["id"]
     if isinstance(raw_ids, (str, bytes)) or not hasattr(raw_ids, "__len__"):
         raise DataError(f"{src}: '{s}/id' is a {type(raw_ids).__name__}, not a list of sample ids")
