@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import collections
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_importers import run_tiny
 
 from pipeline.data.importers import import_m3ed
@@ -231,3 +234,38 @@ def test_broken_pickle_structure_is_one_line(tmp_path, case):
     msg = str(err.value)
     assert "\n" not in msg and str(src) in msg and M3ED_CASES[case] in msg, msg
     assert not (tmp_path / "out").exists()
+
+
+BAD_VALUES = st.sampled_from([
+    None, 3, 2.5, "text", b"b", [], {}, ["a", "b"], [[1.0], [1.0, 2.0]], np.array(["x", "y"]), np.zeros((0,)),
+    np.zeros((2, 2, 2)), np.array([object(), 1], dtype=object), torch.zeros(()), {"anjia_1": "x"},
+])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(item=st.sampled_from([2, 3, 4, 5, 7, 8, 9]), whole=st.booleans(), bad=BAD_VALUES)
+def test_fuzzed_structure_fails_cleanly(tmp_path, item, whole, bad):
+    """Structure / dtype fuzzer: an item of the list, or one dialogue's entry in it (one
+    split id for items 7-9), replaced by a wrongly typed or shaped value gives one
+    DataError line (or a dataset where the value happens to be usable), never another
+    exception; nothing is written on error."""
+    if not (tmp_path / "good.pkl").exists():
+        write_m3ed_pickle(tmp_path / "good.pkl", dialogues_per_movie=2)
+    with (tmp_path / "good.pkl").open("rb") as fh:
+        data = pickle.load(fh)
+    if whole:
+        data[item] = bad
+    elif item >= 7:
+        data[item][0] = bad
+    else:
+        data[item][data[7][0]] = bad
+    with (tmp_path / "fuzz.pkl").open("wb") as fh:
+        pickle.dump(data, fh)
+    out = tmp_path / "out"
+    try:
+        import_m3ed(tmp_path / "fuzz.pkl", "x", out, folds=2)
+    except DataError as exc:
+        assert "\n" not in str(exc) and "fuzz.pkl" in str(exc), str(exc)
+        assert not out.exists()
+    else:
+        shutil.rmtree(out)

@@ -79,11 +79,19 @@ def _sized(path: Path, where: str, value: object) -> int:
         raise DataError(f"{path}: '{where}' is a {type(value).__name__}, not one entry per sample") from None
 
 
+def _shape(x: object) -> tuple | None:
+    """The shape of one sample's entry; None for ragged nesting."""
+    try:
+        return tuple(np.shape(x))
+    except (ValueError, TypeError):
+        return None
+
+
 def _stack(path: Path, split: str, key: str, seqs, start: int, stop: int) -> np.ndarray:
     """(k, T, D) frames of samples start..stop, checked: one (T, D) (or (D,)) numeric array each."""
     part = seqs[start:stop]
-    shapes = sorted({tuple(np.shape(s)) for s in part}, key=str)
-    if len(shapes) != 1:
+    shapes = sorted({_shape(s) for s in part}, key=str)
+    if len(shapes) != 1 or shapes[0] is None:
         raise DataError(f"{path}: '{split}/{key}' sequences have different shapes {offenders(shapes)}")
     if len(shapes[0]) not in (1, 2):
         raise DataError(f"{path}: '{split}/{key}' holds entries of shape {shapes[0]} "
@@ -152,8 +160,8 @@ def _source_dims(src: Path, frames: dict, keys: dict[str, str]) -> dict[str, int
     first = next(s for s in SPLITS if len(frames[s][keys["text"]]))
     dims = {}
     for m, k in keys.items():
-        shape = np.shape(frames[first][k][0])
-        if len(shape) not in (1, 2):
+        shape = _shape(frames[first][k][0])
+        if shape is None or len(shape) not in (1, 2):
             raise DataError(f"{src}: '{first}/{k}' holds entries of shape {shape} "
                             "(rule: (T, D) frames or a (D,) vector per sample)")
         dims[m] = int(shape[-1])
@@ -186,8 +194,9 @@ def import_tgt_file(
     warnings = warn_known_dims(src, named or {}, dims)
     shapes = {}
     if keep_sequences:  # (n, T, D) with T the longest sample's frames
-        frames = {m: max(np.shape(x)[0] if np.ndim(x) == 2 else 1 for s in SPLITS for x in frames_of[s][k])
-                  for m, k in keys.items()}
+        frames = {m: max(sh[0] if sh is not None and len(sh) == 2 else 1
+                         for s in SPLITS for sh in map(_shape, frames_of[s][k]))
+                  for m, k in keys.items()}  # a wrong entry is refused by _stack below
         shapes = {m: (n, int(frames[m]), d) for m, d in dims.items()}
     with stage_sequences(out, shapes, keep_sequences) as stage:
         feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}

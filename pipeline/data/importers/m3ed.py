@@ -113,10 +113,13 @@ def _split_ids(src: Path, data: list) -> tuple[list[str], np.ndarray]:
     ids, sizes = [], []
     for p in PARTS:
         part = data[ITEMS[p]]
-        if isinstance(part, (str, bytes, dict)) or not hasattr(part, "__iter__"):
+        try:
+            if isinstance(part, (str, bytes, dict)):
+                raise TypeError
+            got = [str(d) for d in part]
+        except TypeError:  # None, an int, a 0-d array or tensor
             raise DataError(f"{src}: item [{ITEMS[p]}] ({p} dialogue ids) is a {type(part).__name__}, "
-                            "not a list of dialogue ids")
-        got = [str(d) for d in part]
+                            "not a list of dialogue ids") from None
         ids += got
         sizes.append(len(got))
     if not ids:

@@ -107,8 +107,7 @@ def import_mmsa(
         prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
                 "labels": lab_key + (" -> negative (< 0) / neutral (0) / positive (> 0), MMSA's rule" if derived else ""),
                 "sizes": sizes, "official_split": official_split,
-                "modality_sources": {m: _source_text(key, len_key, parts, pads[m])
-                                     for m, (key, len_key) in MODALITIES.items()},
+                "modality_sources": {m: _source_text(m, parts, pads[m]) for m in MODALITIES},
                 "pooling": "mean over valid frames (lengths; text: non-zero tokens); -inf -> 0"}
         if stage is not None:
             prov["sequences"] = "valid frames (as pooled), moved to the front; -inf -> 0"
@@ -118,10 +117,10 @@ def import_mmsa(
                        sequences=None if stage is None else stage.result(), fold_options=fold_options)
 
 
-def _source_text(key: str, len_key: str | None, parts: dict[str, Split], pad: str) -> str:
-    """Where a modality came from, for the manifest: the key, and how its valid frames were found."""
-    m = next(m for m, (k, _) in MODALITIES.items() if k == key)
-    if len_key is not None and any(p.lengths[m] is not None for p in parts.values()):
+def _source_text(m: str, parts: dict[str, Split], pad: str) -> str:
+    """Where modality `m` came from, for the manifest: the key, and how its valid frames were found."""
+    key, len_key = MODALITIES[m]
+    if any(p.lengths[m] is not None for p in parts.values()):
         return f"{key} (valid frames: {len_key}, padding at the {pad})"
     return f"{key} (valid frames: non-zero frames)"
 
@@ -147,9 +146,12 @@ def _check_split(src: Path, s: str, part: object, lab_key: str) -> Split:
             if "labels" in part and lab_key in miss else ""
         raise DataError(f"{src}: split '{s}' lacks key(s) {miss} (has {sorted(map(str, part))}){mult}")
     raw_ids = part["id"]
-    if isinstance(raw_ids, (str, bytes)) or not hasattr(raw_ids, "__len__"):
-        raise DataError(f"{src}: '{s}/id' is a {type(raw_ids).__name__}, not a list of sample ids")
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+    try:
+        if isinstance(raw_ids, (str, bytes, dict)):
+            raise TypeError
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+    except (TypeError, UnicodeDecodeError):  # None, an int, a 0-d array or tensor, undecodable bytes
+        raise DataError(f"{src}: '{s}/id' is a {type(raw_ids).__name__}, not a list of sample ids") from None
     n = len(ids)
     labels = feature_array(src, f"{s}/{lab_key}", part[lab_key], (1, 2, 3))
     if labels.size != n:
