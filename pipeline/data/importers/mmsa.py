@@ -83,12 +83,12 @@ def import_mmsa(
     if padding not in PADDINGS:
         raise DataError(f"{src}: --padding-location must be one of {', '.join(PADDINGS)}, got {padding}")
     data = _load(src)
-    lab_key, derived = _label_key(src, data, task)
+    lab_key, derived = _label_key(data, task)
     parts = {s: _check_split(src, s, data[s], lab_key) for s in SPLITS}
     sizes = {s: len(p.ids) for s, p in parts.items()}
     n = sum(sizes.values())
     dims, frames = _modality_shapes(src, parts)
-    pads = {m: _padding_of(src, parts, m, padding) for m in MODALITIES}
+    pads = {m: _padding_of(parts, m, padding) for m in MODALITIES}
     with stage_sequences(out, {m: (n, frames[m], d) for m, d in dims.items()}, keep_sequences) as stage:
         feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
         present = {m: np.zeros(n, bool) for m in dims}
@@ -125,7 +125,7 @@ def _source_text(m: str, parts: dict[str, Split], pad: str) -> str:
     return f"{key} (valid frames: non-zero frames)"
 
 
-def _label_key(src: Path, data: dict, task: str) -> tuple[str, bool]:
+def _label_key(data: dict, task: str) -> tuple[str, bool]:
     """The label entry the task reads, and whether the classes are derived from the
     regression labels (single_label on a file without classification_labels, as MMSA-FET
     writes since MMSA v2)."""
@@ -190,7 +190,7 @@ def _modality_shapes(src: Path, parts: dict[str, Split]) -> tuple[dict[str, int]
     return dims, frames
 
 
-def _padding_of(src: Path, parts: dict[str, Split], m: str, padding: str) -> str:
+def _padding_of(parts: dict[str, Split], m: str, padding: str) -> str:
     """Where a lengthed modality's zero padding sits. "auto": at the start if some rows can
     only be padded at the start (zeros before their last `length` frames, not after the
     first) and none can only be padded at the end; else at the end, as MMSA and
