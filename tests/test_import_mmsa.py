@@ -158,6 +158,25 @@ def test_classification_labels_are_still_preferred(tmp_path):
     assert (ds.y == 2).all() and ds.manifest.provenance["labels"] == "classification_labels"
 
 
+def test_fet_without_a_text_extractor_imports_audio_and_visual(tmp_path):
+    """run_dataset drops the key of a modality with no extractor configured."""
+    made = write_fet(tmp_path / "feature.pkl")
+    for s in SPLITS:
+        del made["data"][s]["text"]
+    with (tmp_path / "av.pkl").open("wb") as fh:
+        pickle.dump(made["data"], fh)
+    ds = import_mmsa(tmp_path / "av.pkl", "av", tmp_path / "av", folds=2)
+    assert [m.name for m in ds.manifest.modalities] == ["audio", "visual"]
+    np.testing.assert_allclose(ds.features["visual"], faithful(made["raw"], "vision")[0], rtol=1e-5, atol=1e-5)
+    assert set(ds.manifest.provenance["modality_sources"]) == {"audio", "visual"}
+    for s in SPLITS:
+        del made["data"][s]["audio"], made["data"][s]["vision"]
+    with (tmp_path / "none.pkl").open("wb") as fh:
+        pickle.dump(made["data"], fh)
+    with pytest.raises(DataError, match="rule: at least one modality's frames"):
+        import_mmsa(tmp_path / "none.pkl", "none", tmp_path / "none", folds=2)
+
+
 def _mutate(data: dict, case: str) -> dict:
     tr = data["train"]
     n = len(tr["id"])

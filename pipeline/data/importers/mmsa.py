@@ -13,8 +13,9 @@ ones. `padding="auto"` reads that from the zeros the file holds (see `_padding_o
 Task `regression` (default, the sentiment score) or `single_label`: the classification
 labels, or where no split has them, the 3 classes of MMSA's documented rule on the
 regression label (negative < 0, neutral = 0, positive > 0; thuiar/MMSA README).
-`official_split` keeps MMSA's split as fixed folds 0 = train, 1 = valid, 2 = test (run
-with `--folds 2`). Every entry is checked for structure and dtype before use (one
+A modality MMSA-FET was not asked to extract (its key is absent from every split, as
+run_dataset drops empty features) is left out of the dataset. `official_split` keeps
+MMSA's split as fixed folds 0 = train, 1 = valid, 2 = test (run with `--folds 2`). Every entry is checked for structure and dtype before use (one
 DataError naming the file, the entry and the rule). The pickle is loaded whole (that is
 the format); pooling runs chunk by chunk into preallocated float32 matrices.
 `keep_sequences` also writes the valid frames of every modality to `sequences/` (padded
@@ -84,11 +85,12 @@ def import_mmsa(
         raise DataError(f"{src}: --padding-location must be one of {', '.join(PADDINGS)}, got {padding}")
     data = _load(src)
     lab_key, derived = _label_key(data, task)
-    parts = {s: _check_split(src, s, data[s], lab_key) for s in SPLITS}
+    mods = _modalities_in(src, data)
+    parts = {s: _check_split(src, s, data[s], lab_key, mods) for s in SPLITS}
     sizes = {s: len(p.ids) for s, p in parts.items()}
     n = sum(sizes.values())
     dims, frames = _modality_shapes(src, parts)
-    pads = {m: _padding_of(parts, m, padding) for m in MODALITIES}
+    pads = {m: _padding_of(parts, m, padding) for m in mods}
     with stage_sequences(out, {m: (n, frames[m], d) for m, d in dims.items()}, keep_sequences) as stage:
         feats = {m: np.zeros((n, d), np.float32) for m, d in dims.items()}
         present = {m: np.zeros(n, bool) for m in dims}
@@ -107,7 +109,7 @@ def import_mmsa(
         prov = {"importer": "mmsa", "source": str(src), "sha256": sha256_file(src), "task": task,
                 "labels": lab_key + (" -> negative (< 0) / neutral (0) / positive (> 0), MMSA's rule" if derived else ""),
                 "sizes": sizes, "official_split": official_split,
-                "modality_sources": {m: _source_text(m, parts, pads[m]) for m in MODALITIES},
+                "modality_sources": {m: _source_text(m, parts, pads[m]) for m in mods},
                 "pooling": "mean over valid frames (lengths; text: non-zero tokens); -inf -> 0"}
         if stage is not None:
             prov["sequences"] = "valid frames (as pooled), moved to the front; -inf -> 0"
@@ -135,11 +137,21 @@ def _label_key(data: dict, task: str) -> tuple[str, bool]:
     return ("classification_labels", False) if has else ("regression_labels", True)
 
 
-def _check_split(src: Path, s: str, part: object, lab_key: str) -> Split:
+def _modalities_in(src: Path, data: dict) -> list[str]:
+    """The modalities whose key the file holds (MMSA-FET drops the key of a modality it was
+    not asked to extract), in MODALITIES order; a key some splits lack is refused by
+    `_check_split`."""
+    mods = [m for m, (key, _) in MODALITIES.items() if any(isinstance(data[s], dict) and key in data[s] for s in SPLITS)]
+    if not mods:
+        raise DataError(f"{src}: no split holds 'audio', 'vision' or 'text' (rule: at least one modality's frames)")
+    return mods
+
+
+def _check_split(src: Path, s: str, part: object, lab_key: str, mods: list[str]) -> Split:
     """The split's entries checked for structure and dtype (one DataError naming the rule)."""
     if not isinstance(part, dict):
         raise DataError(f"{src}: split '{s}' is a {type(part).__name__}, not a dict of arrays")
-    need = ["id", *[k for k, _ in MODALITIES.values()], lab_key]
+    need = ["id", *[MODALITIES[m][0] for m in mods], lab_key]
     miss = [k for k in need if k not in part]
     if miss:
         mult = " (MulT's pickle layout: CARAT reads it with `ramer data import carat-mosei --unaligned`)" \
@@ -157,7 +169,8 @@ def _check_split(src: Path, s: str, part: object, lab_key: str) -> Split:
     if labels.size != n:
         raise DataError(f"{src}: '{s}/{lab_key}' has {labels.size} values for {n} ids (rule: one label per id)")
     frames, lengths = {}, {}
-    for m, (key, len_key) in MODALITIES.items():
+    for m in mods:
+        key, len_key = MODALITIES[m]
         arr = feature_array(src, f"{s}/{key}", part[key], (2, 3))
         if arr.shape[0] != n:
             raise DataError(f"{src}: '{s}/{key}' has {arr.shape[0]} rows for {n} ids (rule: (N, T, D) aligned with 'id')")
@@ -180,7 +193,8 @@ def _lengths(src: Path, where: str, value: object, n: int) -> np.ndarray:
 def _modality_shapes(src: Path, parts: dict[str, Split]) -> tuple[dict[str, int], dict[str, int]]:
     """Per modality its feature dim (the same in every split) and the longest split's frames."""
     dims, frames = {}, {}
-    for m, (key, _) in MODALITIES.items():
+    for m in next(iter(parts.values())).frames:
+        key = MODALITIES[m][0]
         shapes = {s: p.frames[m].shape for s, p in parts.items()}
         ds_ = {sh[-1] for sh in shapes.values()}
         if len(ds_) != 1:
@@ -224,7 +238,7 @@ def _read_splits(
         samples[start : start + k] = part.ids
         split_of[start : start + k] = si
         target[start : start + k] = part.target
-        for m in MODALITIES:
+        for m in part.frames:
             lengths = part.lengths[m]
             for c in range(0, k, CHUNK):
                 seq, valid = clean_frames(part.frames[m][c : c + CHUNK],
