@@ -238,3 +238,17 @@ def test_fuzzed_structure_fails_cleanly(tmp_path, split, key, whole, bad, unalig
         assert not out.exists()
     else:
         shutil.rmtree(out)
+
+
+def test_cli_unaligned_prints_one_line_for_a_broken_file(tmp_path, capsys):
+    """The CLI path (`--unaligned`): one `error:` line naming the file, exit 1, nothing written."""
+    from pipeline.cli import main
+
+    write_aligned_pt(tmp_path / "t.pt")
+    write_mult_noalign(tmp_path / "m.pkl", sizes=(11, 4, 5))
+    with pytest.raises(SystemExit) as code:
+        main(["data", "import", "carat-mosei", str(tmp_path / "t.pt"), "--unaligned", str(tmp_path / "m.pkl"),
+              "--name", "b", "--out", str(tmp_path / "b")])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code.value.code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "m.pkl" in lines[0]
+    assert not (tmp_path / "b").exists()

@@ -269,3 +269,19 @@ def test_fuzzed_structure_fails_cleanly(tmp_path, item, whole, bad):
         assert not out.exists()
     else:
         shutil.rmtree(out)
+
+
+def test_cli_prints_one_line_for_a_split_id_without_labels(tmp_path, capsys):
+    """The CLI path of issue 30 item 9: one `error:` line naming the id, exit 1, nothing written."""
+    from pipeline.cli import main
+
+    data = write_m3ed_pickle(tmp_path / NAME, dialogues_per_movie=1)
+    data[9].append("nosuch_3")
+    with (tmp_path / "bad.pkl").open("wb") as fh:
+        pickle.dump(data, fh)
+    with pytest.raises(SystemExit) as code:
+        main(["data", "import", "m3ed", str(tmp_path / "bad.pkl"), "--name", "b", "--out", str(tmp_path / "b"),
+              "--folds", "2"])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code.value.code == 1 and len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert "labels:nosuch_3" in lines[0] and not (tmp_path / "b").exists()

@@ -261,3 +261,17 @@ def test_fuzzed_structure_fails_cleanly(tmp_path, split, key, bad, task):
         import shutil
 
         shutil.rmtree(out)
+
+
+def test_cli_prints_one_line_for_a_broken_file(tmp_path, capsys):
+    """The CLI path of a structure error: one `error:` line naming the file, exit 1, nothing written."""
+    from pipeline.cli import main
+
+    data = _mutate(write_fet(tmp_path / "f.pkl", sizes=(12, 4, 4))["data"], "string_labels")
+    with (tmp_path / "bad.pkl").open("wb") as fh:
+        pickle.dump(data, fh)
+    with pytest.raises(SystemExit) as code:
+        main(["data", "import", "mmsa", str(tmp_path / "bad.pkl"), "--name", "b", "--out", str(tmp_path / "b")])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code.value.code == 1 and len(lines) == 1 and lines[0].startswith("error:") and "bad.pkl" in lines[0]
+    assert "Traceback" not in lines[0] and not (tmp_path / "b").exists()
