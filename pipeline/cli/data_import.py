@@ -147,7 +147,7 @@ def import_mer2024_cmd(
 
 @import_app.command("mmsa")
 def import_mmsa_cmd(
-    file: Annotated[Path, typer.Argument(help="MMSA pickle (CMU-MOSI / CMU-MOSEI / CH-SIMS).")],
+    file: Annotated[Path, typer.Argument(help="MMSA pickle (CMU-MOSI / CMU-MOSEI / CH-SIMS) or MMSA-FET output (feature.pkl).")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
     task: Annotated[str, typer.Option(help="regression (sentiment score) or single_label (classification_labels; "
                                       "without them, MMSA's rule on the score: < 0 negative, 0 neutral, > 0 positive).")] = "regression",
