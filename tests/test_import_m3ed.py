@@ -174,6 +174,20 @@ def test_integer_dialogue_keys_match_text_split_ids(tmp_path):
     assert list(ds.samples) == [str(i) for i in range(len(old))]
 
 
+def test_utterance_vectors_kept_as_1_x_d_rows_read_the_same(tmp_path):
+    """An utterance vector saved as (1, D) makes the dialogue array (n_utt, 1, D)."""
+    data = write_m3ed_pickle(tmp_path / NAME)
+    want = expected(data)
+    for item in (3, 4, 5):
+        for d in data[item]:
+            data[item][d] = data[item][d][:, None, :]
+    with (tmp_path / "k.pkl").open("wb") as fh:
+        pickle.dump(data, fh)
+    ds = import_m3ed(tmp_path / "k.pkl", "k", tmp_path / "k", official_split=True)
+    for m in ("audio", "visual", "text"):
+        np.testing.assert_allclose(ds.features[m], want[m], rtol=1e-5, atol=1e-6, err_msg=m)
+
+
 def _mutate(data: list, case: str) -> list:
     d0 = data[7][0]
     if case == "labels_list":

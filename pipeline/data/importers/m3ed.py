@@ -160,12 +160,15 @@ def _pool_dialogues(src: Path, m: str, ids: list[str], tab: dict, utt_counts: np
     each dialogue's value is checked to be (n_utt, D) numbers, D the same everywhere."""
     where = f"item [{ITEMS[m]}] ({m})"
     rule = "one sentence-level vector per utterance, (n_utt, D) numbers; frame-level features are not supported"
-    first = feature_array(src, f"{where}['{ids[0]}']", tab[ids[0]], (1, 2), rule)
-    dim = int(first.shape[-1])
+    dim = int(feature_array(src, f"{where}['{ids[0]}']", tab[ids[0]], (1, 2, 3), rule).shape[-1])
     feats = np.zeros((len(ids), dim), np.float32)
     present = np.zeros(len(ids), bool)
     for i, d in enumerate(ids):
-        utt = feature_array(src, f"{where}['{d}']", tab[d], (1, 2), rule)
+        utt = feature_array(src, f"{where}['{d}']", tab[d], (1, 2, 3), rule)
+        if utt.ndim == 3 and utt.shape[1] == 1:  # (n_utt, 1, D): one vector per utterance kept 2-D
+            utt = utt[:, 0]
+        if utt.ndim == 3:
+            raise DataError(f"{src}: {where}['{d}'] has shape {utt.shape} (rule: {rule})")
         utt = utt.reshape(1, -1) if utt.ndim == 1 else utt  # (n_utt, D)
         if utt.shape != (utt_counts[i], dim):
             raise DataError(f"{src}: {where}['{d}'] has shape {utt.shape}, expected ({utt_counts[i]}, {dim}) "
