@@ -3,6 +3,7 @@ checks of the output directory, and the summary of a written dataset."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -10,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.config import check_name
 from pipeline.data.dataset import Dataset, check_output_dir
-from pipeline.data.info import dataset_info, human_bytes
+from pipeline.data.info import DatasetInfo, dataset_info, human_bytes
 
 console = Console()
 
@@ -74,3 +75,29 @@ def summary(ds: Dataset, seconds: float | None = None) -> None:
     )
     for line in fold_lines(ds):
         console.print(line, highlight=False, markup=False)
+    for line in modality_lines(info):
+        console.print(line, highlight=False, markup=False)
+    print_warnings(info)
+
+
+def fmt_share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f} %"  # NaN (no such rows): "-"
+
+
+def fmt_norms(p5: float, median: float, p95: float) -> str:
+    return "-" if math.isnan(median) else f"{median:.3g} [{p5:.3g}, {p95:.3g}]"
+
+
+def modality_lines(info: DatasetInfo) -> list[str]:
+    """Per modality: dim, source, presence, all-zero rows and row norms (median [p5, p95])
+    of the present rows, so that a swapped or padded modality stands out."""
+    return [
+        f"  {m}: dim {s.dim} from {s.source}; present {s.present}/{info.n}, all-zero rows {fmt_share(s.zero_share)}, "
+        f"row L2 norm {fmt_norms(s.norm_p5, s.norm_median, s.norm_p95)}"
+        for m, s in info.stats.items()
+    ]
+
+
+def print_warnings(info: DatasetInfo) -> None:
+    for line in info.warnings:
+        console.print(line, style="yellow", highlight=False, markup=False)
