@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli.data_common import (
@@ -161,12 +162,13 @@ def _class_table(inf: DatasetInfo) -> Table:
 def _modality_table(inf: DatasetInfo) -> Table:
     """Per modality its dim, where it came from, the share of all / labeled / unlabeled rows
     that have it, the share of present rows that are all zero and their row L2 norms."""
-    t = Table(title="modalities", caption="all-zero and norms: over the rows that have the modality")
-    for c in ("modality", "dim", "source", "present", "labeled", "unlabeled", "all-zero", "L2 norm median [p5, p95]"):
-        t.add_column(c, justify="left" if c in ("modality", "source") else "right")
+    t = Table(title="modalities", caption=escape("all-zero rows and row L2 norms (median [p5, p95]): over the rows "
+                                                  "that have the modality"))
+    for c in ("modality", "dim", "source", "present", "labeled", "unlabeled", "all-zero", "L2 norm"):
+        t.add_column(c, justify="left" if c in ("modality", "source") else "right", no_wrap=True)
     for m, d in inf.dims.items():
         p, s = inf.presence[m], inf.stats[m]
-        t.add_row(m, str(d), s.source, *(fmt_share(p[k]) for k in ("all", "labeled", "unlabeled")),
+        t.add_row(m, str(d), escape(s.source), *(fmt_share(p[k]) for k in ("all", "labeled", "unlabeled")),
                   fmt_share(s.zero_share), fmt_norms(s.norm_p5, s.norm_median, s.norm_p95))
     return t
 

@@ -76,7 +76,7 @@ def summary(ds: Dataset, seconds: float | None = None) -> None:
     for line in fold_lines(ds):
         console.print(line, highlight=False, markup=False)
     for line in modality_lines(info):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     print_warnings(info)
 
 
@@ -93,11 +93,11 @@ def modality_lines(info: DatasetInfo) -> list[str]:
     of the present rows, so that a swapped or padded modality stands out."""
     return [
         f"  {m}: dim {s.dim} from {s.source}; present {s.present}/{info.n}, all-zero rows {fmt_share(s.zero_share)}, "
-        f"row L2 norm {fmt_norms(s.norm_p5, s.norm_median, s.norm_p95)}"
+        f"row L2 norm median [p5, p95] {fmt_norms(s.norm_p5, s.norm_median, s.norm_p95)}"
         for m, s in info.stats.items()
     ]
 
 
 def print_warnings(info: DatasetInfo) -> None:
     for line in info.warnings:
-        console.print(line, style="yellow", highlight=False, markup=False)
+        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)  # one line, even if long
