@@ -148,6 +148,43 @@ def test_raw_aligned_groups_are_read_and_a_skipped_utterance_is_refused_or_absen
     assert ds.manifest.provenance["frames"]["text"]["utterances_missing"] == 1
 
 
+def write_word_aligned(root: Path, n_cv: int = 3, per: int = 4, seed: int = 2, skipped: str = "") -> dict:
+    """`{feature_root}/aligned/{A,V,L}/aligned_*.h5` as AIM3-RUC/MMIN's
+    `preprocess/IEMOCAP/make_aligned.py` (`make_aligned_data`) writes them: one dataset
+    (words, D) per utterance, A and V averaged over the frames overlapping each word
+    (`calc_word_aligned`), a zero row where no frame overlaps (a word without a face), L one
+    row per word; the utterance without an alignment file is skipped in all three."""
+    rng = np.random.default_rng(seed)
+    utts = _utterances(n_cv, per)
+    labels = {u: int(rng.integers(0, 4)) for u in utts}
+    expect: dict[str, dict] = {u: {"label": labels[u]} for u in utts}
+    names = {"A": "aligned_comparE", "V": "aligned_denseface", "L": "aligned_bert"}
+    for sub in ("A", "V", "L"):
+        (root / sub).mkdir(parents=True)
+        with h5py.File(root / sub / f"{names[sub]}.h5", "w") as h5:
+            for u in utts:
+                if u == skipped:
+                    continue
+                words = rng.standard_normal((int(rng.integers(3, 8)), DIMS[sub])).astype(np.float32) + 1.0
+                if sub == "V":
+                    words[::2] = 0.0  # words no face frame overlaps
+                h5[u] = words
+                expect[u][sub] = words[words.any(1)].mean(0)
+    write_targets(root / "target", utts, labels, n_cv)
+    return {u: e for u, e in expect.items() if u != skipped}
+
+
+def test_word_aligned_datasets_and_an_utterance_missing_everywhere(tmp_path):
+    src, skipped = tmp_path / "aligned", "Ses03F_impro01_F002"
+    expect = write_word_aligned(src, skipped=skipped)
+    names = {"audio": "aligned_comparE", "visual": "aligned_denseface", "text": "aligned_bert"}
+    with pytest.raises(DataError, match=f"aligned_comparE.h5: 1 utterance.*missing: {skipped}"):
+        import_iemocap_mmin(src, "ie", tmp_path / "ie", **names)
+    ds = import_iemocap_mmin(src, "ie", tmp_path / "ie", allow_missing=True, **names)
+    _check_values(ds, expect)  # the skipped utterance is left out, and says so
+    assert ds.manifest.provenance["dropped_samples"] == [skipped]
+
+
 def test_targets_folder_elsewhere(tmp_path):
     """MMIN's config keeps feature_root and target_root apart: --targets points at the latter."""
     expect = write_mmin_iemocap(tmp_path / "src", dims={"A": 4, "V": 3, "L": 5})

@@ -59,6 +59,10 @@ def fold_lines(ds: Dataset) -> list[str]:
             f"duplicates (cosine >= {d['threshold']}): {d['pool_rows']} pool row(s) duplicate a labeled row, "
             f"{d['labeled_pairs']} labeled pair(s), {d.get('cross_fold_pairs', 0)} across folds; {d['action']}"
             + (f", {d['dropped_pool_rows']} dropped" if d.get("dropped_pool_rows") else ""))
+    dropped = prov.get("dropped_samples")
+    if dropped:
+        lines.append(f"left out (no usable modality): {len(dropped)} sample(s): {', '.join(map(str, dropped[:5]))}"
+                     + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else ""))
     return lines
 
 

@@ -83,7 +83,8 @@ def import_iemocap_mmin(
 ) -> Dataset:
     """`targets`: the folder of the cv folders (MMIN's `target_root`; default {root}/target).
     `allow_missing`: an utterance missing from a feature file is absent for that modality
-    (make_aligned.py's raw_bert.h5 skips one) instead of an error."""
+    (make_aligned.py's raw_bert.h5 skips one) instead of an error, and one with no usable
+    modality at all is left out (listed in the provenance's `dropped_samples`)."""
     h5py = optional_import("h5py", "ramer data import iemocap-mmin", "pip install 'ramer[iemocap]'")
     root = Path(root).resolve()
     classes = list(classes or CLASSES)
@@ -102,6 +103,13 @@ def import_iemocap_mmin(
         pooled = _read_h5_file(h5py, path, m, samples, allow_missing, progress)
         check_finite(path, m, pooled.values, samples)
         feats[m], present[m], frames[m] = pooled.values, pooled.present, pooled.counts()
+    keep = np.stack(list(present.values()), axis=1).any(axis=1)
+    if allow_missing and not keep.all():  # e.g. make_aligned.py skips one utterance in every aligned file
+        dropped = [str(s) for s in samples[~keep]]
+        samples, feats, present = samples[keep], {m: a[keep] for m, a in feats.items()}, {
+            m: a[keep] for m, a in present.items()}
+    else:
+        dropped = []  # without --allow-missing, publish refuses a sample without any modality
     y = np.array([label_of[s] for s in samples], np.int64)
     folds = np.array([fold_of[s] for s in samples], np.int8)
     prov = {"importer": "iemocap-mmin", "source": str(root), "targets": str(tdir), "sha256": hashes,
@@ -110,7 +118,7 @@ def import_iemocap_mmin(
             "folds": f"MMIN cv folders {[p.name for p in cvs]} -> folds 0..{len(cvs) - 1} (tst lists)",
             "pooling": "mean over the frames / tokens that are not all zero (zero padding); "
                        "an utterance without such a frame is absent for that modality",
-            "frames": frames}
+            "frames": frames, "dropped_samples": dropped}
     return publish(out, name=name, task="single_label", classes=classes, samples=samples, y=y,
                    labeled=np.ones(len(samples), bool), feats=feats, present=present, folds=len(cvs), seed=seed,
                    provenance=prov, fixed_folds=folds, fold_options=fold_options)
