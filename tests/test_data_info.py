@@ -65,6 +65,9 @@ def test_dim_that_contradicts_the_named_extractor_warns():
                             norm_median=1, norm_p95=1)
     unknown = ModalityStats(dim=7, source="?", present=5, zero_share=0.0, norm_p5=1, norm_median=1, norm_p95=1)
     assert modality_warnings({"visual": ok, "text": unknown}) == []
+    described = ModalityStats(dim=1024, source="list index 5 (DenseFace)", present=5, zero_share=0.0, norm_p5=1,
+                              norm_median=1, norm_p95=1)
+    assert "but denseface features have 342 values" in modality_warnings({"visual": described})[0]
     assert modality_warnings({"audio": swapped}) == [
         ("warning: modality 'audio' (from V/denseface.h5): dim 1024, but denseface features have 342 values "
         "(modalities swapped, or another extractor?)")]

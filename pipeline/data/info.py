@@ -207,6 +207,16 @@ def _extractor_stem(source: str) -> str:
     return stem
 
 
+def known_extractor(source: str) -> str | None:
+    """The KNOWN_DIMS extractor a source names: its file / folder stem, else the longest
+    known name inside it (a description such as 'list index 5 (denseface)')."""
+    stem = _extractor_stem(source)
+    if stem in KNOWN_DIMS:
+        return stem
+    text = source.lower()
+    return next((k for k in sorted(KNOWN_DIMS, key=len, reverse=True) if k in text), None)
+
+
 def modality_warnings(stats: dict[str, ModalityStats]) -> list[str]:
     """One line per modality that looks wrong: mostly all-zero rows, or a dim that
     contradicts the extractor its source names."""
@@ -215,10 +225,10 @@ def modality_warnings(stats: dict[str, ModalityStats]) -> list[str]:
         if s.zero_share > MOSTLY_ZERO:
             out.append(f"warning: modality '{m}' (from {s.source}): {100 * s.zero_share:.1f} % of its present rows "
                        "are all zero (padding or failed extraction read as features?)")
-        known = KNOWN_DIMS.get(_extractor_stem(s.source))
-        if known is not None and known != s.dim:
-            out.append(f"warning: modality '{m}' (from {s.source}): dim {s.dim}, but {_extractor_stem(s.source)} "
-                       f"features have {known} values (modalities swapped, or another extractor?)")
+        name = known_extractor(s.source)
+        if name is not None and KNOWN_DIMS[name] != s.dim:
+            out.append(f"warning: modality '{m}' (from {s.source}): dim {s.dim}, but {name} "
+                       f"features have {KNOWN_DIMS[name]} values (modalities swapped, or another extractor?)")
     return out
 
 
