@@ -315,3 +315,27 @@ def test_mutated_sources_import_or_fail_in_one_line(tmp_path_factory, clean_sour
         assert kind in {"int_feat", "bool_feat", "empty_feat"}, kind  # numbers; no frame = absent
         assert all(np.isfinite(ds.features[m]).all() for m in ds.modalities)
     assert not [p for p in work.iterdir() if p.name.startswith(".ie.")]
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 255)), min_size=1, max_size=20),
+       sub=st.sampled_from("AVL"))
+def test_byte_flipped_h5_imports_or_fails_in_one_line(tmp_path_factory, clean_source, flips, sub):
+    """Random bytes overwritten anywhere in one feature file (its superblock, object
+    headers, B-trees or data): an import, or one DataError line (a named datatype reached
+    through a corrupt link once gave an AttributeError)."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("flip")
+    src = work / "src"
+    shutil.copytree(clean_source, src)
+    path = src / sub / f"{FILES[sub]}.h5"
+    raw = bytearray(path.read_bytes())
+    for at, value in flips:
+        raw[at % len(raw)] = value
+    path.write_bytes(bytes(raw))
+    try:
+        import_iemocap_mmin(src, "ie", work / "ie")
+    except DataError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        assert not (work / "ie").exists()

@@ -237,4 +237,7 @@ def _utterance_array(h5py, path: Path, item, name: str) -> np.ndarray:
             raise DataError(f"{path}: '{name}' is a group holding {offenders(sorted(item.keys())) or 'nothing'} "
                             "(rule: a dataset per utterance, or make_aligned.py's group {feat, start, end})")
         item, name = feat, f"{name}/feat"
+    if not isinstance(item, h5py.Dataset):  # e.g. a named datatype (a corrupt link can point at one)
+        raise DataError(f"{path}: '{name}' is an HDF5 {type(item).__name__}, not a dataset "
+                        "(rule: a dataset per utterance, or make_aligned.py's group {feat, start, end})")
     return read_h5(path, item, name)
