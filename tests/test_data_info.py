@@ -5,6 +5,7 @@ the extractor its source names."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,8 @@ def test_info_table_for_an_mmin_import(tmp_path):
     assert res.exit_code == 0, res.output
     assert "visual: dim 342 from V/denseface.h5; present 11/12, all-zero rows 0.0 %" in res.output
     assert "warning" not in res.output
+    assert "all-zero (padding) frames left out of the mean: audio 0/" in res.output
+    assert re.search(r"visual \d+/120 \(1 utterance\(s\) without a frame: absent\), text \d+/120\n", res.output)
     res = CliRunner().invoke(app, ["info", str(tmp_path / "ie")], env=WIDE)
     assert res.exit_code == 0, res.output
     row = next(ln for ln in res.output.splitlines() if "V/denseface.h5" in ln)

@@ -116,7 +116,7 @@ def info(
         highlight=False,
     )
     for line in fold_lines(ds):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if len(inf.class_by_fold):
         console.print(_class_table(inf))
     if len(inf.label_by_fold):

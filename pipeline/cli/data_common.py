@@ -59,11 +59,24 @@ def fold_lines(ds: Dataset) -> list[str]:
             f"duplicates (cosine >= {d['threshold']}): {d['pool_rows']} pool row(s) duplicate a labeled row, "
             f"{d['labeled_pairs']} labeled pair(s), {d.get('cross_fold_pairs', 0)} across folds; {d['action']}"
             + (f", {d['dropped_pool_rows']} dropped" if d.get("dropped_pool_rows") else ""))
+    frames = prov.get("frames")
+    if isinstance(frames, dict) and all(isinstance(f, dict) for f in frames.values()):
+        lines.append("all-zero (padding) frames left out of the mean: " + ", ".join(
+            _frame_counts(m, f) for m, f in frames.items()))
     dropped = prov.get("dropped_samples")
     if dropped:
         lines.append(f"left out (no usable modality): {len(dropped)} sample(s): {', '.join(map(str, dropped[:5]))}"
                      + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else ""))
     return lines
+
+
+def _frame_counts(modality: str, f: dict) -> str:
+    """'visual 120/5400 (3 utterances without a frame: absent)' from an importer's counts."""
+    notes = [f"{f[k]} utterance(s) {what}" for k, what in (("utterances_without_frames", "without a frame: absent"),
+                                                           ("utterances_missing", "missing from the file"))
+             if f.get(k)]
+    return f"{modality} {f.get('all_zero_frames', '?')}/{f.get('frames', '?')}" + (f" ({'; '.join(notes)})"
+                                                                                   if notes else "")
 
 
 def summary(ds: Dataset, seconds: float | None = None) -> None:
@@ -78,7 +91,7 @@ def summary(ds: Dataset, seconds: float | None = None) -> None:
         highlight=False,
     )
     for line in fold_lines(ds):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in modality_lines(info):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     print_warnings(info)
