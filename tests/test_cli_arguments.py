@@ -192,6 +192,8 @@ CASES: dict[str, dict[str, tuple[list[str], list[str]]]] = {
                   ["nosuch.h5", "bert_large"])),
         ("classes", (["data", "import", "iemocap-mmin", "{iemocap}", "--name", "x", "--classes", "a,b"],
                      ["expected 2"])),
+        ("targets", (["data", "import", "iemocap-mmin", "{iemocap}", "--name", "x", "--targets", "{root}/nope"],
+                     ["nope: target/ folder", "not found"])),
         without=("folds",),  # MMIN's cross-validation folders are the folds
     ),
     "data import m3ed": _import(

@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.data_common import check_target, console, fold_lines, progress_bar, summary
+from pipeline.cli.data_common import (
+    check_target,
+    console,
+    fmt_norms,
+    fmt_share,
+    fold_lines,
+    print_warnings,
+    progress_bar,
+    summary,
+)
 from pipeline.cli.data_import import import_app
 from pipeline.config import load_settings
 from pipeline.data.dataset import load_dataset
@@ -96,7 +106,8 @@ def validate(
 def info(
     directory: Annotated[Path, typer.Argument(help="Dataset directory.")],
 ) -> None:
-    """Counts per class x fold, split sizes, dims, modality presence and file sizes."""
+    """Counts per class x fold, split sizes, per modality its dim, source, presence, all-zero rows and
+    row norms (with a warning when a modality looks wrong), and file sizes."""
     ds = load_dataset(directory, validate=True)
     inf = dataset_info(ds)
     console.print(
@@ -105,7 +116,7 @@ def info(
         highlight=False,
     )
     for line in fold_lines(ds):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if len(inf.class_by_fold):
         console.print(_class_table(inf))
     if len(inf.label_by_fold):
@@ -116,6 +127,7 @@ def info(
     t.add_row(*map(str, inf.split_sizes.values()))
     console.print(t)
     console.print(_modality_table(inf))
+    print_warnings(inf)
     if inf.sequences:
         t = Table(title="frame sequences (sequences/, memory-mapped)")
         for c in ("modality", "rows x frames x dim", "mean valid frames"):
@@ -148,20 +160,16 @@ def _class_table(inf: DatasetInfo) -> Table:
 
 
 def _modality_table(inf: DatasetInfo) -> Table:
-    """Per modality its dim and the share of all / labeled / unlabeled rows that have it."""
-    t = Table(title="modalities")
-    for c in ("modality", "dim", "present", "labeled", "unlabeled"):
-        t.add_column(c, justify="left" if c == "modality" else "right")
+    """Per modality its dim, where it came from, the share of all / labeled / unlabeled rows
+    that have it, the share of present rows that are all zero and their row L2 norms."""
+    t = Table(title="modalities", caption=escape("all-zero rows and row L2 norms (median [p5, p95]): over the rows "
+                                                  "that have the modality"))
+    for c in ("modality", "dim", "source", "present", "labeled", "unlabeled", "all-zero", "L2 norm"):
+        t.add_column(c, justify="left" if c in ("modality", "source") else "right", no_wrap=True)
     for m, d in inf.dims.items():
-        p = inf.presence[m]
-        t.add_row(
-            m,
-            str(d),
-            *(
-                f"{100 * p[k]:.1f} %" if p[k] == p[k] else "-"  # NaN (no such rows): "-"
-                for k in ("all", "labeled", "unlabeled")
-            ),
-        )
+        p, s = inf.presence[m], inf.stats[m]
+        t.add_row(m, str(d), escape(s.source), *(fmt_share(p[k]) for k in ("all", "labeled", "unlabeled")),
+                  fmt_share(s.zero_share), fmt_norms(s.norm_p5, s.norm_median, s.norm_p95))
     return t
 
 

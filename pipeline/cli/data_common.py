@@ -3,6 +3,7 @@ checks of the output directory, and the summary of a written dataset."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -10,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.config import check_name
 from pipeline.data.dataset import Dataset, check_output_dir
-from pipeline.data.info import dataset_info, human_bytes
+from pipeline.data.info import DatasetInfo, dataset_info, human_bytes
 
 console = Console()
 
@@ -58,7 +59,24 @@ def fold_lines(ds: Dataset) -> list[str]:
             f"duplicates (cosine >= {d['threshold']}): {d['pool_rows']} pool row(s) duplicate a labeled row, "
             f"{d['labeled_pairs']} labeled pair(s), {d.get('cross_fold_pairs', 0)} across folds; {d['action']}"
             + (f", {d['dropped_pool_rows']} dropped" if d.get("dropped_pool_rows") else ""))
+    frames = prov.get("frames")
+    if isinstance(frames, dict) and all(isinstance(f, dict) for f in frames.values()):
+        lines.append("all-zero (padding) frames left out of the mean: " + ", ".join(
+            _frame_counts(m, f) for m, f in frames.items()))
+    dropped = prov.get("dropped_samples")
+    if dropped:
+        lines.append(f"left out (no usable modality): {len(dropped)} sample(s): {', '.join(map(str, dropped[:5]))}"
+                     + (f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else ""))
     return lines
+
+
+def _frame_counts(modality: str, f: dict) -> str:
+    """'visual 120/5400 (3 utterances without a frame: absent)' from an importer's counts."""
+    notes = [f"{f[k]} utterance(s) {what}" for k, what in (("utterances_without_frames", "without a frame: absent"),
+                                                           ("utterances_missing", "missing from the file"))
+             if f.get(k)]
+    return f"{modality} {f.get('all_zero_frames', '?')}/{f.get('frames', '?')}" + (f" ({'; '.join(notes)})"
+                                                                                   if notes else "")
 
 
 def summary(ds: Dataset, seconds: float | None = None) -> None:
@@ -73,4 +91,30 @@ def summary(ds: Dataset, seconds: float | None = None) -> None:
         highlight=False,
     )
     for line in fold_lines(ds):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for line in modality_lines(info):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    print_warnings(info)
+
+
+def fmt_share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.1f} %"  # NaN (no such rows): "-"
+
+
+def fmt_norms(p5: float, median: float, p95: float) -> str:
+    return "-" if math.isnan(median) else f"{median:.3g} [{p5:.3g}, {p95:.3g}]"
+
+
+def modality_lines(info: DatasetInfo) -> list[str]:
+    """Per modality: dim, source, presence, all-zero rows and row norms (median [p5, p95])
+    of the present rows, so that a swapped or padded modality stands out."""
+    return [
+        f"  {m}: dim {s.dim} from {s.source}; present {s.present}/{info.n}, all-zero rows {fmt_share(s.zero_share)}, "
+        f"row L2 norm median [p5, p95] {fmt_norms(s.norm_p5, s.norm_median, s.norm_p95)}"
+        for m, s in info.stats.items()
+    ]
+
+
+def print_warnings(info: DatasetInfo) -> None:
+    for line in info.warnings:
+        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)  # one line, even if long

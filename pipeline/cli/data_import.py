@@ -121,20 +121,25 @@ def import_parquet_cmd(
 def import_mer2024_cmd(
     root: Annotated[Path, typer.Argument(help="MER2024 folder with label-6way.npz (and features/).")],
     name: Annotated[str, typer.Option(help="Dataset name.")],
-    audio: Annotated[str | None, typer.Option(help="Audio extractor folder stem, e.g. chinese-hubert-large.")] = None,
-    visual: Annotated[str | None, typer.Option(help="Visual extractor, e.g. clip-vit-large-patch14.")] = None,
+    audio: Annotated[str | None, typer.Option(help="Audio extractor: the stem of its {stem}-UTT or {stem}_UTT "
+                                              "folder (e.g. chinese-hubert-large, eGeMAPS), or the folder name.")] = None,
+    visual: Annotated[str | None, typer.Option(help="Visual extractor, e.g. clip-vit-large-patch14 or manet_UTT.")] = None,
     text: Annotated[str | None, typer.Option(help="Text extractor, e.g. Baichuan-13B-Base.")] = None,
-    features: Annotated[Path | None, typer.Option(help="Folder holding {extractor}-UTT/ (default ROOT/features or ROOT).")] = None,
+    features: Annotated[Path | None, typer.Option(help="Folder holding the extractor folders (default ROOT/features or ROOT).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Label file (default ROOT/label-6way.npz).")] = None,
-    labeled_corpora: Annotated[str, typer.Option(help="Corpora whose labels are kept; the rest is the unlabeled pool.")] = "train_corpus",
+    labeled_corpora: Annotated[str, typer.Option(help=(
+        "Corpora whose labels are kept; the rest is the unlabeled pool. A corpus whose entries all carry one "
+        "label is refused: MERTools writes 'neutral' as a placeholder for every test1_corpus entry, so leave "
+        "test corpora out of this list (they are imported as unlabeled)."))] = "train_corpus",
     unlisted: Annotated[bool, typer.Option(help="Add feature files listed in no corpus to the unlabeled pool.")] = False,
     allow_missing: Annotated[bool, typer.Option(help="Import missing feature files as absent modalities.")] = False,
     out: _OUT = None, folds: Annotated[int, typer.Option(help="Stratified folds.")] = 5,
     seed: _FOLD_SEED = None, data_dir: _DATA_DIR = None,
     group_by: _GROUP_BY = None, duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/{name}.npy per modality
-    (duplicates between the labeled corpora and the pool, --unlisted included, are counted)."""
+    """MERTools' MER2024 layout: label-6way.npz + {extractor}-UTT/ (or _UTT/) {name}.npy per modality
+    (duplicates between the labeled corpora and the pool, --unlisted included, are counted). A labeled
+    corpus whose labels are all one placeholder value (test1_corpus: 'neutral') is refused."""
     from pipeline.data.importers import import_mer2024
 
     ext = {m: e for m, e in (("audio", audio), ("visual", visual), ("text", text)) if e}
@@ -204,16 +209,22 @@ def import_iemocap_cmd(
     visual: Annotated[str, typer.Option(help="V/<name>.h5")] = "denseface",
     text: Annotated[str, typer.Option(help="L/<name>.h5")] = "bert_large",
     classes: Annotated[str | None, typer.Option(help="Class names in label index order (default angry,happy,neutral,sad).")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="An utterance missing from a feature file is absent for that "
+                                                "modality (default: refused).")] = False,
+    targets: Annotated[Path | None, typer.Option(help="Folder of the cv folders 1, 2, ... (MMIN's target_root; "
+                                                 "default ROOT/target).")] = None,
     out: _OUT = None, seed: Annotated[int | None, typer.Option(help="Recorded seed.")] = None, data_dir: _DATA_DIR = None,
     duplicate_threshold: _DUP_THRESHOLD = 0.999, drop_duplicates: _DROP_DUP = False,
 ) -> None:
-    """IEMOCAP in MMIN's layout, 4 classes; MMIN's cross-validation folds kept."""
+    """IEMOCAP in MMIN's layout, 4 classes; MMIN's cross-validation folds kept. Each h5 holds a dataset
+    per utterance (zero-padded V/L: all-zero frames are left out of the mean, an utterance without
+    another frame is absent) or make_aligned.py's raw group {feat, start, end}."""
     from pipeline.data.importers import import_iemocap_mmin
 
     options = _fold_options(None, duplicate_threshold, drop_duplicates)
     _run_import(root.name, name, out, data_dir, seed, lambda t, s, p: import_iemocap_mmin(
         root, name, t, audio=audio, visual=visual, text=text, classes=split_list(classes), progress=p, seed=s,
-        fold_options=options))
+        fold_options=options, allow_missing=allow_missing, targets=targets))
 
 
 @import_app.command("m3ed")

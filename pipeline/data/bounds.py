@@ -228,12 +228,16 @@ def load_npz(path: Path, allow_pickle: bool = False) -> dict[str, np.ndarray]:
 
 
 def read_h5(path: Path, dataset, name: str) -> np.ndarray:
-    """One HDF5 dataset as an array, its declared shape checked first (compressed chunks can
-    declare any size in a small file)."""
+    """One HDF5 dataset as a numeric array, its dtype and declared shape checked first
+    (compressed chunks can declare any size in a small file; a string or compound dtype
+    cannot be features)."""
+    kind = getattr(dataset.dtype, "kind", "?")
+    if kind not in "biuf":
+        raise DataError(f"{path}: dataset '{name}' holds {dataset.dtype} values (rule: features are numbers)")
     shape = tuple(int(s) for s in (dataset.shape or ()))
     nbytes = int(np.prod(shape, dtype=object)) * dataset.dtype.itemsize
     require_memory(path, nbytes, f"dataset '{name}' of shape {shape}")
     try:
         return np.asarray(dataset[()])
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: dataset '{name}' is unreadable ({exc})") from None
+    except (OSError, ValueError, TypeError, RuntimeError, KeyError) as exc:  # a truncated or corrupt chunk
+        raise DataError(f"{path}: dataset '{name}' is unreadable ({' '.join(str(exc).split())})") from None

@@ -346,7 +346,7 @@ def _manifest(
 ) -> Manifest:
     """The validated manifest; its provenance records the file (checksum) and the fold plan."""
     provenance = {"importer": "parquet", "source": str(src), "sha256": sha256_file(src), "rows": n,
-                  **plan.provenance}
+                  "modality_sources": {m: f"column {m}" for m in dims}, **plan.provenance}
     try:
         return Manifest(
             name=name, task="single_label", classes=class_list,
