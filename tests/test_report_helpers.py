@@ -1,5 +1,5 @@
 """The helpers every report shares: the markdown table, the missing-condition rule, the
-paired test, the figure helper, and the strategy tables' refusal of old metrics files."""
+paired test, the figure helper, and the refusal of metrics files without the columns reports read."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def _metrics(conds: list[str], missing: list[bool] | None = None) -> pa.Table:
     return pa.table(cols)
 
 
-def test_missing_conditions_read_the_column_and_fall_back_for_old_files() -> None:
+def test_missing_conditions_read_the_column_not_the_names() -> None:
     conds = ["a", "av", "avl", "a"]
-    assert missing_conditions(_metrics(conds)) == ["a", "av"]  # old file: shorter name than the longest
-    # the column wins over the names: here 'avl' lacks a modality and 'a' does not
+    # the column decides: here 'avl' lacks a modality and 'a' does not
     assert missing_conditions(_metrics(conds, [False, True, True, False])) == ["av", "avl"]
     assert missing_conditions(_metrics(["span20-40", "span60-80"], [False, False])) == []
-    assert missing_conditions(_metrics(["span20-40", "span60-80"])) == []
+    with pytest.raises(RamerError, match="no missing column"):
+        missing_conditions(_metrics(conds))
 
 
 def test_paired_test_values_and_undefined_cases() -> None:
@@ -81,7 +81,7 @@ def test_strategy_report_refuses_metrics_without_the_strategy_columns(tmp_path: 
 
     rows = [{"system": "ae+m3s", "fold": 0, "run": 0, "condition": "span20-40", "metric": "WA", "value": 0.5}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "metrics.parquet")
-    with pytest.raises(RamerError, match=r"metrics\.parquet: no base, strategy, train_range.*ramer report"):
+    with pytest.raises(RamerError, match=r"metrics\.parquet: no base, strategy, train_range column\(s\).*rerun"):
         append_strategy_report(tmp_path)
 
 
@@ -99,15 +99,16 @@ def test_strategy_tables_group_by_the_columns_not_the_label() -> None:
     assert "| mmin(embd=8) @train20-40 | span20-40 | ORIG + M3S vs ORIG | 3 | – | 0.25 |" in text
 
 
-def test_merge_refuses_sources_with_and_without_the_new_columns(tmp_path: Path) -> None:
+def test_merge_refuses_a_source_without_the_columns(tmp_path: Path) -> None:
     import json
 
     from pipeline.evaluation.merge import merge_results
 
     row = {"system": "ramer", "fold": 0, "run": 0, "condition": "a", "metric": "WA", "value": 0.5}
-    for name, extra in (("new", {"missing": True}), ("old", {})):
+    full = {"model": "ramer", "strategy": "none", "train_range": "", "base": "ramer", "missing": True}
+    for name, extra in (("new", full), ("old", {k: v for k, v in full.items() if k != "missing"})):
         (tmp_path / name).mkdir()
         pq.write_table(pa.Table.from_pylist([{**row, "system": name, **extra}]), tmp_path / name / "metrics.parquet")
         (tmp_path / name / "config.json").write_text(json.dumps({"experiment": {"dataset": "d", "seed": 0}}))
-    with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*ramer report"):
+    with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*rerun"):
         merge_results([tmp_path / "new", tmp_path / "old"], tmp_path / "out")
