@@ -112,3 +112,24 @@ def test_merge_refuses_a_source_without_the_columns(tmp_path: Path) -> None:
         (tmp_path / name / "config.json").write_text(json.dumps({"experiment": {"dataset": "d", "seed": 0}}))
     with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*rerun"):
         merge_results([tmp_path / "new", tmp_path / "old"], tmp_path / "out")
+
+
+def test_validation_beside_test_orders_by_validation_and_averages_like_the_main_table(tmp_path: Path) -> None:
+    """Validation is the mean of the units' selection scores; test the mean over units of
+    the missing-condition average (the full condition left out); best validation first."""
+    from pipeline.evaluation.report import validation_rows, validation_section
+
+    fits = [{"system": s, "fold": f, "run": 0, "val_score": v}
+            for s, vals in (("a", (0.70, 0.80)), ("b", (0.90, 0.92))) for f, v in enumerate(vals)]
+    pq.write_table(pa.Table.from_pylist(fits), tmp_path / "fits.parquet")
+    rows = [{"system": s, "fold": f, "run": 0, "condition": c, "missing": c != "av", "metric": "WA",
+             "value": base + 0.1 * f + (0.2 if c == "v" else 0.0) + (0.5 if c == "av" else 0.0)}
+            for s, base in (("a", 0.6), ("b", 0.4)) for f in range(2) for c in ("a", "v", "av")]
+    metrics = pa.Table.from_pylist(rows)
+    got = validation_rows(tmp_path, metrics, "WA")
+    assert [r[0] for r in got] == ["b", "a"] and [r[3] for r in got] == [2, 2]
+    assert got[0][1] == pytest.approx(0.91) and got[1][1] == pytest.approx(0.75)
+    assert got[0][2] == pytest.approx(0.55) and got[1][2] == pytest.approx(0.75)  # (x + x + 0.2) / 2, then over f
+    text = "\n".join(validation_section(tmp_path, metrics, "WA"))
+    assert "| b | 0.9100 | 55.00 | 2 |" in text and text.index("| b |") < text.index("| a |")
+    assert validation_section(tmp_path / "none", metrics, "WA") == []
