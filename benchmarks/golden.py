@@ -7,8 +7,12 @@ with RAMER (auto selection), its ablation, the linear references and two baselin
 `ramer predict` on a few rows with a modality dropped; the demo. Writes one JSON of
 (experiment, system, fold, run, condition, metric) -> value, and of predict's outputs.
 
-    python benchmarks/golden.py --out /tmp/golden-before.json
+    python benchmarks/golden.py --out /tmp/golden-before.json      # on the code before the change
     python benchmarks/golden.py --out /tmp/golden-after.json --compare /tmp/golden-before.json
+
+`--compare` prints how many keys are only on one side and how many values differ (with the
+largest difference) and exits 1 if any does: "behaviour unchanged" means exit 0. Values
+repeat exactly on one machine, not across CPU types (docs/performance.md, "How to measure").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Writes a JSON line per check to stdout; exits 1 when a check fails.
 
     python benchmarks/gpu_check.py --device cuda      # on a GPU machine
     python benchmarks/gpu_check.py --device cpu       # the dry run: CPU against CPU
+    python benchmarks/gpu_check.py --device cpu --rows 3000 --queries 64 --steps 3   # seconds (the tests')
 """
 
 from __future__ import annotations
@@ -92,8 +93,11 @@ def train(device: str, steps: int = 20) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--rows", type=int, default=20_000, help="database rows of the neighbour check")
+    ap.add_argument("--queries", type=int, default=512, help="queries of the neighbour check")
+    ap.add_argument("--steps", type=int, default=20, help="training steps of the RAMER check")
     args = ap.parse_args()
-    results = [neighbours(args.device), train(args.device)]
+    results = [neighbours(args.device, n=args.rows, b=args.queries), train(args.device, steps=args.steps)]
     for r in results:
         print(json.dumps(r))
     sys.exit(0 if all(r["ok"] for r in results) else 1)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 17), under 10 minutes on one GPU machine. Results under $OUT:
+# GPU check: does ramer run on this GPU host? Under 10 minutes. Results under $OUT:
 #   gpu_check.log            every step, with its time
 #   install.log              pip output of the .[gpu] install
 #   checks.jsonl             FAISS GPU vs CPU neighbours under the leakage filter; a RAMER fit on CUDA

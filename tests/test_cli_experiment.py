@@ -30,7 +30,7 @@ def test_demo_then_predict_with_missing_modalities(tmp_path: Path) -> None:
     for name in ("report.md", "metrics.parquet", "precision.parquet", "config.json", "wa_by_condition.png", "precision_at_k.png"):
         assert (results / name).is_file(), name
     assert "w/o retrieval" in res.stdout and "report.md" in res.stdout
-    # one browsable view per fold's collection, linked from the report and printed (issue 18)
+    # one browsable view per fold's collection, linked from the report and printed
     assert (results / "views" / "demo__demo__f0.html").is_file()
     assert "(views/demo__demo__f0.html)" in (results / "report.md").read_text()
     assert f"collection views (open in a browser, offline): {Path('results/demo/views/demo__demo__f0.html')}" in res.stdout

@@ -33,7 +33,8 @@ def test_summary_averages_the_missing_conditions_only() -> None:
         ("mmin", 0, "a", "WA", 0.5), ("mmin", 0, "a", "UA", 0.2),
     ]
     cols = dict(zip(("system", "fold", "condition", "metric", "value"), map(list, zip(*rows))))
-    summ = summarise_experiment(pa.table({**cols, "run": [0] * len(rows)}))
+    missing = [c != "av" for c in cols["condition"]]
+    summ = summarise_experiment(pa.table({**cols, "run": [0] * len(rows), "missing": missing}))
     assert summ.metrics == ("WA", "UA") and summ.conditions == ["a", "v", "av"] and summ.averaged == ["a", "v"]
     ramer, mmin = summ.rows
     assert (ramer.system, mmin.system) == ("ramer", "mmin")

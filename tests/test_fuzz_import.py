@@ -141,7 +141,7 @@ def good_table(n: int = 12) -> pa.Table:
     })
 
 
-# The two kinds of input found on a fresh clone (issue 12), as tables: a label that a
+# Two inputs that once broke the importer, as fixed tables: a label that a
 # flipped byte made huge (class names were sized by it), and a sample name that is not UTF-8.
 HUGE_LABEL = good_table().set_column(1, "label", pa.array([0, 84606977] * 6, pa.int64()))
 BAD_UTF8 = good_table().set_column(0, "sample", invalid_utf8([f"g{i}" for i in range(12)], 5))

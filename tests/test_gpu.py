@@ -1,18 +1,19 @@
-"""The GPU path (issue 17): FAISS on the GPU returns the CPU index's neighbours under the
-leakage filter, and RAMER trains on CUDA. Skipped without a CUDA GPU and faiss-gpu;
-benchmarks/gpu_check.sh runs the same checks (and a demo fold, and the retrieval
-benchmark) on a GPU machine."""
+"""The GPU path: FAISS on the GPU returns the CPU index's neighbours under the leakage
+filter, and RAMER trains on CUDA. The checks are benchmarks/gpu_check.py's, run as the
+script runs on a GPU machine (benchmarks/gpu_check.sh); the CUDA ones are skipped without
+a CUDA GPU and faiss-gpu."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gpu_check
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
 def _faiss_gpus() -> int:
@@ -25,33 +26,39 @@ def _faiss_gpus() -> int:
         return 0
 
 
+def _checks(*args: str) -> dict[str, dict]:
+    """gpu_check.py's JSON line per check, by name; its exit status agrees with them."""
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True,
+                          timeout=600)
+    results = {r["check"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert set(results) == {"neighbours", "train"}, done.stderr[-2000:]
+    assert done.returncode == (0 if all(r["ok"] for r in results.values()) else 1)
+    return results
+
+
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available() or _faiss_gpus() == 0,
                                reason="needs a CUDA GPU and faiss-gpu")
 
 
 @needs_gpu
-def test_faiss_gpu_neighbours_equal_cpu_under_the_leakage_filter():
-    result = gpu_check.neighbours("cuda")
-    assert not result["leak"]
-    assert result["ok"], result
-
-
-@needs_gpu
-def test_ramer_trains_on_cuda():
-    result = gpu_check.train("cuda")
-    assert result["ok"], result
+def test_faiss_gpu_neighbours_equal_cpu_and_ramer_trains_on_cuda():
+    results = _checks("--device", "cuda")
+    assert not results["neighbours"]["leak"]
+    assert results["neighbours"]["ok"], results["neighbours"]
+    assert results["train"]["ok"] and results["train"]["param_device"] == "cuda", results["train"]
 
 
 def test_the_checks_pass_on_cpu_against_cpu():
     """The dry run the script falls back to: the same checks, CPU against CPU."""
-    assert gpu_check.neighbours("cpu", n=3000, b=64)["ok"]
-    assert gpu_check.train("cpu", steps=3)["ok"]
+    results = _checks("--device", "cpu", "--rows", "3000", "--queries", "64", "--steps", "3")
+    assert results["neighbours"]["ok"] and not results["neighbours"]["leak"]
+    assert results["train"]["ok"]
 
 
 def test_ramer_state_follows_the_model_to_another_device():
     """Every tensor RAMER keeps (here the fill lengths) moves with `.to()`: a plain tensor
-    attribute stayed on the CPU and broke the first CUDA run (device check, 2026-12-04).
-    A dtype change goes through the same path as a device change, so the CPU sees it."""
+    attribute would stay on the CPU and fail on the device. A dtype change goes through
+    the same path as a device change, so the CPU sees it."""
     from pipeline.models.base import ModelSpec
     from pipeline.models.registry import create_model
 

@@ -1,5 +1,5 @@
 """Importers keep each speaker (group) on one side of every fold, and find rows whose
-features duplicate a labeled row under another name (issue 14, item 6)."""
+features duplicate a labeled row under another name."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Under noise, RAMER retrieves with the encoding of the *noisy* query, never with neighbour
-lists cached from the clean stored vectors (issue 14, item 2).
+lists cached from the clean stored vectors.
 
 The dataset has genuinely absent modalities (synthetic, 30 % of values null), so test
 rows need a fill at evaluation time. Every search made by the noise evaluation is

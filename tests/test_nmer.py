@@ -82,7 +82,7 @@ def test_noise_evaluation_of_a_finished_experiment(tmp_path):
     assert set(table["system"]) == {"nmer", "nmer(vae=false)", "mmin", "ramer"}
     assert set(zip(table["noise"], table["intensity"])) == {("none", 0), ("gaussian", 50), ("gaussian", 100), ("impulse", 50)}
     assert (report.parent / "noise_wa.png").is_file() and "gaussian noise" in report.read_text()
-    diffs = [ln for ln in report.read_text().splitlines() if ln.startswith("- `")]  # issue 16: as in report.md
+    diffs = [ln for ln in report.read_text().splitlines() if ln.startswith("- `")]  # the papers' differences, as report.md lists them
     assert any("`ramer`" in ln and "encoder.d_model 16 (paper 0)" in ln for ln in diffs), diffs
     again = evaluate_noise(cfg, st_, noises)  # seeded noise: a rerun reproduces every number
     np.testing.assert_array_equal(pq.read_table(again.parent / "noise.parquet").column("value").to_numpy(), table["value"])

@@ -158,7 +158,7 @@ def test_differences_name_each_setting_with_the_papers_value() -> None:
 # ------------------------------------------------------------------ scales
 
 
-def test_paper_scale_names_and_the_former_medium() -> None:
+def test_paper_scale_names() -> None:
     rng = np.random.default_rng(0)
     labeled = np.r_[np.ones(60, bool), np.zeros(80, bool)]
     samples = np.array([f"s{i}" for i in range(len(labeled))])
@@ -170,9 +170,7 @@ def test_paper_scale_names_and_the_former_medium() -> None:
     assert (mask["train+half-pool"] == (is_train | half)).all()
     assert (mask["small"] == is_train).all() and (mask["large"] == ~labeled).all()
     assert (mask["turbo"] == (is_train | ~labeled)).all()
-    old = experiment_from_dict({"retrieval": {"scale": "medium"}})  # saved before presets: no 'preset' key
-    assert old.retrieval.scale == "train+half-pool"
-    assert experiment_from_dict({"retrieval": {"scale": "medium"}, "preset": "none"}).retrieval.scale == "medium"
+    assert experiment_from_dict({"retrieval": {"scale": "medium"}}).retrieval.scale == "medium"
 
 
 # ------------------------------------------------------------------ options the preset needs

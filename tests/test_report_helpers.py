@@ -1,5 +1,5 @@
 """The helpers every report shares: the markdown table, the missing-condition rule, the
-paired test, the figure helper, and the strategy tables' refusal of old metrics files."""
+paired test, the figure helper, and the refusal of metrics files without the columns reports read."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def _metrics(conds: list[str], missing: list[bool] | None = None) -> pa.Table:
     return pa.table(cols)
 
 
-def test_missing_conditions_read_the_column_and_fall_back_for_old_files() -> None:
+def test_missing_conditions_read_the_column_not_the_names() -> None:
     conds = ["a", "av", "avl", "a"]
-    assert missing_conditions(_metrics(conds)) == ["a", "av"]  # old file: shorter name than the longest
-    # the column wins over the names: here 'avl' lacks a modality and 'a' does not
+    # the column decides: here 'avl' lacks a modality and 'a' does not
     assert missing_conditions(_metrics(conds, [False, True, True, False])) == ["av", "avl"]
     assert missing_conditions(_metrics(["span20-40", "span60-80"], [False, False])) == []
-    assert missing_conditions(_metrics(["span20-40", "span60-80"])) == []
+    with pytest.raises(RamerError, match="no missing column"):
+        missing_conditions(_metrics(conds))
 
 
 def test_paired_test_values_and_undefined_cases() -> None:
@@ -81,7 +81,7 @@ def test_strategy_report_refuses_metrics_without_the_strategy_columns(tmp_path: 
 
     rows = [{"system": "ae+m3s", "fold": 0, "run": 0, "condition": "span20-40", "metric": "WA", "value": 0.5}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "metrics.parquet")
-    with pytest.raises(RamerError, match=r"metrics\.parquet: no base, strategy, train_range.*ramer report"):
+    with pytest.raises(RamerError, match=r"metrics\.parquet: no base, strategy, train_range column\(s\).*rerun"):
         append_strategy_report(tmp_path)
 
 
@@ -99,15 +99,37 @@ def test_strategy_tables_group_by_the_columns_not_the_label() -> None:
     assert "| mmin(embd=8) @train20-40 | span20-40 | ORIG + M3S vs ORIG | 3 | – | 0.25 |" in text
 
 
-def test_merge_refuses_sources_with_and_without_the_new_columns(tmp_path: Path) -> None:
+def test_merge_refuses_a_source_without_the_columns(tmp_path: Path) -> None:
     import json
 
     from pipeline.evaluation.merge import merge_results
 
     row = {"system": "ramer", "fold": 0, "run": 0, "condition": "a", "metric": "WA", "value": 0.5}
-    for name, extra in (("new", {"missing": True}), ("old", {})):
+    full = {"model": "ramer", "strategy": "none", "train_range": "", "base": "ramer", "missing": True}
+    for name, extra in (("new", full), ("old", {k: v for k, v in full.items() if k != "missing"})):
         (tmp_path / name).mkdir()
         pq.write_table(pa.Table.from_pylist([{**row, "system": name, **extra}]), tmp_path / name / "metrics.parquet")
         (tmp_path / name / "config.json").write_text(json.dumps({"experiment": {"dataset": "d", "seed": 0}}))
-    with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*ramer report"):
+    with pytest.raises(RamerError, match=r"old/metrics\.parquet: no missing column.*rerun"):
         merge_results([tmp_path / "new", tmp_path / "old"], tmp_path / "out")
+
+
+def test_validation_beside_test_orders_by_validation_and_averages_like_the_main_table(tmp_path: Path) -> None:
+    """Validation is the mean of the units' selection scores; test the mean over units of
+    the missing-condition average (the full condition left out); best validation first."""
+    from pipeline.evaluation.report import validation_rows, validation_section
+
+    fits = [{"system": s, "fold": f, "run": 0, "val_score": v}
+            for s, vals in (("a", (0.70, 0.80)), ("b", (0.90, 0.92))) for f, v in enumerate(vals)]
+    pq.write_table(pa.Table.from_pylist(fits), tmp_path / "fits.parquet")
+    rows = [{"system": s, "fold": f, "run": 0, "condition": c, "missing": c != "av", "metric": "WA",
+             "value": base + 0.1 * f + (0.2 if c == "v" else 0.0) + (0.5 if c == "av" else 0.0)}
+            for s, base in (("a", 0.6), ("b", 0.4)) for f in range(2) for c in ("a", "v", "av")]
+    metrics = pa.Table.from_pylist(rows)
+    got = validation_rows(tmp_path, metrics, "WA")
+    assert [r[0] for r in got] == ["b", "a"] and [r[3] for r in got] == [2, 2]
+    assert got[0][1] == pytest.approx(0.91) and got[1][1] == pytest.approx(0.75)
+    assert got[0][2] == pytest.approx(0.55) and got[1][2] == pytest.approx(0.75)  # (x + x + 0.2) / 2, then over f
+    text = "\n".join(validation_section(tmp_path, metrics, "WA"))
+    assert "| b | 0.9100 | 55.00 | 2 |" in text and text.index("| b |") < text.index("| a |")
+    assert validation_section(tmp_path / "none", metrics, "WA") == []

@@ -1,4 +1,4 @@
-"""Issue 17's stage-1 speed-ups compute what the plain modules compute: the CLS-only last
+"""The stage-1 speed-ups compute what the plain modules compute: the CLS-only last
 layer equals nn.TransformerEncoder's CLS output, and the fast dropout is dropout."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`ramer sweep` writes validation scores only: no test metric file, nothing that moves when
-the test split's labels do, and leak diagnostics refused (issue 14, item 3)."""
+the test split's labels do, and leak diagnostics refused."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.data.synth import SynthConfig, write_synthetic
+from pipeline.errors import RamerError
 from pipeline.experiment import protocol
 from pipeline.experiment.results import write_results
 from pipeline.models.registry import list_models, model_class, model_config
@@ -135,15 +136,18 @@ def test_a_long_key_makes_a_short_file_name():
     assert len(a.slug) <= 120 and a.slug != b.slug
 
 
-def test_old_metrics_get_the_columns_from_the_saved_config(tiny_experiment, tmp_path):
-    """A metrics.parquet from before the columns existed is completed once, exactly."""
+def test_report_refuses_metrics_without_the_columns_and_writes_nothing(tiny_experiment, tmp_path):
+    """A metrics.parquet lacking columns reports read is refused with one error naming the
+    file and the columns; the folder's report stays as it was."""
     import shutil
 
-    from pipeline.experiment.upgrade import complete_metrics
+    from pipeline.experiment.results import report_folder
 
     old = tmp_path / "every"
     shutil.copytree(tiny_experiment, old)
-    new = pq.read_table(old / "metrics.parquet")
-    pq.write_table(new.drop_columns(["model", "strategy", "train_range", "base", "missing"]), old / "metrics.parquet")
-    assert complete_metrics(old) and not complete_metrics(old)
-    assert pq.read_table(old / "metrics.parquet").select(new.column_names).equals(new)
+    full = pq.read_table(old / "metrics.parquet")
+    pq.write_table(full.drop_columns(["model", "missing"]), old / "metrics.parquet")
+    before = (old / "report.md").read_bytes()
+    with pytest.raises(RamerError, match=r"every/metrics\.parquet: no model, missing column\(s\).*rerun"):
+        report_folder(old)
+    assert (old / "report.md").read_bytes() == before

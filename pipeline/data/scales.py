@@ -15,10 +15,6 @@ The paper's names (Table 2) are aliases with the paper's meanings:
     large  = pool        (MER_large: every unlabeled sample)
     turbo  = train+pool  (MER_turbo: everything)
 
-Before the paper preset existed, `medium` here meant train + half of the pool; that
-variant is `train+half-pool` now. A config saved before the change (no `preset` key in
-its config.json) still reads its `medium` as `train+half-pool` (`legacy_scale`).
-
 Val/test rows of the fold are never candidates, whatever the scale. The half of the pool
 is chosen by a hash of the sample name, so it is the same in every fold, run and process.
 """
@@ -39,7 +35,6 @@ _PARTS = {
 }
 PAPER_SCALES = {"small": "train", "medium": "half-pool", "large": "pool", "turbo": "train+pool"}
 SCALES = (*PAPER_SCALES, *_PARTS)  # every accepted name: the paper's first
-LEGACY_MEDIUM = "train+half-pool"  # what `medium` meant in configs saved before the paper preset
 
 
 def canonical_scale(scale: str) -> str:
@@ -49,11 +44,6 @@ def canonical_scale(scale: str) -> str:
     if scale in PAPER_SCALES:
         return PAPER_SCALES[scale]
     raise ValueError(f"unknown DB scale '{scale}'; choose one of {', '.join(SCALES)}")
-
-
-def legacy_scale(scale: str) -> str:
-    """A scale read from a config saved before the paper names: its `medium` was train + half."""
-    return LEGACY_MEDIUM if scale == "medium" else scale
 
 
 def in_medium_half(samples: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import RamerError
-from pipeline.evaluation.tables import write_parquet
+from pipeline.evaluation.tables import require_columns, write_parquet
 
 _SAME = ("dataset", "seed")
 
@@ -44,7 +44,8 @@ def merge_results(sources: list[Path], out: Path) -> Path:
                     f"{configs[0].get(key)!r}); only runs of one protocol can be merged"
                 )
     tables = [pq.read_table(s / "metrics.parquet") for s in sources]
-    _check_same_columns(tables, sources)
+    for t, src in zip(tables, sources):  # merged, a file without a column would get nulls there
+        require_columns(t.column_names, src / "metrics.parquet")
     _check_overlap(tables, sources)
     merged = pa.concat_tables(tables, promote_options="default")
     units = _common_units(merged)
@@ -67,18 +68,6 @@ def merge_results(sources: list[Path], out: Path) -> Path:
 
 def _units(t: pa.Table) -> list[tuple[int, int]]:
     return list(zip(t.column("fold").to_pylist(), t.column("run").to_pylist()))
-
-
-def _check_same_columns(tables: list[pa.Table], sources: list[Path]) -> None:
-    """Newer metrics files carry per-row columns (`missing`, `strategy`, ...) older ones
-    lack; merged, the old rows would get nulls there and be misread. So every source must
-    have the same columns: an older one is re-rendered (`ramer report`) first."""
-    every = set().union(*(t.column_names for t in tables))
-    for t, src in zip(tables, sources):
-        absent = sorted(every - set(t.column_names))
-        if absent:
-            raise RamerError(f"{src / 'metrics.parquet'}: no {', '.join(absent)} column(s), which other sources "
-                             f"have (written by an older version); re-render it with `ramer report {src}` first")
 
 
 def _check_overlap(tables: list[pa.Table], sources: list[Path]) -> None:

@@ -225,6 +225,33 @@ def warnings_section(results_dir: Path) -> list[str]:
     return ["## Warnings", "", *lines, ""] if lines else []
 
 
+def validation_rows(results_dir: Path, metrics: pa.Table, metric: str) -> list[tuple[str, float, float, int]]:
+    """Per system: (name, mean validation score, mean test Avg `metric`, units), best
+    validation first. Validation = the stage-3 selection score of what each unit chose
+    (`fits.parquet`); test = `metric` averaged over the missing conditions (every condition
+    of a span experiment) per unit, as the main table's Avg, then over the units."""
+    val: dict[str, list[float]] = {}
+    for f in pq.read_table(results_dir / "fits.parquet", columns=["system", "val_score"]).to_pylist():
+        val.setdefault(f["system"], []).append(f["val_score"])
+    conds = missing_conditions(metrics) or ordered_unique(metrics.column("condition").to_pylist())
+    per_unit = avg_over_conditions(metrics, conds)  # (system, metric) -> {unit: avg}
+    rows = [(s, float(np.mean(v)), float(np.mean(list(per_unit[(s, metric)].values()))), len(v))
+            for s, v in val.items() if (s, metric) in per_unit]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def validation_section(results_dir: Path, metrics: pa.Table, metric: str) -> list[str]:
+    """The score every choice is read from beside the one it is reported on: a default or
+    variant is kept when it wins on validation, whatever the test column says."""
+    if not (results_dir / "fits.parquet").is_file():
+        return []
+    rows = [[s, f"{v:.4f}", f"{100 * t:.2f}", str(n)] for s, v, t, n in validation_rows(results_dir, metrics, metric)]
+    return ["## Validation beside test", "",
+            ("Per system, best validation first: the mean validation score of the epoch and variant "
+             f"each unit chose (its selection score), beside the mean test Avg {metric}."), "",
+            *markdown_table(["system", "validation", f"test Avg {metric} (%)", "units"], rows), ""]
+
+
 def modality_section(results_dir: Path) -> list[str]:
     """Per modality: stage-1 validation score against chance, and the DB's health."""
     path = results_dir / "diagnostics.parquet"
@@ -301,6 +328,7 @@ def render_report(results_dir: Path, title: str | None = None, differences: list
         parts += [f"{TITLES[head[0]]} ({' / '.join(second)}, %):", "", condition_table(metrics, second), ""]
     parts += [f"![{head[0]} per condition]({plot_name})", ""]
     plot_conditions(metrics, results_dir / plot_name, metric=head[0])
+    parts += validation_section(results_dir, metrics, head[0])
     parts += precision_section(results_dir, multi)
     parts += modality_section(results_dir)
     parts += view_links(results_dir)

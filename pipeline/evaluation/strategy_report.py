@@ -19,9 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import RamerError
 from pipeline.evaluation.stats import paired_test, paired_units
-from pipeline.evaluation.tables import markdown_table, ordered_unique
+from pipeline.evaluation.tables import markdown_table, ordered_unique, require_columns
 
 # The strategies in table order, with the names M3S's tables give them.
 NAMES = {"orig": "ORIG", "spl-trn": "ORIG + SPL-TRN", "m3s": "ORIG + M3S"}
@@ -43,20 +42,10 @@ class Group(NamedTuple):
 Runs = dict[tuple[Group, str, str, str], dict[tuple[int, int], float]]
 
 
-def require_strategy_columns(metrics: pa.Table, path: Path | None = None) -> None:
-    """Refuse metrics written before rows named their system's base and strategy (`path`:
-    the metrics.parquet they came from, named in the error)."""
-    absent = [c for c in STRATEGY_COLUMNS if c not in metrics.column_names]
-    if absent:
-        where = f"ramer report {path.parent}" if path else "ramer report RESULTS_DIR"
-        raise RamerError(f"{path or 'metrics table'}: no {', '.join(absent)} column(s), written by an older "
-                         f"version; re-render it with `{where}` (which adds them) to get the strategy tables")
-
-
 def _runs(metrics: pa.Table) -> Runs:
     """(group, strategy, condition, metric) -> {(fold, run): value}; a system trained at its
     own range ('mmin+m3s@20-40') is in group 'mmin @train20-40'."""
-    require_strategy_columns(metrics)
+    require_columns(metrics.column_names, columns=STRATEGY_COLUMNS)
     names = ("base", "train_range", "strategy", "fold", "run", "condition", "metric", "value")
     cols = {c: metrics.column(c).to_pylist() for c in names}
     out: Runs = {}
@@ -192,7 +181,7 @@ def append_strategy_report(results_dir: Path) -> Path:
     """Append the strategy tables to results_dir/report.md (after `render_report`)."""
     path = results_dir / "metrics.parquet"
     metrics = pq.read_table(path)
-    require_strategy_columns(metrics, path)
+    require_columns(metrics.column_names, path, STRATEGY_COLUMNS)
     text = strategy_tables(metrics)
     path = results_dir / "report.md"
     if text:

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import RamerError
+
 METRIC_COLUMNS = ["system", "model", "strategy", "train_range", "base", "fold", "run", "condition", "missing",
                   "metric", "value"]
 
@@ -31,6 +33,16 @@ def records_to_table(records: list[dict]) -> pa.Table:
             cols["metric"].append(m["metric"])
             cols["value"].append(float(m["value"]))
     return pa.table(cols)
+
+
+def require_columns(names: list[str], path: Path | None = None, columns=METRIC_COLUMNS) -> None:
+    """Refuse a metrics table whose column `names` lack what reports read (`path`: the
+    metrics.parquet it came from, named in the error): a file another ramer version wrote
+    is rerun, not guessed at."""
+    absent = [c for c in columns if c not in names]
+    if absent:
+        raise RamerError(f"{path or 'metrics table'}: no {', '.join(absent)} column(s), which every "
+                         "metrics.parquet of this ramer version has; rerun the experiment that wrote it")
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
@@ -89,13 +101,8 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def missing_conditions(metrics: pa.Table) -> list[str]:
     """The missing-modality conditions of a metrics table (at least one modality absent),
-    in the table's order. Read from its boolean `missing` column; metrics.parquet files
-    written before that column existed fall back to the old rule, here only: a condition
-    is a missing one when its name is shorter than the longest (every modality present,
-    e.g. 'avl' against 'a', 'av', ...)."""
-    conds = ordered_unique(metrics.column("condition").to_pylist())
-    if "missing" in metrics.column_names:
-        flagged = {c for c, m in zip(metrics.column("condition").to_pylist(), metrics.column("missing").to_pylist()) if m}
-        return [c for c in conds if c in flagged]
-    longest = max(map(len, conds), default=0)
-    return [c for c in conds if len(c) < longest]
+    in the table's order, read from its boolean `missing` column."""
+    require_columns(metrics.column_names, columns=("condition", "missing"))
+    conds = metrics.column("condition").to_pylist()
+    flagged = {c for c, m in zip(conds, metrics.column("missing").to_pylist()) if m}
+    return [c for c in ordered_unique(conds) if c in flagged]

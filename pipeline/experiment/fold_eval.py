@@ -20,8 +20,8 @@ from pipeline.training.systems import SystemSpec
 def train_and_evaluate(fr: FoldRun, system: SystemSpec) -> dict:
     """The system's record of this unit: its training record plus its test metrics."""
     out_path = fr.ctx.run_dir / f"{system.slug}.json"
-    if out_path.is_file():
-        return _with_columns(load_json(out_path), fr, system)
+    if out_path.is_file():  # named by the canonical key: reported under today's spelling of the label
+        return {**load_json(out_path), "system": system.label, **system.columns()}
     model, record = fr.train(system)
     if system.candidates:  # reported under the selection's name, with what it chose
         record = {**record, "system": system.label, **system.columns(), "chosen": record["system"]}
@@ -30,14 +30,6 @@ def train_and_evaluate(fr: FoldRun, system: SystemSpec) -> dict:
     fr.timings["evaluate"] = fr.timings.get("evaluate", 0.0) + time.perf_counter() - t0
     save_json(record, out_path)
     return record
-
-
-def _with_columns(record: dict, fr: FoldRun, system: SystemSpec) -> dict:
-    """A record cached before metrics carried the system's columns and each condition's
-    `missing` flag, completed from the spec and the dataset's condition masks."""
-    missing = {n: not bool(np.all(m)) for n, m in zip(*_evaluated_conditions(fr))}
-    rows = [{**r, "missing": r.get("missing", missing.get(r["condition"], True))} for r in record["metrics"]]
-    return {**record, "system": system.label, **system.columns(), "metrics": rows}
 
 
 def score_model(fr: FoldRun, model: MERModel) -> list[dict]:

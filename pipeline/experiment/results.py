@@ -120,16 +120,17 @@ def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) ->
 
 def render_results(d: Path, title: str | None = None) -> Path:
     """report.md and its plots from the folder's saved files (`ramer run` and `ramer
-    report` alike): metrics of an older ramer completed first (`upgrade`), the papers'
-    differences from the saved config, the M3S tables when systems ran under a strategy."""
+    report` alike): the papers' differences from the saved config, the M3S tables when
+    systems ran under a strategy. A metrics.parquet without this version's columns is
+    refused before anything is written."""
     import pyarrow.parquet as pq
 
     from pipeline.evaluation.report import render_report
     from pipeline.evaluation.strategy_report import append_strategy_report
+    from pipeline.evaluation.tables import require_columns
     from pipeline.experiment.differences import differences_lines
-    from pipeline.experiment.upgrade import complete_metrics
 
-    complete_metrics(d)
+    require_columns(pq.read_schema(d / "metrics.parquet").names, d / "metrics.parquet")
     metrics = pq.read_table(d / "metrics.parquet", columns=["system", "strategy"])
     systems = list(dict.fromkeys(metrics.column("system").to_pylist()))
     report = render_report(d, title=title, differences=differences_lines(d, systems))
@@ -140,16 +141,12 @@ def render_results(d: Path, title: str | None = None) -> Path:
 
 def report_folder(results: Path, merge: list[Path] | None = None) -> Path:
     """`ramer report`: optionally merge other results folders of the same protocol into
-    `results` first (each completed by `upgrade` so their columns agree), then re-render
-    report.md (and noise_report.md when noise was evaluated) from the saved files."""
+    `results` first, then re-render report.md (and noise_report.md when noise was
+    evaluated) from the saved files."""
     from pipeline.evaluation.merge import merge_results
     from pipeline.evaluation.robustness import render_noise_report
-    from pipeline.experiment.upgrade import complete_metrics
 
     if merge:
-        for source in merge:
-            if (source / "metrics.parquet").is_file():
-                complete_metrics(source)
         merge_results(list(merge), results)
     if not (results / "metrics.parquet").is_file():
         found = sorted(p.parent.name for p in results.parent.glob("*/metrics.parquet"))

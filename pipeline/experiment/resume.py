@@ -19,7 +19,6 @@ def check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprin
                 "pass --resume to continue it or --fresh to start over"
             )
         check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
-        _check_legacy_medium(load_json(saved), saved)
         then, now = _resumable(load_json(saved), config_dict(cfg)), _resumable(config_dict(cfg), load_json(saved))
         if then != now:
             changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in _changes(then, now)[:4])
@@ -27,19 +26,6 @@ def check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprin
                 f"{saved}: --resume with a different config than the checkpoints were made with ({changed}); "
                 "use a new --experiment name or --fresh"
             )
-
-
-def _check_legacy_medium(saved: dict, where: Path) -> None:
-    """Checkpoints made before the paper's scale names (no `preset` in their config) used
-    'medium' for train rows + half of the pool; today 'medium' is the paper's half of the
-    pool only, so those checkpoints cannot be resumed under that name."""
-    if "preset" in saved:
-        return
-    names = [saved.get("retrieval", {}).get("scale", ""), *saved.get("systems", [])]
-    if any("medium" in str(n) for n in names):
-        raise RamerError(f"{where}: made when DB scale 'medium' meant train rows + half of the pool (now "
-                         "'train+half-pool'; 'medium' is the paper's half of the pool only); use a new "
-                         "--experiment or --fresh")
 
 
 def check_fingerprint(saved: dict, fingerprint: str, where: Path, dataset: str) -> None:

@@ -187,12 +187,5 @@ def load_experiment(path: str | Path | None = None, preset: str | None = None, *
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:
-    """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json).
-    One saved before presets existed (no `preset` key) used the former meaning of the
-    DB scale 'medium': train rows + half of the pool (`scales.legacy_scale`)."""
-    from pipeline.data.scales import legacy_scale
-
-    cfg = _merge(ExperimentConfig(), data, where)
-    if "preset" not in data:
-        cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, scale=legacy_scale(cfg.retrieval.scale)))
-    return cfg
+    """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json)."""
+    return _merge(ExperimentConfig(), data, where)
