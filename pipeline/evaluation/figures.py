@@ -127,12 +127,13 @@ def condition_figure(metrics: pa.Table, metric: str, reference: str = "ramer") -
 
 
 def paired_figure(differences: Mapping[str, Mapping[str, np.ndarray]], reference: str = "ramer",
-                  level: float = 0.95) -> Figure:
+                  level: float = 0.95, unit_value: str = "") -> Figure:
     """Forest plot, one panel per metric: for each system the per-unit differences
     `reference` minus the system (positive = `reference` better; for MAE the sign is
     turned so that this still holds), their mean with its `level` t-interval, and zero.
     `differences`: metric -> system -> differences over the (fold, run) units, already
-    in the unit the axis shows (points for %, raw for MAE)."""
+    in the unit the axis shows (points for %, raw for MAE); `unit_value` says what one
+    unit's value is (e.g. its average over the missing conditions), for the title."""
     metrics = list(differences)
     systems = ordered_unique([s for m in metrics for s in differences[m]])
     styles = system_styles([reference, *systems], reference)
@@ -152,7 +153,8 @@ def paired_figure(differences: Mapping[str, Mapping[str, np.ndarray]], reference
             ax.plot(d.mean(), -row, marker="D", ms=6, color=style["color"], mec="black", mew=0.8, zorder=4)
             wins = int((d > 0).sum())
             ax.annotate(f"{d.mean():+.2f}  ({wins}/{d.size})", (d.mean(), -row), xytext=(0, 7),
-                        textcoords="offset points", ha="center", fontsize=7, zorder=5)
+                        textcoords="offset points", ha="center", fontsize=7, zorder=5,
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
         ax.axvline(0, color="0.25", lw=1, ls="--", zorder=1)
         ax.set_yticks(-np.arange(len(systems)), systems)
         ax.set_ylim(-len(systems) + 0.45, 0.7)
@@ -161,7 +163,9 @@ def paired_figure(differences: Mapping[str, Mapping[str, np.ndarray]], reference
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(f"{reference} − system" + (" (MAE, turned: > 0 = lower)" if metric == "MAE" else " (points)"),
                       fontsize=9)
-    fig.suptitle(f"Paired differences, one point per fold x run unit (> 0: {reference} better)", fontsize=10)
+    what = f", {unit_value}" if unit_value else ""
+    fig.suptitle(f"{reference} minus each system, one point per fold x run unit{what}\n"
+                 f"(> 0: {reference} better)", fontsize=10)
     legend = [Line2D([], [], ls="none", marker="o", ms=4, color="0.4", alpha=0.6, label="one unit"),
               Line2D([0, 1], [0, 0], color="0.4", lw=2.4, marker="D", ms=6, mec="black", mfc="0.4",
                      label=f"mean, {level:.0%} t-interval  (label: mean, {reference} wins / units)")]

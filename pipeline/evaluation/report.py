@@ -173,7 +173,9 @@ def paired_difference_figure(metrics: pa.Table, head: tuple[str, ...], reference
         return None
     diffs = {m: {s: _points(m) * ((o - r) if m == "MAE" else (r - o)) for s, (r, o) in by.items()}
              for m, by in pairs.items()}
-    return paired_figure(diffs, reference)
+    averaged = "the average over the missing conditions" if missing_conditions(metrics) else \
+        "the average over all conditions"
+    return paired_figure(diffs, reference, unit_value=f"each {averaged}")
 
 
 def paper_table() -> str:
