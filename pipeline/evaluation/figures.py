@@ -161,8 +161,8 @@ def paired_figure(differences: Mapping[str, Mapping[str, np.ndarray]], reference
         ax.margins(x=0.12)
         ax.grid(axis="x", alpha=0.35)
         ax.set_title(metric, fontsize=10)
-        ax.set_xlabel(f"{reference} − system" + (" (MAE, turned: > 0 = lower)" if metric == "MAE" else " (points)"),
-                      fontsize=9)
+        ax.set_xlabel(f"system − {reference} (MAE; > 0: {reference} lower)" if metric == "MAE"
+                      else f"{reference} − system (points)", fontsize=9)
     what = f", {unit_value}" if unit_value else ""
     fig.suptitle(f"{reference} minus each system, one point per fold x run unit{what}\n"
                  f"(> 0: {reference} better)", fontsize=10)
