@@ -57,7 +57,8 @@ def layout_problems(fig: Figure) -> list[str]:
     for text in _drawn_texts(fig):
         box = text.get_window_extent(renderer)
         if not (canvas.contains(box.x0, box.y0) and canvas.contains(box.x1, box.y1)):
-            problems.append(f"text {text.get_text()!r} leaves the figure ({box.bounds} vs {fig.bbox.bounds})")
+            problems.append(f"text {text.get_text()!r} leaves the figure (x, y, w, h: "
+                            f"{[round(v) for v in box.bounds]} in {[round(v) for v in fig.bbox.bounds]})")
     for legend in fig.findobj(Legend):
         box = legend.get_window_extent(renderer)
         for ax in fig.axes:
