@@ -99,8 +99,8 @@ def condition_figure(metrics: pa.Table, metric: str, reference: str = "ramer") -
     """Per test condition one mark per system: mean over (fold, run) units with a bar of
     one std (the report table's mean ± std); the y-axis spans the data, not 0-100."""
     summ = summarise(metrics, ["system", "condition", "metric"])
-    systems = [s for s in ordered_unique(metrics.column("system").to_pylist()) if (s, metric) in
-               {(k[0], k[2]) for k in summ}]
+    scored = {(s, m) for (s, _, m) in summ}
+    systems = [s for s in ordered_unique(metrics.column("system").to_pylist()) if (s, metric) in scored]
     conds = ordered_unique(metrics.column("condition").to_pylist())
     scale, unit = _scale(metric)
     styles = system_styles(systems, reference)
