@@ -125,6 +125,14 @@ def test_main_report_figures_fit(tmp_path: Path, saved: dict[str, list[str]]) ->
     assert text.index("](paired_differences.png)") > text.index("| system | metric | Δ mean (points)")
 
 
+def test_many_systems_still_fit(tmp_path: Path, saved: dict[str, list[str]]) -> None:
+    from pipeline.evaluation.report import render_report
+
+    many = [f"ramer(scale=small,k={k},fill=auto)" for k in range(40)] + ["ramer"]
+    render_report(_write(tmp_path / "many", _metrics({"WA": 0.9, "UA": 0.85}, systems=many)))
+    _assert_fit(saved, {"wa_by_condition.png", "paired_differences.png"})
+
+
 def test_multilabel_and_regression_report_figures_fit(tmp_path: Path, saved: dict[str, list[str]]) -> None:
     from pipeline.evaluation.report import render_report
 

@@ -71,6 +71,16 @@ def system_styles(systems: Sequence[str], reference: str = "ramer") -> dict[str,
     return styles
 
 
+LEGEND_ROWS = 16  # entries per legend column: a longer legend would outgrow the figure's height
+
+
+def _outside_legend(fig: Figure, handles: list, labels: list[str], title: str) -> None:
+    """The legend right of the axes, in as many columns as keep it within the figure."""
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=title, title_fontsize=8,
+                   ncols=-(-len(handles) // LEGEND_ROWS))
+
+
 def _errorbar(ax, xs, means, spreads, style: dict, label: str, line: bool = False) -> None:
     """Marks (joined by a line when `line`) with vertical spread bars, in a system's style."""
     bars = ax.errorbar(xs, means, yerr=spreads, fmt=style["marker"], ls=style["ls"] if line else "none",
@@ -121,8 +131,7 @@ def condition_figure(metrics: pa.Table, metric: str, reference: str = "ramer") -
     ax.set_xlabel("test condition (modalities available)")
     ax.set_ylabel(f"{metric}{unit}")
     ax.set_title(f"{metric} per condition: mean ± std over {_units(metrics)} fold x run units", fontsize=10)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8, title="system",
-               title_fontsize=8)
+    _outside_legend(fig, *ax.get_legend_handles_labels(), "system")
     return fig
 
 
@@ -192,8 +201,7 @@ def precision_figure(precision: pa.Table) -> Figure:
     ax.set_xlabel("K (neighbours retrieved)")
     ax.set_ylabel("precision@K (%)")
     ax.set_title(f"Retrieval precision@K, mean ± std over {_units(precision)} fold x run units", fontsize=10)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8, title="modality",
-               title_fontsize=8)
+    _outside_legend(fig, *ax.get_legend_handles_labels(), "modality")
     return fig
 
 
@@ -217,7 +225,5 @@ def noise_figure(summ: Mapping[tuple, tuple], systems: Sequence[str], kinds: Seq
         ax.set_title(f"{kind} noise", fontsize=10)
     axes[0].set_ylabel(f"{metric}{unit}")
     fig.suptitle(f"{metric} under noise, mean ± std over {units} fold x run units", fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="system", title_fontsize=8)
+    _outside_legend(fig, *axes[0].get_legend_handles_labels(), "system")
     return fig
