@@ -128,7 +128,8 @@ def test_main_report_figures_fit(tmp_path: Path, saved: dict[str, list[str]]) ->
 def test_many_systems_still_fit(tmp_path: Path, saved: dict[str, list[str]]) -> None:
     from pipeline.evaluation.report import render_report
 
-    many = [f"ramer(scale=small,k={k},fill=auto)" for k in range(40)] + ["ramer"]
+    every_option = "mmin(" + ",".join(f"option{i}=value{i}" for i in range(24)) + ")"  # a name wider than a figure
+    many = [f"ramer(scale=small,k={k},fill=auto)" for k in range(40)] + ["ramer", every_option]
     render_report(_write(tmp_path / "many", _metrics({"WA": 0.9, "UA": 0.85}, systems=many)))
     _assert_fit(saved, {"wa_by_condition.png", "paired_differences.png"})
 

@@ -11,6 +11,7 @@ references (`lr`, `lr-knn`) hollow grey, every other system a colour of its own.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -72,12 +73,19 @@ def system_styles(systems: Sequence[str], reference: str = "ramer") -> dict[str,
 
 
 LEGEND_ROWS = 16  # entries per legend column: a longer legend would outgrow the figure's height
+LABEL_WIDTH = 36  # characters per line of a system's name in a legend or on an axis
+
+
+def _wrapped(label: str) -> str:
+    """A long system name (every option spelled out) over several lines, so it cannot
+    squeeze the axes to nothing."""
+    return textwrap.fill(label, LABEL_WIDTH, break_long_words=True, break_on_hyphens=False)
 
 
 def _outside_legend(fig: Figure, handles: list, labels: list[str], title: str) -> None:
     """The legend right of the axes, in as many columns as keep it within the figure."""
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=title, title_fontsize=8,
+        fig.legend(handles, [_wrapped(t) for t in labels], loc="outside right upper", fontsize=8, title=title, title_fontsize=8,
                    ncols=-(-len(handles) // LEGEND_ROWS))
 
 
@@ -165,7 +173,7 @@ def paired_figure(differences: Mapping[str, Mapping[str, np.ndarray]], reference
                         textcoords="offset points", ha="center", fontsize=7, zorder=5,
                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
         ax.axvline(0, color="0.25", lw=1, ls="--", zorder=1)
-        ax.set_yticks(-np.arange(len(systems)), systems)
+        ax.set_yticks(-np.arange(len(systems)), [_wrapped(s) for s in systems])
         ax.set_ylim(-len(systems) + 0.45, 0.7)
         ax.margins(x=0.12)
         ax.grid(axis="x", alpha=0.35)
