@@ -100,4 +100,5 @@ def test_results_notebook(workdir: Path) -> None:
     assert "| ramer |" in main and "| w/o retrieval |" in main and "Avg WA" in main
     assert any(t.startswith("| system | fold | run | metric |") for t in tables)  # raw numbers
     assert any(t.startswith("| modality | P@1 |") for t in tables)  # from precision.parquet
-    assert len(outputs(nb, "image/png")) == 2  # WA per condition + precision@K
+    assert any(t.startswith("Paired comparison with `ramer`") for t in tables)
+    assert len(outputs(nb, "image/png")) == 3  # WA per condition, paired differences, precision@K

@@ -1,5 +1,5 @@
 """The helpers every report shares: the markdown table, the missing-condition rule, the
-paired test, the figure helper, and the refusal of metrics files without the columns reports read."""
+paired test, and the refusal of metrics files without the columns reports read."""
 
 from __future__ import annotations
 
@@ -59,21 +59,6 @@ def test_paired_test_values_and_undefined_cases() -> None:
 def test_paired_units_keep_the_common_units_in_order() -> None:
     a, b = paired_units({(1, 0): 0.1, (0, 0): 0.2, (2, 0): 0.3}, {(0, 0): 0.5, (1, 0): 0.6})
     assert a.tolist() == [0.2, 0.1] and b.tolist() == [0.5, 0.6]
-
-
-def test_saved_figure_writes_and_closes(tmp_path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from pipeline.evaluation.plots import errorbar_line, saved_figure
-
-    before = len(plt.get_fignums())
-    with saved_figure(tmp_path / "p.png", figsize=(4, 3), columns=2) as axes:
-        assert len(axes) == 2
-        errorbar_line(axes[0], [1, 2], [3.0, 4.0], [0.1, 0.2], "s")
-    assert (tmp_path / "p.png").is_file() and len(plt.get_fignums()) == before
-    with pytest.raises(RuntimeError), saved_figure(tmp_path / "q.png", figsize=(4, 3)):
-        raise RuntimeError("drawing failed")
-    assert not (tmp_path / "q.png").exists() and len(plt.get_fignums()) == before
 
 
 def test_strategy_report_refuses_metrics_without_the_strategy_columns(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Reports: Table-3-style markdown (conditions x WA/UA, mean +/- std), plots, files.
+"""Reports: Table-3-style markdown (conditions x WA/UA, mean +/- std), figures, files.
 
 Everything here is rendered from the saved tables, so `ramer report DIR` re-renders a
 report without training.
@@ -13,7 +13,12 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 
-from pipeline.evaluation.plots import errorbar_line, saved_figure
+from pipeline.evaluation.figures import (
+    condition_figure,
+    paired_figure,
+    precision_figure,
+    save_figure,
+)
 from pipeline.evaluation.stats import paired_test, paired_units
 from pipeline.evaluation.tables import (
     markdown_table,
@@ -110,15 +115,17 @@ def winners(metrics: pa.Table, reference: str = "ramer", metric: str = "WA") -> 
     return lines + [""]
 
 
-def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer") -> list[str]:
-    """Each system vs `reference`, paired over fold x run units on the average over the
-    missing conditions (all conditions when none is missing-modality): mean difference,
-    wins, paired t-test and Wilcoxon p-values (`pipeline.evaluation.stats.paired_test`)."""
+def paired_differences(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer"
+                       ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """metric -> system -> (reference, system) values over the (fold, run) units both
+    finished, aligned (`paired_units`), each unit's value the average over the missing
+    conditions (all conditions when none is missing-modality). The paired table and the
+    paired figure both read this, so they show the same pairs."""
     systems = ordered_unique(metrics.column("system").to_pylist())
     if reference not in systems or len(systems) < 2:
-        return []
+        return {}
     averaged = missing_conditions(metrics) or ordered_unique(metrics.column("condition").to_pylist())
-    rows = []
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for metric in head:
         per = avg_over_conditions(metrics.filter(pa.compute.equal(metrics.column("metric"), metric)), averaged)
         ref = per.get((reference, metric))
@@ -126,17 +133,49 @@ def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str =
             other = per.get((s, metric))
             if s == reference or not ref or not other:
                 continue
-            test = paired_test(*paired_units(ref, other), lower_is_better=metric == "MAE")
-            if not test.n:
-                continue  # no (fold, run) both systems finished
-            scale = 1 if metric == "MAE" else 100  # MAE in its own units, the rest in points
-            rows.append([s, metric, f"{scale * test.mean_difference:+.2f}", f"{test.wins}/{test.n}",
+            pairs = paired_units(ref, other)
+            if len(pairs[0]):  # else no (fold, run) both systems finished
+                out.setdefault(metric, {})[s] = pairs
+    return out
+
+
+def _points(metric: str) -> float:
+    """MAE in its own units, the rest in points (%)."""
+    return 1.0 if metric == "MAE" else 100.0
+
+
+def paired_comparison(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer") -> list[str]:
+    """Each system vs `reference`, paired over fold x run units on the average over the
+    missing conditions (all conditions when none is missing-modality): mean difference,
+    wins, paired t-test and Wilcoxon p-values (`pipeline.evaluation.stats.paired_test`)."""
+    pairs = paired_differences(metrics, head, reference)
+    if not pairs:
+        return []
+    rows = []
+    for metric, by_system in pairs.items():
+        for s, (ref, other) in by_system.items():
+            test = paired_test(ref, other, lower_is_better=metric == "MAE")
+            rows.append([s, metric, f"{_points(metric) * test.mean_difference:+.2f}", f"{test.wins}/{test.n}",
                          f"{test.t_p:.3g}", f"{test.wilcoxon_p:.3g}"])
     intro = (f"Paired comparison with `{reference}` (average over the missing conditions, one pair per "
              f"fold x run; Δ = `{reference}` minus the system, positive = `{reference}` better; "
              "p: paired t-test / Wilcoxon):")
     head_row = ["system", "metric", "Δ mean (points)", f"`{reference}` wins", "p (t)", "p (Wilcoxon)"]
     return [intro, "", *markdown_table(head_row, rows), ""]
+
+
+def paired_difference_figure(metrics: pa.Table, head: tuple[str, ...], reference: str = "ramer"):
+    """The paired table as a forest plot (`figures.paired_figure`): per metric of `head`
+    and system, `reference` minus the system per unit (MAE turned so that > 0 is still
+    `reference` better), in the table's units; None when there is no pair."""
+    pairs = paired_differences(metrics, head, reference)
+    if not pairs:
+        return None
+    diffs = {m: {s: _points(m) * ((o - r) if m == "MAE" else (r - o)) for s, (r, o) in by.items()}
+             for m, by in pairs.items()}
+    averaged = "the average over the missing conditions" if missing_conditions(metrics) else \
+        "the average over all conditions"
+    return paired_figure(diffs, reference, unit_value=f"each {averaged}")
 
 
 def paper_table() -> str:
@@ -167,37 +206,7 @@ def precision_table(precision: pa.Table) -> str:
     return "\n".join(markdown_table(["modality"] + [f"P@{k}" for k in ks], rows))
 
 
-def plot_conditions(metrics: pa.Table, path: Path, metric: str = "WA") -> None:
-    """Bars per condition, one per system, mean ± std over folds x runs."""
-    summ = summarise(metrics, ["system", "condition", "metric"])
-    systems = ordered_unique(metrics.column("system").to_pylist())
-    conds = ordered_unique(metrics.column("condition").to_pylist())
-    width = 0.8 / max(len(systems), 1)
-    with saved_figure(path, figsize=(1.2 * len(conds) + 3, 4)) as (ax,):
-        for i, s in enumerate(systems):
-            means = [100 * summ.get((s, c, metric), (np.nan, 0, 0))[0] for c in conds]
-            stds = [100 * summ.get((s, c, metric), (0, 0, 0))[1] for c in conds]
-            ax.bar(np.arange(len(conds)) + i * width, means, width, yerr=stds, label=s, capsize=2)
-        ax.set_xticks(np.arange(len(conds)) + width * (len(systems) - 1) / 2, conds)
-        ax.set_ylabel(f"{metric} (%)")
-        ax.set_xlabel("available modalities")
-        ax.set_title(f"{metric} per condition (mean ± std over folds x runs)")
-        ax.legend(fontsize=8)
-
-
-def plot_precision(precision: pa.Table, path: Path) -> None:
-    """precision@K against K, one line per modality."""
-    summ = summarise(precision, ["modality", "k"], value="precision")
-    with saved_figure(path, figsize=(5, 3.5)) as (ax,):
-        for m in ordered_unique(precision.column("modality").to_pylist()):
-            ks = sorted(k for (mm, k) in summ if mm == m)
-            errorbar_line(ax, ks, [100 * summ[(m, k)][0] for k in ks], [100 * summ[(m, k)][1] for k in ks], m)
-        ax.set_xlabel("K")
-        ax.set_ylabel("precision@K (%)")
-        ax.set_title("retrieval precision: neighbours sharing the query's label")
-        ax.legend()
-
-
+PAIRED_PLOT = "paired_differences.png"
 CHANCE_MARGIN = 0.01  # a validation score within this of the best constant guess = chance
 
 
@@ -324,10 +333,16 @@ def render_report(results_dir: Path, title: str | None = None, differences: list
     parts += [condition_table(metrics, head), ""]
     parts += list(differences or [])
     parts += winners(metrics, metric=head[0]) + paired_comparison(metrics, head)
+    paired = paired_difference_figure(metrics, head)
+    if paired is not None:
+        save_figure(paired, results_dir / PAIRED_PLOT)
+        parts += [(f"The same pairs drawn ({PAIRED_PLOT}): a point per fold x run unit, the mean with its 95 % "
+                   "t-interval (it leaves out 0 exactly when p (t) < 0.05), 0 dashed."), "",
+                  f"![paired differences]({PAIRED_PLOT})", ""]
     if second:
         parts += [f"{TITLES[head[0]]} ({' / '.join(second)}, %):", "", condition_table(metrics, second), ""]
     parts += [f"![{head[0]} per condition]({plot_name})", ""]
-    plot_conditions(metrics, results_dir / plot_name, metric=head[0])
+    save_figure(condition_figure(metrics, head[0]), results_dir / plot_name)
     parts += validation_section(results_dir, metrics, head[0])
     parts += precision_section(results_dir, multi)
     parts += modality_section(results_dir)
@@ -344,7 +359,7 @@ def precision_section(results_dir: Path, multi: bool) -> list[str]:
     precision = pq.read_table(path) if path.is_file() else None
     if precision is None or not precision.num_rows:
         return []
-    plot_precision(precision, results_dir / "precision_at_k.png")
+    save_figure(precision_figure(precision), results_dir / "precision_at_k.png")
     rule = "sharing at least one label with the query" if multi else "sharing the query label"
     return [
         f"## Retrieval precision@K (test queries, labeled neighbours {rule}, %)",

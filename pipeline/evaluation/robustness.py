@@ -30,8 +30,8 @@ import torch
 
 from pipeline.data.bank import FeatureBank
 from pipeline.data.noise import NoiseScheduler, NoiseStats
+from pipeline.evaluation.figures import noise_figure, save_figure
 from pipeline.evaluation.metrics import task_metrics
-from pipeline.evaluation.plots import errorbar_line, saved_figure
 from pipeline.evaluation.tables import markdown_table, ordered_unique, summarise
 from pipeline.models.inference import predict
 
@@ -147,24 +147,8 @@ def render_noise_report(results_dir: Path, seconds: float | None = None,
             rows.append(cells)
         parts += [f"## {kind} noise", "", *markdown_table(head, rows), ""]
     parts += list(differences or [])
-    plot_noise(summ, systems, kinds, metric_names[0], results_dir / "noise_wa.png")
+    save_figure(noise_figure(summ, systems, kinds, metric_names[0], n_runs), results_dir / "noise_wa.png")
     parts += [f"![{metric_names[0]} vs intensity](noise_wa.png)", ""]
     path = results_dir / "noise_report.md"
     path.write_text("\n".join(parts))
     return path
-
-
-def plot_noise(summ: dict, systems: list[str], kinds: list[str], metric: str, path: Path) -> None:
-    """One panel per noise type: `metric` against intensity (0 = clean), a line per system."""
-    columns = max(len(kinds), 1)
-    pct = 1.0 if metric == "MAE" else 100.0  # MAE in its own units, the rest in %
-    with saved_figure(path, figsize=(5 * columns, 3.8), columns=columns) as axes:
-        for ax, kind in zip(axes, kinds):
-            ts = [0] + sorted({t for (s, k, t, m) in summ if k == kind})
-            for s in systems:
-                pts = [summ.get((s, "none" if t == 0 else kind, t, metric)) for t in ts]
-                errorbar_line(ax, ts, [pct * p[0] if p else np.nan for p in pts], [pct * p[1] if p else 0 for p in pts], s)
-            ax.set_xlabel("noise intensity t")
-            ax.set_ylabel(f"{metric}" + (" (%)" if pct == 100 else ""))
-            ax.set_title(f"{kind} noise")
-            ax.legend(fontsize=7)

@@ -56,3 +56,20 @@ def paired_units(x: Mapping[Hashable, float], y: Mapping[Hashable, float]) -> tu
     sorted unit order: a unit only one system finished is not a pair."""
     keys = sorted(set(x) & set(y))
     return np.array([x[k] for k in keys], np.float64), np.array([y[k] for k in keys], np.float64)
+
+
+def t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The `level` confidence interval of the mean of paired differences d, from the t
+    distribution with n - 1 degrees of freedom: the paired t-test's p is below 1 - level
+    exactly when this interval leaves out 0. (NaN, NaN) under two values; a zero-width
+    interval when every difference is equal (the t-test is undefined there)."""
+    from scipy import stats
+
+    d = np.asarray(d, np.float64)
+    if d.ndim != 1:
+        raise ValueError(f"t_interval needs a 1-D array of differences, got shape {d.shape}")
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return float(d.mean()) - half, float(d.mean()) + half
