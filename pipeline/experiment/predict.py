@@ -51,7 +51,7 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     xs = [fr.ctx.scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
     logits, sources = predict_logits(model, xs, avail, dataset_rows(ds.samples, samples), explain)
     record = fr.ctx.run_dir / f"{system.slug}.json"
-    threshold = decision_threshold(load_json(record).get("metrics", []) if record.is_file() else [])
+    threshold = decision_threshold(load_json(record, dict).get("metrics", []) if record.is_file() else [])
     table = prediction_table(ds.manifest, samples, avail, logits, threshold, ds.samples, sources if explain else None)
     return write_table(table, out or input_path.with_suffix(".preds.parquet")), len(samples)
 
@@ -62,7 +62,7 @@ def _saved_config(settings: Settings, experiment: str) -> tuple[ExperimentConfig
         found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
         raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
                          f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
-    saved = load_json(runs_dir / "config.json")
+    saved = load_json(runs_dir / "config.json", dict)
     recorded = saved.pop("data_fingerprint", None)
     return experiment_from_dict(saved, str(runs_dir / "config.json")), recorded
 

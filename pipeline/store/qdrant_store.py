@@ -107,6 +107,12 @@ class HiddenFeatureStore:
             spec = load_spec(spec)
         return cls(open_backend(settings, timeout=timeout), spec)
 
+    @classmethod
+    def check(cls, settings: Settings, timeout: float = 10.0) -> None:
+        """Open and close the store: one StoreError line now (locked by another process,
+        unreachable server) instead of after the first minutes of training."""
+        cls.open(settings, timeout=timeout).close()
+
     def __enter__(self) -> Self:
         return self
 
