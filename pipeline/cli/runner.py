@@ -107,11 +107,12 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
     return path
 
 
-def predict(experiment: str, input: Path, out: Path | None, fold: int, system: str, explain: bool) -> Path:
+def predict(experiment: str, input: Path, out: Path | None, fold: int, system: str, explain: bool,
+            overwrite: bool = False) -> Path:
     """`ramer predict`: one experiment's model on new samples -> a parquet of predictions."""
     from pipeline.experiment.predict import predict_file
 
-    path, n = predict_file(load_settings(), experiment, input, out, fold, system, explain)
+    path, n = predict_file(load_settings(), experiment, input, out, fold, system, explain, overwrite)
     console.print(f"{n} predictions -> {path}")
     return path
 

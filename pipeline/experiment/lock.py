@@ -31,39 +31,60 @@ def _holder(path: Path) -> str:
         return "unknown"
 
 
+def _open_locked(path: Path, experiment: str) -> int | None:
+    """An fd of `path` holding its flock; None when this process already holds it
+    (further up its stack). A lock file is unlinked by its holder on release, so the
+    inode locked must still be the one at `path`, or it is tried again."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RamerError(f"{path}: cannot create the experiment lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RamerError(f"{path}: cannot lock ({exc.strerror})") from None
+            holder = _holder(path)
+            if holder == str(os.getpid()):
+                return None
+            raise RamerError(f"experiment '{experiment}' is in use by process {holder} (lock {path}); "
+                             "wait for it to end, or stop it first") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # its holder released and unlinked it meanwhile: lock the new file
+
+
 @contextlib.contextmanager
 def experiment_lock(runs_dir: Path, experiment: str) -> Iterator[None]:
     """Hold the experiment's lock for the block, or raise one RamerError line naming
     the pid that holds it. Re-entrant within one process (the CLI holds it around the
-    protocol and the results, and the protocol takes it again): a lock held by this
-    very pid is ours."""
+    protocol and the results, and the protocol takes it again). A command that fails
+    before writing anything leaves nothing: the lock file (and a runs folder made only
+    for it) goes on release."""
     path = lock_path(runs_dir, experiment)
+    made = not runs_dir.exists()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    fd = _open_locked(path, experiment)
+    if fd is None:
+        yield
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RamerError(f"{path}: cannot create the experiment lock ({exc.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RamerError(f"{path}: cannot lock ({exc.strerror})") from None
-            holder = _holder(path)
-            if holder == str(os.getpid()):  # taken further up this process's stack
-                yield
-                return
-            raise RamerError(f"experiment '{experiment}' is in use by process {holder} (lock {path}); "
-                             "wait for it to end, or stop it first") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # unlocked below; an empty file names no holder
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: a waiter re-checks the inode
+        os.close(fd)  # releases the flock
+        if made:
+            with contextlib.suppress(OSError):
+                runs_dir.rmdir()  # only when empty
 
 
 def remove_stale_temporaries(folder: Path) -> None:

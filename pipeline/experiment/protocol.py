@@ -32,7 +32,7 @@ from pipeline.models.registry import model_class
 from pipeline.training.checkpoint import save_json
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.systems import SystemSpec, experiment_systems
-from pipeline.training.validate import validate_experiment
+from pipeline.training.validate import check_neighbours, validate_experiment
 
 log = logging.getLogger(__name__)
 STOPS = (None, "pretrain", "index", "train", "sweep")
@@ -106,11 +106,22 @@ def _checked(cfg: ExperimentConfig, settings: Settings, ds: Dataset,
     systems = experiment_systems(cfg)
     requested = requested_device(cfg, settings)
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
+    check_neighbours(systems, lambda scale: fewest_candidates(ds, cfg, scale))
     if stop_after == "sweep":
         from pipeline.experiment.sweep import refuse_test_systems
 
         refuse_test_systems(systems)
     return systems, resolve_device(requested)
+
+
+def fewest_candidates(ds: Dataset, cfg: ExperimentConfig, scale: str) -> int:
+    """Retrieval candidates of DB scale `scale` on the experiment's smallest fold (run 0)."""
+    from pipeline.data.scales import candidate_mask
+    from pipeline.data.splits import make_split
+
+    folds = cfg.folds if cfg.folds is not None else range(ds.manifest.folds)
+    return min(int(candidate_mask(ds.samples, ds.labeled, make_split(ds.y, ds.labeled, ds.folds, f, 0, cfg.seed).train,
+                                  scale).sum()) for f in folds)
 
 
 def _run_units(tasks: list[UnitTask], finish: Finisher, ds: Dataset, progress: Progress, jobs: int,
