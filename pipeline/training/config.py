@@ -224,8 +224,11 @@ def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> E
     DB scale 'medium': train rows + half of the pool (`scales.legacy_scale`)."""
     from pipeline.data.scales import legacy_scale
 
-    cfg = _merge(ExperimentConfig(), data, where)
-    check_dataclass(ExperimentConfig, dataclasses.asdict(cfg), where)
+    try:
+        cfg = _merge(ExperimentConfig(), data, where)
+        check_dataclass(ExperimentConfig, dataclasses.asdict(cfg), where)
+    except RamerError as exc:
+        raise RamerError(f"{exc} (a damaged saved config: start the experiment over with --fresh)") from None
     if "preset" not in data:
         cfg = dataclasses.replace(cfg, retrieval=dataclasses.replace(cfg.retrieval, scale=legacy_scale(cfg.retrieval.scale)))
     return cfg
