@@ -293,3 +293,27 @@ def test_a_killed_synth_leaves_nothing_the_next_synth_keeps(tmp_path):
         (folder / "features.parquet").write_bytes(b"x" * 100)
     write_synthetic(tmp_path / "ds", SynthConfig(labeled=60, unlabeled=0, dims={"audio": 4, "text": 4}, seed=1))
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_a_disk_too_full_for_an_ingest_is_one_line_before_any_write(tmp_path, data, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import numpy as np
+
+    from pipeline.data.dataset import load_dataset
+    from pipeline.errors import StoreError
+    from pipeline.store import HiddenFeatureStore, ingest_hidden, qdrant_store
+
+    ds = load_dataset(data)
+    st = Settings(_env_file=None, qdrant_path=tmp_path / "q", qdrant_engine="edge", qdrant_url=None)
+    hidden = {m: np.ones((len(ds), 8), np.float32) for m in ds.modalities}
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(qdrant_store.shutil, "disk_usage", lambda p: usage(*real(p)[:2], 1 << 20))  # 1 MiB free
+    with HiddenFeatureStore.open(st) as store:
+        with pytest.raises(StoreError, match="MiB free") as exc:
+            ingest_hidden(store, "c", ds, None, hidden, progress=False)
+        assert "\n" not in str(exc.value)
+        assert store.backend.list_collections() in ([], ["c"]) and (
+            not store.backend.exists("c") or store.count("c") == 0)  # nothing written; listing still works

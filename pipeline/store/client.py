@@ -61,6 +61,7 @@ def _reason(exc: Exception) -> str:
 class ClientBackend:
     def __init__(self, client: QdrantClient, kind: str, location: str, path: Path | None) -> None:
         self.client, self.kind, self.location, self._path = client, kind, location, path
+        self.folder: Path | None = path  # local mode's folder (its free space is checked); None: a server
 
     @classmethod
     def local(cls, path: Path) -> ClientBackend:
