@@ -197,21 +197,28 @@ def _workers(parent: subprocess.Popen) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_jobs_2_workers_do_not_outlive_their_parent(tmp_path, data, sig):
-    parent = _ramer(tmp_path, "run", str(_long_config(tmp_path, data, "par")), "--jobs", "2")
+    parent = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(_long_config(tmp_path, data, "par")),
+                               "--jobs", "2"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"))  # noqa: SIM115
+    workers: list[int] = []
     try:
         _wait_for(lambda: len(_workers(parent)) == 2, parent)
         workers = _workers(parent)
         time.sleep(0.5)  # the workers are past their start-up
-    finally:
         _stop(parent, sig)
-    if sig == signal.SIGTERM:
-        err = parent.stderr.read() if parent.stderr else ""
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        assert parent.returncode == 1 and lines and "SIGTERM" in lines[-1] and "Traceback" not in err, err
-    deadline = time.time() + 10
-    while any(_alive(w) for w in workers) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not [w for w in workers if _alive(w)], "workers outlived their parent"
+        deadline = time.time() + 10
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "workers outlived their parent"
+        if sig == signal.SIGTERM:
+            err = (tmp_path / "err.txt").read_text()
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert parent.returncode == 1 and lines and "SIGTERM" in lines[-1] and "Traceback" not in err, err
+    finally:
+        _stop(parent)
+        for w in workers:  # a failed test leaves no orphan training on the machine
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- results and temporary files
