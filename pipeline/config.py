@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device: auto | cpu | cuda | cuda:N.")
     # 1 by default: RAMER's models are small, and on a loaded 2-core machine a second
     # OpenMP thread spin-waits (measured: 134 ms vs 1,590 ms per encoder step).
-    threads: int = Field(1, description="torch / FAISS CPU threads.")
-    seed: int = Field(0, description="Base seed; every result records the seeds it used.")
+    threads: int = Field(1, ge=1, description="torch / FAISS CPU threads.")
+    seed: int = Field(0, ge=0, description="Base seed; every result records the seeds it used.")
 
     @property
     def store_path(self) -> Path:
@@ -75,8 +75,18 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from env/.env with CLI overrides applied (None = not given on the CLI)."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import RamerError
+
     given = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:  # RAMER_THREADS=0, a seed that is not a number, ...
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise RamerError(f"setting {key} (env RAMER_{key.upper()} or .env) = {err.get('input')!r}: "
+                         f"{err['msg'][0].lower()}{err['msg'][1:]}") from None
 
 
 def resolve_device(name: str) -> str:

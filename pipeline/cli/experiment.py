@@ -170,9 +170,10 @@ def predict(
     fold: Annotated[int, typer.Option(help="Which fold's model and collection to use.")] = 0,
     system: Annotated[str, typer.Option(help="System to predict with.")] = "ramer",
     explain: Annotated[bool, typer.Option("--explain", help="Add, per filled modality, the neighbours that filled it: fill_<m> (sample names) and fill_<m>_score.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file (never the input).")] = False,
 ) -> None:
     """Predict for samples with any subset of modalities; missing ones are filled by retrieval from the fold's train + unlabeled samples (never val/test, never the sample itself)."""
-    runner.predict(experiment, input, out, fold, system, explain)
+    runner.predict(experiment, input, out, fold, system, explain, overwrite)
 
 
 COMMANDS = (run, sweep, pretrain, index, train, evaluate, demo, report, predict)  # --help lists them so

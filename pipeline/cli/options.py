@@ -76,6 +76,9 @@ class ExperimentOptions:
 
     def to_config(self) -> ExperimentConfig:
         """The config file, under the preset, under these flags (+ the --ablations systems)."""
+        if self.resume and self.fresh:
+            raise typer.BadParameter("--resume continues the checkpoints and --fresh deletes them: pass one",
+                                     param_hint="--resume / --fresh")
         fold_list = _csv(self.folds)
         if fold_list is not None and not all(f.isdigit() for f in fold_list):
             raise typer.BadParameter(f"'{self.folds}' is not a comma list of fold numbers (0, 1, ...)",

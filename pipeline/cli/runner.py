@@ -37,15 +37,26 @@ def _run_protocol(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: 
     return out, settings, t0
 
 
+def _held(cfg: ExperimentConfig):
+    """The experiment's lock for a whole command (protocol, results, noise report): a
+    second process on the same experiment is refused in one line naming the holder."""
+    from pipeline.config import check_name
+    from pipeline.experiment.lock import experiment_lock
+
+    check_name("--experiment", cfg.experiment)  # it names the lock file
+    return experiment_lock(load_settings().runs_dir, cfg.experiment)
+
+
 def execute(cfg: ExperimentConfig, resume: bool, fresh: bool, stop_after: str | None = None,
             jobs: int = 1) -> Path | None:
     """Run the protocol with a progress bar; write results unless stopping early."""
-    out, settings, t0 = _run_protocol(cfg, resume, fresh, stop_after, jobs)
-    if stop_after is not None:
-        console.print(f"stage '{stop_after}' done for every fold x run in {time.perf_counter() - t0:.0f} s "
-                      f"(checkpoints: {settings.runs_dir / cfg.experiment})")
-        return None
-    report = write_results(out, cfg, settings)
+    with _held(cfg):
+        out, settings, t0 = _run_protocol(cfg, resume, fresh, stop_after, jobs)
+        if stop_after is not None:
+            console.print(f"stage '{stop_after}' done for every fold x run in {time.perf_counter() - t0:.0f} s "
+                          f"(checkpoints: {settings.runs_dir / cfg.experiment})")
+            return None
+        report = write_results(out, cfg, settings)
     console.print(summary_table(report.parent))
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - t0:.0f} s · report: {report}")
     return report
@@ -57,10 +68,11 @@ def execute_sweep(cfg: ExperimentConfig, resume: bool, fresh: bool, jobs: int = 
     from pipeline.data.fingerprint import dataset_fingerprint
     from pipeline.experiment.sweep import summarise, write_validation
 
-    out, _, t0 = _run_protocol(cfg, resume, fresh, "sweep", jobs)
-    task = load_dataset(cfg.dataset, validate=False).manifest.task
-    path = write_validation(out.records, out.results_dir, f"{cfg.experiment}: {Path(cfg.dataset).name}", task,
-                            dataset_fingerprint(cfg.dataset))
+    with _held(cfg):
+        out, _, t0 = _run_protocol(cfg, resume, fresh, "sweep", jobs)
+        task = load_dataset(cfg.dataset, validate=False).manifest.task
+        path = write_validation(out.records, out.results_dir, f"{cfg.experiment}: {Path(cfg.dataset).name}", task,
+                                dataset_fingerprint(cfg.dataset))
     console.print(validation_table(summarise(out.records)))
     console.print(f"\n[bold green]done[/] in {time.perf_counter() - t0:.0f} s · {path}")
     return path
@@ -71,9 +83,11 @@ def run_stage(stage: str, opts: ExperimentOptions) -> None:
     cfg = opts.to_config()
     if opts.noise:  # checked before the stages run, not after
         check_noise(opts.noise, opts.noise_schedule)
-    execute(cfg, resume=True, fresh=opts.fresh, stop_after=None if stage == "evaluate" else stage, jobs=opts.jobs)
-    if opts.noise and stage == "evaluate":
-        evaluate_noise_cli(cfg, opts.noise, opts.noise_schedule)
+    with _held(cfg):
+        execute(cfg, resume=True, fresh=opts.fresh, stop_after=None if stage == "evaluate" else stage,
+                jobs=opts.jobs)
+        if opts.noise and stage == "evaluate":
+            evaluate_noise_cli(cfg, opts.noise, opts.noise_schedule)
 
 
 def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -> Path:
@@ -93,11 +107,12 @@ def evaluate_noise_cli(cfg: ExperimentConfig, specs: list[str], schedule: str) -
     return path
 
 
-def predict(experiment: str, input: Path, out: Path | None, fold: int, system: str, explain: bool) -> Path:
+def predict(experiment: str, input: Path, out: Path | None, fold: int, system: str, explain: bool,
+            overwrite: bool = False) -> Path:
     """`ramer predict`: one experiment's model on new samples -> a parquet of predictions."""
     from pipeline.experiment.predict import predict_file
 
-    path, n = predict_file(load_settings(), experiment, input, out, fold, system, explain)
+    path, n = predict_file(load_settings(), experiment, input, out, fold, system, explain, overwrite)
     console.print(f"{n} predictions -> {path}")
     return path
 

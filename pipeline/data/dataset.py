@@ -282,7 +282,7 @@ def write_dataset(
     if sequences or manifest.sequences:
         check_sequences(manifest, sequences or {}, ds.samples, ds.present, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # the pid: stale when dead
     tmp.mkdir()
     try:
         manifest.save(tmp / MANIFEST)

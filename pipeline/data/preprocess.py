@@ -20,6 +20,7 @@ are stored, so "missing = zero input" still holds (zero is then the training mea
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,9 @@ class Scaler:
                 for m, d in zip(modalities, dims):
                     out.center_[m] = z[f"center/{m}"].astype(np.float32)
                     out.scale_[m] = z[f"scale/{m}"].astype(np.float32)
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable preprocessing statistics ({exc})") from None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: unreadable preprocessing statistics ({exc}); delete its folder "
+                            f"{path.parent.name}/ to re-run that unit, or start over with --fresh") from None
         for m, d in zip(modalities, dims):
             if out.center_[m].shape != (d,) or not (out.scale_[m] > 0).all():
                 raise DataError(f"{path}: statistics of '{m}' do not fit its {d} dims")

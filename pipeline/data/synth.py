@@ -14,6 +14,8 @@ The unlabeled pool comes from the same class mixture; its labels go only to
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,6 +268,27 @@ def _missing(cfg: SynthConfig, n: int) -> dict[str, np.ndarray] | None:
     return {name: ~absent[:, j] for j, name in enumerate(cfg.dims)}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_builds(out: Path) -> None:
+    """Temporary folders of `out` (`.NAME.tmp-PID-HEX`) whose writer is dead: a `data
+    synth` killed with SIGKILL leaves one (tens of MB) that nothing else would remove.
+    A folder without a pid (made before the pid was part of the name) is stale too."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        parts = tmp.name.rsplit(".tmp-", 1)[1].split("-")
+        pid = int(parts[0]) if len(parts) == 2 and parts[0].isdigit() else None
+        if pid is None or not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_synthetic(
     out: str | Path,
     cfg: SynthConfig,
@@ -274,5 +297,6 @@ def write_synthetic(
 ) -> Dataset:
     """Generate and publish `out/` (manifest, features, oracle) atomically."""
     out = Path(out)
+    remove_stale_builds(out)
     manifest, table, oracle = make_synthetic(cfg, name or out.name, progress)
     return write_dataset(out, manifest, table, extra_files={ORACLE: oracle})

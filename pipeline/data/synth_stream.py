@@ -10,6 +10,7 @@ Only per-row scalars (labels, folds, speakers, presence) live for the whole run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from pipeline.data.synth import (
     _world,
     check_config,
     draw_labels,
+    remove_stale_builds,
     synth_manifest,
 )
 
@@ -59,7 +61,8 @@ def write_synthetic_streamed(
     n = len(rows.y_true)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    remove_stale_builds(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     writer: pq.ParquetWriter | None = None
     oracle_parts: list[pa.Table] = []

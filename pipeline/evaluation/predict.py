@@ -13,6 +13,7 @@ already in the dataset (same name, i.e. the same point id) never retrieves itsel
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,11 @@ def read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.n
     availability mask, read batch by batch with the importer's checks and memory bounds."""
     pf = open_parquet(path)
     schema = pf.schema_arrow
-    if "sample" not in schema.names:
-        raise DataError(f"{path}: missing column 'sample'")
+    check_columns(path, schema, modalities)
     mods = [m for m in modalities if m in schema.names]
-    if not mods:
-        raise DataError(f"{path}: no modality column; expected some of {modalities}")
-    for m in mods:
-        t = schema.field(m).type
-        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
-            raise DataError(f"{path}: column '{m}' has type {t} (rule: one list<float> column per modality)")
     n = pf.metadata.num_rows
+    if n == 0:
+        raise DataError(f"{path}: no rows to predict")
     require_parquet_memory(path, pf.metadata, schema, ["sample", *mods])
     dim = dict(zip(modalities, dims))
     readers = {m: ModalityReader(path, m, n, dim[m]) for m in mods}
@@ -67,7 +63,53 @@ def read_input(path: Path, modalities: list[str], dims: list[int]) -> tuple[np.n
     none = ~avail.any(axis=1)
     if none.any():
         raise DataError(f"{path}: row {int(np.flatnonzero(none)[0])} has no modality at all")
+    check_unique(path, samples)
     return samples.astype(str), xs, avail
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def check_columns(path: Path, schema: pa.Schema, modalities: list[str]) -> None:
+    """A 'sample' column, each name once, one list<float> column per modality of the
+    experiment, and no other list column: a misspelled modality ('sound') would otherwise
+    be read as that modality missing."""
+    names = schema.names
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: column(s) {twice} appear more than once (rule: each column once)")
+    if "sample" not in names:
+        raise DataError(f"{path}: missing column 'sample'")
+    unknown = [c for c in names if c not in modalities and _is_list(schema.field(c).type)]
+    if unknown:
+        raise DataError(f"{path}: feature column(s) {unknown} are not modalities of this experiment "
+                        f"(expected some of {modalities})")
+    mods = [m for m in modalities if m in names]
+    if not mods:
+        raise DataError(f"{path}: no modality column; expected some of {modalities}")
+    for m in mods:
+        t = schema.field(m).type
+        if not _is_list(t) or not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
+            raise DataError(f"{path}: column '{m}' has type {t} (rule: one list<float> column per modality)")
+
+
+def check_unique(path: Path, samples: np.ndarray) -> None:
+    """Each sample once: two rows of one name would share a point id and a dataset row."""
+    names, counts = np.unique(samples.astype(str), return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{path}: sample '{names[counts > 1][0]}' appears {int(counts.max())} times "
+                        "(rule: one row per sample)")
+
+
+def check_finite(path: Path, samples: np.ndarray, logits: torch.Tensor) -> None:
+    """Predictions from values too large for the model (~1e25 overflows) are NaN: an
+    error naming the rows, never a table of NaN probabilities."""
+    bad = np.flatnonzero(~torch.isfinite(logits).all(dim=1).numpy())
+    if len(bad):
+        shown = ", ".join(f"{int(i)} '{samples[i]}'" for i in bad[:3])
+        raise DataError(f"{path}: {len(bad)} row(s) give non-finite predictions (rows {shown}"
+                        f"{', ...' if len(bad) > 3 else ''}): their feature values are too large for the model")
 
 
 def predict_logits(model, xs: list[np.ndarray], avail: np.ndarray, rows: np.ndarray,
@@ -101,10 +143,18 @@ def prediction_table(manifest, samples: np.ndarray, avail: np.ndarray, logits: t
 
 
 def write_table(table: pa.Table, out: Path) -> Path:
-    """Written whole or not at all (a temporary file renamed into place)."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
+    """Written whole or not at all (a temporary file of this process renamed into place);
+    a full or read-only disk is one line and leaves no temporary file."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{out}: cannot write the predictions ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 

@@ -10,8 +10,13 @@ library's (spawn context: no forked torch / OpenMP state), not a scheduler of ou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -72,16 +77,76 @@ def _thread_env(threads: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+LIVENESS_SECONDS = 1.0  # how often a worker looks for its parent where prctl is missing
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker of a parent killed with SIGKILL would go on training (~0.5 GB each) and
+    writing checkpoints another run may own: Linux kills it with the parent
+    (PR_SET_PDEATHSIG); elsewhere, or should the parent already be gone, a daemon thread
+    exits the worker once it is orphaned (its parent pid changes)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(LIVENESS_SECONDS)
+        os._exit(1)
+
+    if os.getppid() != parent:  # died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    """Every worker: dies with its parent, leaves Ctrl-C to the parent (which stops it;
+    a worker of its own would print a KeyboardInterrupt traceback), `threads` threads."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_threads(threads)
+
+
+class Stopped(RamerError):
+    """SIGTERM reached the parent: its workers are stopped, the checkpoints kept."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM becomes an exception in the parent, so the workers are stopped on the way
+    out (`_collect`) instead of being orphaned by the default handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped("stopped by SIGTERM; the workers were stopped and the finished units kept "
+                      "(continue with --resume)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """End the running units now, not after they finish (minutes): Python >= 3.14 has
-    `terminate_workers`; before it, the executor's process table is the only handle."""
+    """End the running units now, not after they finish (minutes), and wait until they
+    are gone: Python >= 3.14 has `terminate_workers`; before it, the executor's process
+    table is the only handle."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     terminate = getattr(pool, "terminate_workers", None)
     if terminate is not None:
         terminate()
-        return
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-        proc.terminate()
+    else:
+        for proc in procs:
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
 
 
 def unit_error(where: str, exc: BaseException) -> RamerError:
@@ -107,9 +172,9 @@ def run_parallel(
     preference. The first failure stops every other task and raises one RamerError
     naming it (`names[i]`)."""
     after = after if after is not None else [None] * len(tasks)
-    with _thread_env(threads):  # workers spawn at submit: the whole run is inside
+    with _thread_env(threads), _sigterm_stops():  # workers spawn at submit: the whole run is inside
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                   initializer=set_threads, initargs=(threads,))
+                                   initializer=_init_worker, initargs=(threads, os.getpid()))
         _collect(pool, jobs, work, tasks, names, after, on_done)
 
 

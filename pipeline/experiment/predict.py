@@ -10,6 +10,7 @@ the same query. Reading the input and writing the table: `pipeline.evaluation.pr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.config import Settings
@@ -18,6 +19,7 @@ from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.data.importers.parquet import open_parquet
 from pipeline.errors import RamerError
 from pipeline.evaluation.predict import (
+    check_finite,
     dataset_rows,
     decision_threshold,
     predict_logits,
@@ -35,13 +37,13 @@ from pipeline.training.systems import SystemSpec, parse_system
 
 
 def predict_file(settings: Settings, experiment: str, input_path: Path, out: Path | None, fold: int,
-                 system_name: str, explain: bool = False) -> tuple[Path, int]:
+                 system_name: str, explain: bool = False, overwrite: bool = False) -> tuple[Path, int]:
     """Predictions for every row of `input_path` with the experiment's `system_name`
     model of `fold` (its last run); with `explain`, the neighbours that filled each
-    missing modality (sample names and scores) as extra columns."""
-    if out is not None and not out.parent.is_dir():
-        raise RamerError(f"--out {out}: folder {out.parent} does not exist")
+    missing modality (sample names and scores) as extra columns. An existing output
+    file is replaced only with `overwrite`, and the input never."""
     open_parquet(input_path)  # a missing or unreadable input says so before any model is built
+    out = check_output(input_path, out or input_path.with_suffix(".preds.parquet"), overwrite)
     fr, system, chosen = trained_fold(settings, experiment, fold, system_name)
     ds, spec = fr.ctx.ds, fr.ctx.spec
     model = fr.build_model(chosen, inputs_as_stored=False)  # encode and retrieve the new inputs
@@ -50,10 +52,26 @@ def predict_file(settings: Settings, experiment: str, input_path: Path, out: Pat
     samples, xs, avail = read_input(input_path, list(spec.modalities), list(spec.dims))
     xs = [fr.ctx.scaler.transform(m, x, avail[:, i]) for i, (m, x) in enumerate(zip(spec.modalities, xs))]
     logits, sources = predict_logits(model, xs, avail, dataset_rows(ds.samples, samples), explain)
+    check_finite(input_path, samples, logits)
     record = fr.ctx.run_dir / f"{system.slug}.json"
-    threshold = decision_threshold(load_json(record).get("metrics", []) if record.is_file() else [])
+    threshold = decision_threshold(load_json(record, dict).get("metrics", []) if record.is_file() else [])
     table = prediction_table(ds.manifest, samples, avail, logits, threshold, ds.samples, sources if explain else None)
-    return write_table(table, out or input_path.with_suffix(".preds.parquet")), len(samples)
+    return write_table(table, out), len(samples)
+
+
+def check_output(input_path: Path, out: Path, overwrite: bool) -> Path:
+    """The predictions' path, refused (one line) when it is the input itself, a folder,
+    in a folder that does not exist, or an existing file without `overwrite`."""
+    if out.exists() and input_path.exists() and os.path.samefile(out, input_path) or \
+            out.resolve() == input_path.resolve():
+        raise RamerError(f"--out {out}: is the input file; the predictions never replace their input")
+    if out.is_dir():
+        raise RamerError(f"--out {out}: is a folder, not a file")
+    if not out.parent.is_dir():
+        raise RamerError(f"--out {out}: folder {out.parent} does not exist")
+    if out.exists() and not overwrite:
+        raise RamerError(f"--out {out}: exists; pass --overwrite to replace it")
+    return out
 
 
 def _saved_config(settings: Settings, experiment: str) -> tuple[ExperimentConfig, str | None]:
@@ -62,7 +80,7 @@ def _saved_config(settings: Settings, experiment: str) -> tuple[ExperimentConfig
         found = sorted(p.parent.name for p in settings.runs_dir.glob("*/config.json"))
         raise RamerError(f"--experiment '{experiment}': no such experiment in {settings.runs_dir} "
                          f"(experiments: {', '.join(found) or 'none'}; run `ramer run -e {experiment}` first)")
-    saved = load_json(runs_dir / "config.json")
+    saved = load_json(runs_dir / "config.json", dict)
     recorded = saved.pop("data_fingerprint", None)
     return experiment_from_dict(saved, str(runs_dir / "config.json")), recorded
 

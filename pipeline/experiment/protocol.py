@@ -17,6 +17,7 @@ from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.errors import RamerError
 from pipeline.experiment.finish import Finisher, stage_index, unit_diagnostics
 from pipeline.experiment.fold_eval import train_and_evaluate
+from pipeline.experiment.lock import experiment_lock, remove_stale_temporaries
 from pipeline.experiment.parallel import run_parallel, set_threads, threads_per_job
 from pipeline.experiment.results import RunOutputs
 from pipeline.experiment.resume import check_resume, config_dict
@@ -31,7 +32,7 @@ from pipeline.models.registry import model_class
 from pipeline.training.checkpoint import save_json
 from pipeline.training.config import ExperimentConfig
 from pipeline.training.systems import SystemSpec, experiment_systems
-from pipeline.training.validate import validate_experiment
+from pipeline.training.validate import check_neighbours, validate_experiment
 
 log = logging.getLogger(__name__)
 STOPS = (None, "pretrain", "index", "train", "sweep")
@@ -65,6 +66,19 @@ def run_experiment(
     progress = progress or Progress()
     ds = load_dataset(cfg.dataset)
     systems, device = _checked(cfg, settings, ds, stop_after)  # nothing is written before this
+    if store_factory is None and cfg.ingest and stop_after not in ("pretrain", "sweep"):
+        from pipeline.store.qdrant_store import HiddenFeatureStore
+
+        HiddenFeatureStore.check(settings)  # a locked or unreachable store is said now, not after a unit trained
+    with experiment_lock(settings.runs_dir, cfg.experiment):
+        return _locked_run(cfg, settings, ds, systems, device, progress, resume, fresh, store_factory,
+                           stop_after, jobs)
+
+
+def _locked_run(cfg: ExperimentConfig, settings: Settings, ds: Dataset, systems: list[SystemSpec], device: str,
+                progress: Progress, resume: bool, fresh: bool, store_factory: Callable[[], object] | None,
+                stop_after: str | None, jobs: int) -> RunOutputs:
+    """`run_experiment` once the experiment is this process's alone."""
     units = experiment_units(cfg, ds)
     jobs = min(jobs, len(units))
     threads = threads_per_job(settings, jobs)
@@ -72,6 +86,7 @@ def run_experiment(
     runs_dir = settings.runs_dir / cfg.experiment
     if fresh:
         shutil.rmtree(runs_dir, ignore_errors=True)
+    remove_stale_temporaries(runs_dir)  # a killed run's half-written checkpoints
     fingerprint = dataset_fingerprint(cfg.dataset)
     check_resume(cfg, runs_dir, resume or stop_after is not None, fingerprint)
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -91,11 +106,22 @@ def _checked(cfg: ExperimentConfig, settings: Settings, ds: Dataset,
     systems = experiment_systems(cfg)
     requested = requested_device(cfg, settings)
     validate_experiment(cfg, ds.manifest.folds, ds.manifest.modality_names, systems, requested)
+    check_neighbours(systems, lambda scale: fewest_candidates(ds, cfg, scale))
     if stop_after == "sweep":
         from pipeline.experiment.sweep import refuse_test_systems
 
         refuse_test_systems(systems)
     return systems, resolve_device(requested)
+
+
+def fewest_candidates(ds: Dataset, cfg: ExperimentConfig, scale: str) -> int:
+    """Retrieval candidates of DB scale `scale` on the experiment's smallest fold (run 0)."""
+    from pipeline.data.scales import candidate_mask
+    from pipeline.data.splits import make_split
+
+    folds = cfg.folds if cfg.folds is not None else range(ds.manifest.folds)
+    return min(int(candidate_mask(ds.samples, ds.labeled, make_split(ds.y, ds.labeled, ds.folds, f, 0, cfg.seed).train,
+                                  scale).sum()) for f in folds)
 
 
 def _run_units(tasks: list[UnitTask], finish: Finisher, ds: Dataset, progress: Progress, jobs: int,

@@ -4,7 +4,9 @@ rendered during the run into runs/<experiment>/views/, are moved in then)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Settings
+from pipeline.data.dataset import publish_dir
 from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.errors import RamerError
 from pipeline.experiment.resume import config_dict
@@ -89,11 +92,67 @@ def _write_views(cfg: ExperimentConfig, settings: Settings, folds: list[int], d:
 
 
 def write_results(out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
-    """results/<experiment>/: config, raw metrics, precision, timings, report + plots."""
+    """results/<experiment>/: config, raw metrics, precision, timings, report + plots,
+    written whole or not at all: staged in a hidden sibling folder and renamed into place
+    once complete, so a full or read-only disk leaves the previous results as they were
+    (one RamerError line) and no temporary folder behind. Returns the report's path."""
+    final = out.results_dir
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        _check_writable(final)
+        remove_stale_staging(final)
+        staging.mkdir(parents=True)
+        report = _write_into(staging, out, cfg, settings)
+        _carry_over(final, staging)
+        publish_dir(staging, final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RamerError(f"{final}: cannot write the results ({exc.strerror or exc}); "
+                         "the previous results there, if any, are unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final / report.name
+
+
+def _check_writable(final: Path) -> None:
+    """A results folder the user made read-only is not replaced behind their back (root
+    could rename it away all the same)."""
+    if final.exists() and not final.is_dir():
+        raise OSError(errno.ENOTDIR, "a file is in the results folder's place")
+    if final.is_dir() and (final.stat().st_mode & 0o222 == 0 or not os.access(final, os.W_OK)):
+        raise OSError(errno.EACCES, "the folder is read-only")
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Staging and replaced folders a killed writer left (only called under the
+    experiment lock, so no live writer owns them)."""
+    if not final.parent.is_dir():
+        return
+    for pattern in (f".{final.name}.tmp-*", f".{final.name}.old-*"):
+        for stale in final.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _carry_over(final: Path, staging: Path) -> None:
+    """Files of the previous results this write does not make (a sweep's validation.md,
+    a noise report) stay in the folder, as they did when results were written in place."""
+    if not final.is_dir():
+        return
+    for old in final.iterdir():
+        new = staging / old.name
+        if new.exists():
+            continue
+        if old.is_dir():
+            shutil.copytree(old, new)
+        else:
+            shutil.copy2(old, new)
+
+
+def _write_into(d: Path, out: RunOutputs, cfg: ExperimentConfig, settings: Settings) -> Path:
+    """Every results file into folder `d`; -> the report's path."""
     from pipeline.evaluation.tables import records_to_table, rows_to_table, write_parquet
 
-    d = out.results_dir
-    d.mkdir(parents=True, exist_ok=True)
     resolved = {
         "experiment": config_dict(cfg),
         "data_fingerprint": dataset_fingerprint(cfg.dataset),

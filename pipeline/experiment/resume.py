@@ -18,8 +18,9 @@ def check_resume(cfg: ExperimentConfig, runs_dir: Path, resume: bool, fingerprin
                 f"{runs_dir}: experiment '{cfg.experiment}' already has checkpoints; "
                 "pass --resume to continue it or --fresh to start over"
             )
-        check_fingerprint(load_json(saved), fingerprint, saved, cfg.dataset)
-        then, now = _resumable(load_json(saved), config_dict(cfg)), _resumable(config_dict(cfg), load_json(saved))
+        recorded = load_json(saved, dict)
+        check_fingerprint(recorded, fingerprint, saved, cfg.dataset)
+        then, now = _resumable(recorded, config_dict(cfg)), _resumable(config_dict(cfg), recorded)
         if then != now:
             changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in _changes(then, now)[:4])
             raise RamerError(

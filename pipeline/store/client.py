@@ -7,6 +7,7 @@ they are only created on a server.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,18 @@ def to_client_filter(where: Where) -> qm.Filter | None:
     return qm.Filter(must=must or None, must_not=must_not)
 
 
+def _reason(exc: Exception) -> str:
+    """The last line of an error's text; its type when the text says nothing (an empty
+    server reply arrives as the text "b''")."""
+    lines = str(exc).strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    return type(exc).__name__ if last in ("", "b''", 'b""', "None") else last
+
+
 class ClientBackend:
     def __init__(self, client: QdrantClient, kind: str, location: str, path: Path | None) -> None:
         self.client, self.kind, self.location, self._path = client, kind, location, path
+        self.folder: Path | None = path  # local mode's folder (its free space is checked); None: a server
 
     @classmethod
     def local(cls, path: Path) -> ClientBackend:
@@ -66,12 +76,13 @@ class ClientBackend:
     @classmethod
     def server(cls, url: str, api_key: str | None, timeout: float) -> ClientBackend:
         try:
-            client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)),
-                                  check_compatibility=False)
-            client.get_collections()  # the client is lazy: probe now, fail with one line
+            with warnings.catch_warnings():  # its insecure-connection warning would print inside our error line
+                warnings.filterwarnings("ignore", message=".*insecure connection.*")
+                client = QdrantClient(url=url, api_key=api_key, timeout=max(1, round(timeout)),
+                                      check_compatibility=False)
+                client.get_collections()  # the client is lazy: probe now, fail with one line
         except Exception as exc:  # noqa: BLE001 (httpx/grpc/qdrant errors alike: report one line)
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot reach Qdrant at {url}: {reason}") from None
+            raise StoreError(f"cannot reach Qdrant at {url}: {_reason(exc)}") from None
         return cls(client, "server", url, None)
 
     # ------------------------------------------------------------ collections

@@ -61,6 +61,7 @@ class EdgeBackend:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.location = str(self.root)
+        self.folder: Path | None = self.root  # on this machine's disk: its free space is checked
         self._lock_file = self._acquire_lock()
         self._shards: dict[str, qe.EdgeShard] = {}
 

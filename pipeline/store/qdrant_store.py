@@ -10,6 +10,7 @@ id, never by position.
 from __future__ import annotations
 
 import math
+import shutil
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ def _py(value: Any) -> Any:
     return value
 
 
+PAYLOAD_BYTES = 512  # a point's payload (sample, split, label, tags), generously
+WRITE_COPIES = 3  # write-ahead log, segment, index
+SPACE_MARGIN = 64 << 20  # the engine's own files and whatever else shares the disk
+
+
 class HiddenFeatureStore:
     """Collections of hidden features on the embedded engine or a Qdrant server."""
 
@@ -106,6 +112,27 @@ class HiddenFeatureStore:
         if not isinstance(spec, CollectionSpec):
             spec = load_spec(spec)
         return cls(open_backend(settings, timeout=timeout), spec)
+
+    @classmethod
+    def check(cls, settings: Settings, timeout: float = 10.0) -> None:
+        """Open and close the store: one StoreError line now (locked by another process,
+        unreachable server) instead of after the first minutes of training."""
+        cls.open(settings, timeout=timeout).close()
+
+    def require_space(self, points: int, values_per_point: int) -> None:
+        """Free space for a write of `points` points before it starts: the embedded
+        engine maps its files, so a full disk under it is a bus error (exit 135, no
+        message), not an exception. Estimate: each vector value in the write-ahead log,
+        the segment and its index (3 x 4 bytes) plus the payload, and a fixed margin."""
+        folder = getattr(self.backend, "folder", None)
+        if folder is None or not Path(folder).exists():
+            return
+        need = points * (values_per_point * 4 + PAYLOAD_BYTES) * WRITE_COPIES + SPACE_MARGIN
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise StoreError(f"{folder}: {free / 2**20:.0f} MiB free, writing {points} points needs about "
+                             f"{need / 2**20:.0f} MiB; free some space (`ramer collections drop`) or set "
+                             "RAMER_QDRANT_PATH to a folder on a larger disk")
 
     def __enter__(self) -> Self:
         return self
@@ -219,6 +246,7 @@ class HiddenFeatureStore:
             if len(col) != n:
                 raise StoreError(f"payload column '{key}': {len(col)} values for {n} samples")
         mods = list(vectors)
+        self.require_space(n, sum(config[m].size for m in mods))
         done = 0
         with _progress(progress) as bar:
             task = bar.add_task(f"upsert {collection}", total=n)

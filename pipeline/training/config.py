@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.errors import RamerError
 from pipeline.models.encoders import EncoderConfig
+from pipeline.training.schema import check_dataclass
 from pipeline.training.strategies import M3SConfig
 from pipeline.training.trainer import TrainConfig
 
@@ -106,7 +107,7 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
             raise RamerError(f"{where}: unknown option '{key}' (known: {', '.join(sorted(fields))})")
         cur = getattr(obj, key)
         if dataclasses.is_dataclass(cur) and isinstance(val, dict):
-            updates[key] = _merge(cur, val, f"{where}.{key}")
+            updates[key] = _merge(cur, val, f"{where} [{key}]" if " [" not in where else f"{where[:-1]}.{key}]")
         elif isinstance(cur, tuple) and isinstance(val, list):
             updates[key] = tuple(val)
         else:
@@ -121,7 +122,13 @@ def _read_toml(path: str | Path | None) -> dict[str, Any]:
     if not p.is_file():
         raise RamerError(f"{p}: config file not found")
     try:
-        return tomllib.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8-sig")  # a UTF-8 byte-order mark is fine
+    except UnicodeDecodeError as exc:
+        raise RamerError(f"{p}: not UTF-8 text (byte {exc.start}); save the config file as UTF-8") from None
+    except OSError as exc:
+        raise RamerError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RamerError(f"{p}: invalid TOML ({exc})") from None
 
@@ -166,6 +173,8 @@ def resolve_layers(path: str | Path | None = None, preset: str | None = None, **
         raise RamerError(f"{where}: preset must be a name, not {name!r}")
     table = get_preset(name)
     file_models, flag_models = data.pop("models", {}), flags.pop("models", {})
+    if not isinstance(file_models, dict) or not all(isinstance(v, dict) for v in file_models.values()):
+        raise RamerError(f"{where}: models must be tables of options per model ([models.NAME])")
     cfg = _merge(ExperimentConfig(), table["experiment"], f"preset '{name}'")
     cfg = _merge(cfg, {k: v for k, v in data.items() if k != "preset"}, where)
     cfg = _merge(cfg, flags, "command line")
@@ -174,7 +183,30 @@ def resolve_layers(path: str | Path | None = None, preset: str | None = None, **
     models = merge_models(models, without_keys(file_models, flag_keys))
     models = merge_models(models, flag_models)
     check_models(models, where)
-    return dataclasses.replace(cfg, preset=name, models=models)
+    cfg = dataclasses.replace(cfg, preset=name, models=models)
+    check_dataclass(ExperimentConfig, dataclasses.asdict(cfg),
+                    _layer_of({"command line": set(dotted(flags)), where: set(dotted(data))}, f"preset '{name}'"))
+    return cfg
+
+
+# The flags that set a config key (pipeline.cli.options); any other key: --<key with dashes>
+FLAGS = {"train.epochs": "--epochs", "pretrain.epochs": "--pretrain-epochs", "retrieval.k": "--k",
+         "retrieval.scale": "--scale", "retrieval.finetune_encoders": "--finetune", "ingest": "--no-ingest"}
+
+
+def _layer_of(layers: dict[str, set[str]], rest: str):
+    """(dotted key, value) -> 'SOURCE: key = value' naming the first layer that set the
+    key (or a part of it), else `rest`; a flag is named as typed: '--epochs 0'."""
+    def name(key: str, value: Any) -> str:
+        for layer, keys in layers.items():
+            if any(key == k or key.startswith((f"{k}.", f"{k}[")) or k.startswith(f"{key}.") for k in keys):
+                if layer == "command line":
+                    top = key.split("[")[0]
+                    return f"{FLAGS.get(top, '--' + top.replace('_', '-'))} {value}"
+                return f"{layer}: {key} = {value!r}"
+        return f"{rest}: {key} = {value!r}"
+
+    return name
 
 
 def load_experiment(path: str | Path | None = None, preset: str | None = None, **overrides: Any) -> ExperimentConfig:
@@ -188,4 +220,9 @@ def load_experiment(path: str | Path | None = None, preset: str | None = None, *
 
 def experiment_from_dict(data: dict[str, Any], where: str = "saved config") -> ExperimentConfig:
     """Rebuild a config saved with `ExperimentConfig.save` (e.g. runs/<experiment>/config.json)."""
-    return _merge(ExperimentConfig(), data, where)
+    try:
+        cfg = _merge(ExperimentConfig(), data, where)
+        check_dataclass(ExperimentConfig, dataclasses.asdict(cfg), where)
+    except RamerError as exc:
+        raise RamerError(f"{exc} (a damaged saved config: start the experiment over with --fresh)") from None
+    return cfg

@@ -23,7 +23,7 @@ from pipeline.models.scores import chance_score, task_score
 from pipeline.retrieval.fill import Precomputed, RetrievalFiller
 from pipeline.retrieval.health import vector_health
 from pipeline.retrieval.retriever import ModalityRetriever
-from pipeline.training.checkpoint import load_json, load_torch, save_json, save_torch
+from pipeline.training.checkpoint import corrupt, load_json, load_torch, save_json, save_torch
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
 from pipeline.training.stages import (
     FoldContext,
@@ -320,8 +320,11 @@ class FoldRun:
             scores = {c.label: self.train(c)[1]["val_score"] for c in system.candidates}
             best = max(scores, key=scores.get)  # ties: the first listed variant
             save_json({"chosen": best, "val_scores": scores}, path)
-        label = load_json(path)["chosen"]
-        return next(c for c in system.candidates if c.label == label)
+        label = load_json(path, dict).get("chosen")
+        chosen = next((c for c in system.candidates if c.label == label), None)
+        if chosen is None:
+            raise corrupt(path, f"names {label!r}, not one of the variants of '{system.label}'")
+        return chosen
 
     # ------------------------------------------------------------ span strategies (M3S)
     def _train_ranges(self, system: SystemSpec) -> list:

@@ -90,7 +90,7 @@ def check_unit(run_dir: Path, fingerprint: str | None) -> None:
         return
     path = run_dir / UNIT_FILE
     if path.is_file():
-        recorded = load_json(path).get("data_fingerprint")
+        recorded = load_json(path, dict).get("data_fingerprint")
         if recorded != fingerprint:
             raise RamerError(f"{run_dir}: checkpoints made from other data (fingerprint {recorded} vs "
                              f"{fingerprint} now); the dataset was regenerated or re-imported")

@@ -330,7 +330,9 @@ def _parse_one(text: str, base: RetrievalConfig) -> SystemSpec:
         known = {f.name for f in dataclasses.fields(RetrievalConfig)}
         retr = {k: v for k, v in kv.items() if k in known}
         model_over = {k: v for k, v in kv.items() if k not in known}
-        use = bool(model_over.pop("retrieval", True))
+        use = model_over.pop("retrieval", True)
+        if not isinstance(use, bool):
+            raise RamerError(f"system '{text.strip()}': retrieval = {use!r}: must be true or false")
         train = {k: model_over.pop(k) for k in TRAIN_KEYS & set(model_over)}
         m3s = {k: model_over.pop(k) for k in M3S_KEYS & set(model_over)}
         return SystemSpec(label, "ramer", dataclasses.replace(base, **retr), use, model_over, train=train, m3s=m3s)

@@ -8,16 +8,19 @@ traceback (`--scale huge` inside the scale mask, `--runs 0` as an IndexError) af
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.config import check_name
+from pipeline.data.preprocess import MODES as PREPROCESS_MODES
 from pipeline.data.scales import SCALES
 from pipeline.data.spans import SPAN_OVER
 from pipeline.errors import RamerError
 from pipeline.retrieval.faiss_index import METRICS
 from pipeline.retrieval.fill import RULES
 from pipeline.training.config import ExperimentConfig, RetrievalConfig
+from pipeline.training.schema import check_dataclass, check_options
 from pipeline.training.systems import AUTO_CHOICES, SystemSpec
 
 DB_SOURCES = ("hidden", "raw", "multimodal")
@@ -62,19 +65,50 @@ def check_retrieval(where: str, r: RetrievalConfig) -> None:
 
 
 def check_system(system: SystemSpec) -> None:
-    """A system's own overrides: retrieval options, model Config fields, training options
-    (of every variant of a selection system such as 'ramer(k=5|10)')."""
-    from pipeline.models.registry import model_config
+    """A system's own overrides: retrieval options, model Config fields, training and
+    M3S options, each by the type and range of its field (of every variant of a
+    selection system such as 'ramer(k=5|10)')."""
+    from pipeline.models.registry import model_class, model_config
+    from pipeline.training.strategies import M3SConfig
+    from pipeline.training.trainer import TrainConfig
 
     for variant in system.candidates:
         check_system(variant)
+    where = f"system '{system.label}'"
     if system.retrieval is not None:
-        check_retrieval(f"system '{system.label}':", system.retrieval)
+        check_dataclass(RetrievalConfig, dataclasses.asdict(system.retrieval), where)
+        check_retrieval(f"{where}:", system.retrieval)
     model_config(system.model, **system.overrides)  # unknown option -> one line listing them
+    check_options(model_class(system.model).Config, system.overrides, where)
+    check_heads(where, {**dataclasses.asdict(model_class(system.model).Config()), **system.overrides})
+    check_options(TrainConfig, system.train, where)
+    check_options(M3SConfig, system.m3s, where)
     for key in ("epochs", "batch_size", "patience"):
         if key in system.train:
             _at_least(f"system '{system.label}': {key}", system.train[key], 1)
     check_optimiser(f"system '{system.label}':", system.train)
+
+
+def check_heads(where: str, options: dict) -> None:
+    """A Transformer's width splits evenly over its heads (d_model 0: the input width,
+    which `encoder_width` checks against the data)."""
+    d_model, heads = options.get("d_model"), options.get("heads")
+    if isinstance(d_model, int) and isinstance(heads, int) and d_model > 0 and heads > 0 and d_model % heads:
+        raise RamerError(f"{where}: d_model = {d_model} is not divisible by heads = {heads}")
+
+
+def check_neighbours(systems: Sequence[SystemSpec], fewest: Callable[[str], int]) -> None:
+    """Every K (RAMER's retrieval k, lr-knn's k) within the candidates its DB scale has on
+    the smallest fold (`fewest(scale)`): a larger K would allocate for neighbours that do
+    not exist ([retrieval] k = 100000 asked for 19 GiB)."""
+    for system in systems:
+        check_neighbours(system.candidates, fewest)
+        if system.retrieval is not None and system.retrieval.k > (n := fewest(system.retrieval.scale)):
+            raise RamerError(f"system '{system.label}': k = {system.retrieval.k} is more than the {n} candidates "
+                             f"of DB scale '{system.retrieval.scale}' on the smallest fold")
+        k = system.overrides.get("k")
+        if isinstance(k, int) and k > (n := fewest("turbo")):
+            raise RamerError(f"system '{system.label}': k = {k} is more than the {n} candidates on the smallest fold")
 
 
 def check_optimiser(where: str, train: dict) -> None:
@@ -103,6 +137,8 @@ def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequenc
         check_optimiser(stage, {"optimizer": t.optimizer, "schedule": t.schedule})
     check_retrieval("retrieval", cfg.retrieval)
     _choice("span_over", cfg.span_over, SPAN_OVER)
+    _choice("preprocess", cfg.preprocess, PREPROCESS_MODES)
+    check_heads("encoder", dataclasses.asdict(cfg.encoder))
     if not cfg.precision_ks or not all(isinstance(k, int) and k >= 1 for k in cfg.precision_ks):
         raise RamerError(f"precision_ks {cfg.precision_ks}: give integers >= 1")
     unknown = sorted(set(cfg.modality_missing_rate) - set(modalities))
@@ -120,11 +156,13 @@ def validate_experiment(cfg: ExperimentConfig, n_folds: int, modalities: Sequenc
 
 
 def check_distinct(systems: Sequence[SystemSpec]) -> None:
-    """Two strings of one system ('ramer(k=5,metric=cosine)', 'ramer(metric=cosine, k=5)')
-    would share a seed and a checkpoint under two names: refused."""
+    """Two strings of one system ('ramer(k=5,metric=cosine)', 'ramer(metric=cosine, k=5)'),
+    or one listed twice ('ramer,ramer'), would share a seed and a checkpoint: refused."""
     seen: dict[str, str] = {}
     for s in systems:
         key = s.key or s.label
-        if key in seen and seen[key] != s.label:
-            raise RamerError(f"--systems: '{seen[key]}' and '{s.label}' are one system ({key}); list it once")
+        if key in seen:
+            same = f"'{s.label}' is listed twice" if seen[key] == s.label else \
+                f"'{seen[key]}' and '{s.label}' are one system ({key})"
+            raise RamerError(f"--systems: {same}; list it once")
         seen[key] = s.label
