@@ -27,7 +27,8 @@ from pipeline.errors import RamerError
 # weight decay) and clips gradients at 1.0; the paper names no optimiser.
 _REFERENCE_ADAM = {"optimizer": "adam", "lr": 2e-4, "beta1": 0.5, "weight_decay": 0.0, "clip": 1.0}
 # The paper: 40 epochs per fold, the best validation epoch kept (no early stop), batch 128.
-_RAMER_TRAIN = {"epochs": 40, "patience": 40, "batch_size": 128, **_REFERENCE_ADAM}
+# An epoch is one pass at any data size (TrainConfig.min_epoch_steps), as the paper's.
+_RAMER_TRAIN = {"epochs": 40, "patience": 40, "batch_size": 128, "min_epoch_steps": 1, **_REFERENCE_ADAM}
 
 PAPER = {
     "experiment": {
