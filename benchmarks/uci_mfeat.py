@@ -77,7 +77,7 @@ def unlabeled_pool(y: np.ndarray, seed: int, labeled_share: float = 0.5) -> np.n
     pool = np.zeros(len(y), bool)
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
-        n_pool = len(rows) - int(round(labeled_share * len(rows)))
+        n_pool = len(rows) - round(labeled_share * len(rows))
         pool[rng.permutation(rows)[:n_pool]] = True
     return pool
 
