@@ -36,7 +36,7 @@ PAPER = {
         # with the available modality's h, fills summed then L2-normalised; the encoders
         # loaded from stage 1 and trained on; two available modalities: the reference's rule
         "retrieval": {"scale": "small", "k": 10, "metric": "cosine", "db_source": "hidden",
-                      "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score",
+                      "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score", "fusion": "sum-l2",
                       "finetune_encoders": True, "refresh_every": 1},
         # the reference code's pretrain model: 2 post-norm layers at the input width,
         # 8 heads, feed-forward 2048, dropout 0.5, h of 256, classifier [256, 128]
