@@ -19,7 +19,7 @@ from pipeline.evaluation.tables import missing_conditions
 
 
 def columns(results: Path) -> dict[str, tuple[float, float, float, int, int]]:
-    """system -> (Avg WA %, its std over units, min unit val score, that unit's chance,
+    """system -> (Avg WA %, its std over units (as report.md: ddof 0), min unit val score, that unit's chance,
     units at chance); systems in fits.parquet order."""
     fits = pq.read_table(results / "fits.parquet").to_pylist()
     metrics = pq.read_table(results / "metrics.parquet")
@@ -33,7 +33,7 @@ def columns(results: Path) -> dict[str, tuple[float, float, float, int, int]]:
         low = min(units, key=lambda u: u["val_score"])
         at_chance = sum(u["val_score"] <= u["val_chance"] + CHANCE_MARGIN for u in units)
         wa = 100 * np.array(list(per_unit[(s, "WA")].values()))
-        out[s] = (float(wa.mean()), float(wa.std(ddof=1)) if len(wa) > 1 else 0.0,
+        out[s] = (float(wa.mean()), float(wa.std()),
                   low["val_score"], low["val_chance"], int(at_chance))
     return out
 
