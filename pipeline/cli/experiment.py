@@ -136,15 +136,16 @@ def evaluate(
 
 def demo(
     out: Annotated[Path, typer.Option(help="Where the demo dataset goes.")] = Path("data/demo"),
-    labeled: Annotated[int, typer.Option(help="Labeled samples.")] = 1200,
-    unlabeled: Annotated[int, typer.Option(help="Unlabeled pool.")] = 3000,
+    # MER2024's shape: few labels (4 % of its clips), a large unlabeled pool (RAMER's DB)
+    labeled: Annotated[int, typer.Option(help="Labeled samples.")] = 300,
+    unlabeled: Annotated[int, typer.Option(help="Unlabeled pool.")] = 6000,
     folds: Annotated[str, typer.Option(help="Folds to run.")] = "0,1",
     runs: Annotated[int, typer.Option(help="Runs per fold.")] = 1,
     epochs: Annotated[int, typer.Option(help="Epochs (pretrain and train).")] = 15,
     experiment: Annotated[str, typer.Option(help="Experiment name.")] = "demo",
     preset: PresetOpt = None,
 ) -> None:
-    """Synthetic MER2024-like data -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
+    """Synthetic MER2024-like data (few labels, a large pool) -> Qdrant collections -> all four stages -> report (a few minutes on 2 cores)."""
     check_demo(out, labeled, unlabeled, folds, runs, epochs, experiment, preset)
     opts = ExperimentOptions(dataset=out, experiment=experiment, folds=folds, runs=runs, epochs=epochs,
                              pretrain_epochs=epochs, preset=preset)

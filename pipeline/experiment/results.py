@@ -38,7 +38,8 @@ class RunOutputs:
 
 def _fit_row(record: dict) -> dict:
     """One row of fits.parquet: how a system's training went on one (fold, run)."""
-    keys = ("system", "fold", "run", "val_score", "val_chance", "best_epoch", "epochs_run", "seconds")
+    keys = ("system", "fold", "run", "val_score", "val_chance", "best_epoch", "epochs_run", "seconds",
+            "epochs_budget", "patience_budget", "passes_per_epoch", "steps_per_epoch")  # TrainConfig.min_epoch_steps
     return {k: record.get(k, float("nan")) for k in keys}
 
 

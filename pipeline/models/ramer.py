@@ -103,7 +103,8 @@ class RAMER(MERModel):
             self.query_features = retrieval.query_space == "features"
             keys = fold.scaled_features() if self.query_features else None
             stored_queries = raw or (inputs_as_stored and (self.query_features or not self.cfg.finetune_encoders))
-            self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys)
+            self.filler = fold.filler(db.vectors, retrieval, stored_queries=stored_queries, keys=keys,
+                                      fuse=retrieval.fusion)
             # reuse across epochs is for moving encoders; frozen ones searching live (span or
             # noise inputs) get new query vectors in every batch, so they search every batch
             self.filler.refresh_every = retrieval.refresh_every if self.cfg.finetune_encoders else 1

@@ -33,7 +33,24 @@ import numpy as np
 from pipeline.retrieval.retriever import ModalityRetriever, fuse_sum_l2
 
 RULES = ("kth-score", "both")
-FUSIONS = ("sum-l2", "mean")  # RAMER's sum then L2-normalise | a plain mean (kNN imputation)
+# RAMER's sum then L2-normalise (the paper) | the same with each neighbour weighted by its
+# similarity (`weighted_weights`) | a plain mean (kNN imputation)
+FUSIONS = ("sum-l2", "weighted", "mean")
+
+
+def weighted_weights(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(B, K) similarity weights of a row's valid neighbours: softmax of their scores
+    standardised within the row, exp((s - max s) / std s), so a neighbour one spread
+    less similar than the best counts e^-1 as much, whatever the metric's scale (no
+    temperature to tune); equal scores give equal weights, invalid neighbours 0."""
+    s = np.where(valid, scores, 0.0).astype(np.float64)  # (B, K)
+    n = np.maximum(valid.sum(axis=1, keepdims=True), 1)  # (B, 1)
+    mean = s.sum(axis=1, keepdims=True) / n  # (B, 1) over valid neighbours
+    spread = np.sqrt((np.where(valid, s - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / n)  # (B, 1)
+    top = np.where(valid, s, -np.inf).max(axis=1, keepdims=True)  # (B, 1)
+    top = np.where(np.isfinite(top), top, 0.0)  # rows without a valid neighbour
+    w = np.exp(np.minimum(s - top, 0.0) / np.maximum(spread, 1e-6))  # (B, K) in (0, 1]
+    return np.where(valid, w, 0.0).astype(np.float32)
 
 
 @dataclass
@@ -249,7 +266,7 @@ class RetrievalFiller:
                 out.append(np.zeros((len(rows), self.values[self.modalities[ti]].shape[1]), np.float32))
                 continue
             vecs, valid = self._gather(self.modalities[ti], src.rows)
-            fused = self._combine(vecs, valid)  # (B, D_t)
+            fused = self._combine(vecs, valid, src.scores)  # (B, D_t)
             fused[avail[:, ti]] = 0.0
             out.append(fused)
         return out
@@ -281,10 +298,12 @@ class RetrievalFiller:
                 nbs[qi] = Neighbours(full_r, full_s)
         return nbs
 
-    def _combine(self, vecs: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """(B, K, D) neighbour vectors + (B, K) validity -> (B, D)."""
+    def _combine(self, vecs: np.ndarray, valid: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(B, K, D) neighbour vectors + (B, K) validity and similarity -> (B, D)."""
         if self.fuse == "sum-l2":
             return fuse_sum_l2(vecs, valid)
+        if self.fuse == "weighted":
+            return fuse_sum_l2(vecs * weighted_weights(scores, valid)[:, :, None], valid)
         w = valid.astype(np.float32)[:, :, None]  # (B, K, 1)
         return ((vecs * w).sum(1) / np.maximum(w.sum(1), 1.0)).astype(np.float32)
 

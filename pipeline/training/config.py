@@ -43,6 +43,10 @@ class RetrievalConfig:
     # direction at the mean length of the modality's stored candidate vectors, so a filled
     # slot is on the scale of a real one: real h's are far from unit length).
     fill_norm: str = "auto"  # unit | stored | auto
+    # How the K neighbours' vectors make one fill: "sum-l2" (the paper: summed, then
+    # L2-normalised) or "weighted" (each weighted by its similarity, standardised within
+    # the row, before the same sum: `pipeline.retrieval.fill.weighted_weights`).
+    fusion: str = "sum-l2"  # sum-l2 | weighted
     # "auto": every value is trained and the one with the best validation score of each
     # (fold, run) is used there (nested selection, `FoldRun.chosen`): which is better
     # depends on the data (features + stored on UCI mfeat, hidden + unit on synthetic).

@@ -275,11 +275,12 @@ class FoldRun:
         score = task_score(spec.task)
         hook = None if self.on_epoch is None else (lambda e, rec: self.on_epoch(f"train {system.label}", e, rec))
         t0 = time.perf_counter()
+        teacher = None  # the MMIN family's teacher-phase fit
         if model.has_teacher_phase:  # the MMIN family's full-modality first phase
             everything = np.ones((1, len(spec.dims)), bool)
             cfg0 = replace(self.cfg.pretrain, seed=ctx.seed(f"{system.slug}-teacher"))
-            fit(model, ConditionBatches(ctx.bank, ctx.split.train, ctx.split.val, everything), score, cfg0,
-                forward=lambda m, b: m.pretrain_forward(b))
+            teacher = fit(model, ConditionBatches(ctx.bank, ctx.split.train, ctx.split.val, everything), score, cfg0,
+                          forward=lambda m, b: m.pretrain_forward(b))
         cfg = replace(self.cfg.train, **system.train, seed=ctx.seed(f"train-{system.slug}"))
         # DIAGNOSTIC 'stage3-test': the epoch chosen on the test rows, as if they were validation
         select_on = ctx.split.test if "stage3-test" in system.leaks else ctx.split.val
@@ -301,6 +302,10 @@ class FoldRun:
             "history": result.history, "seconds": seconds, "seed": cfg.seed,
             "fit_seconds": fit_seconds, "retrieval_seconds": retrieval_seconds,
             "epochs_run": len(result.history),
+            # the resolved budget (TrainConfig.min_epoch_steps); None for closed-form fits
+            **(budget.as_record() if (budget := getattr(result, "budget", None)) is not None else {}),
+            **({"teacher_" + k: v for k, v in teacher.budget.as_record().items()}
+               if teacher is not None and teacher.budget is not None else {}),
             "val_chance": chance_score(spec.task, ctx.ds.y[ctx.split.val]),
         }
         save_torch(model.state_dict(), model_path)

@@ -27,7 +27,8 @@ from pipeline.errors import RamerError
 # weight decay) and clips gradients at 1.0; the paper names no optimiser.
 _REFERENCE_ADAM = {"optimizer": "adam", "lr": 2e-4, "beta1": 0.5, "weight_decay": 0.0, "clip": 1.0}
 # The paper: 40 epochs per fold, the best validation epoch kept (no early stop), batch 128.
-_RAMER_TRAIN = {"epochs": 40, "patience": 40, "batch_size": 128, **_REFERENCE_ADAM}
+# An epoch is one pass at any data size (TrainConfig.min_epoch_steps), as the paper's.
+_RAMER_TRAIN = {"epochs": 40, "patience": 40, "batch_size": 128, "min_epoch_steps": 1, **_REFERENCE_ADAM}
 
 PAPER = {
     "experiment": {
@@ -35,7 +36,7 @@ PAPER = {
         # with the available modality's h, fills summed then L2-normalised; the encoders
         # loaded from stage 1 and trained on; two available modalities: the reference's rule
         "retrieval": {"scale": "small", "k": 10, "metric": "cosine", "db_source": "hidden",
-                      "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score",
+                      "query_space": "hidden", "fill_norm": "unit", "two_rule": "kth-score", "fusion": "sum-l2",
                       "finetune_encoders": True, "refresh_every": 1},
         # the reference code's pretrain model: 2 post-norm layers at the input width,
         # 8 heads, feed-forward 2048, dropout 0.5, h of 256, classifier [256, 128]

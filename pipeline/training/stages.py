@@ -171,7 +171,8 @@ def pretrain_encoders(
             hook = None if on_epoch is None else (lambda e, rec, m=m: on_epoch(f"pretrain {m}", e, rec))
             result = fit(model, ConditionBatches(ctx.bank, tr, va, everything), score, cfg, on_epoch=hook)
             scores.append({"modality": m, "val_score": result.best_score, "best_epoch": result.best_epoch,
-                           "chance": chance_score(spec.task, ds.y[va])})
+                           "chance": chance_score(spec.task, ds.y[va]),
+                           **(result.budget.as_record() if result.budget is not None else {})})
         save_json(scores, ctx.run_dir / STAGE1_SCORES)
     save_torch([e.state_dict() for e in encoders], path)
     return [e.eval() for e in encoders]

@@ -36,7 +36,7 @@ from pipeline.training.config import ExperimentConfig, RetrievalConfig
 # Stage-3 training options a system may override, e.g. 'carat(lr=0.0003,epochs=60)' (the
 # seed stays derived from the system's name, so it is never an override).
 TRAIN_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "patience", "optimizer", "beta1", "schedule",
-              "warmup", "clip"}
+              "warmup", "clip", "min_epoch_steps"}
 M3S_KEYS = {"inner_lr", "outer_lr", "inner_steps", "second_order"}  # with a +m3s strategy only
 SLUG_MAX = 120  # leaves room for suffixes such as '_features,_stored.fit.json'
 _CALL = re.compile(r"^(?P<name>[\w\-/ .]+?)\s*(\((?P<args>.*)\))?$")
