@@ -17,6 +17,7 @@ from pipeline.data.fingerprint import dataset_fingerprint
 from pipeline.errors import RamerError
 from pipeline.experiment.finish import Finisher, stage_index, unit_diagnostics
 from pipeline.experiment.fold_eval import train_and_evaluate
+from pipeline.experiment.memory import require_run_memory
 from pipeline.experiment.parallel import run_parallel, set_threads, threads_per_job
 from pipeline.experiment.results import RunOutputs
 from pipeline.experiment.resume import check_resume, config_dict
@@ -67,6 +68,7 @@ def run_experiment(
     systems, device = _checked(cfg, settings, ds, stop_after)  # nothing is written before this
     units = experiment_units(cfg, ds)
     jobs = min(jobs, len(units))
+    require_run_memory(ds, jobs, cfg.encoder.hidden, cfg.retrieval.k)  # one line now, not an OOM kill later
     threads = threads_per_job(settings, jobs)
     set_threads(threads)
     runs_dir = settings.runs_dir / cfg.experiment
