@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import uuid
@@ -95,6 +96,16 @@ def map_features(root: Path, manifest: Manifest, n: int, decode) -> tuple[dict, 
     present_matrix = np.load(folder / PRESENT, mmap_mode="r")
     present = {s.name: np.array(present_matrix[:, j]) for j, s in enumerate(manifest.modalities)}
     return features, present
+
+
+def release(x: object) -> None:
+    """After a pass over a memory-mapped matrix: drop its pages from this process's
+    resident set. They stay in the page cache (shared, and read again without disk I/O
+    when touched), so a pass over the whole table leaves this process holding only what
+    it still uses. A no-op for arrays in memory."""
+    held = getattr(x, "_mmap", None)
+    if held is not None and hasattr(mmap, "MADV_DONTNEED"):
+        held.madvise(mmap.MADV_DONTNEED)
 
 
 def _build(root: Path, manifest: Manifest, n: int, identity: dict, decode) -> None:

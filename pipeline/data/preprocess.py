@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.errors import DataError
 
 MODES = ("standard", "robust", "none")
@@ -51,6 +52,7 @@ class Scaler:
         for m, x in features.items():
             own = rows[np.asarray(present[m], bool)[rows]]  # rows that really have m
             self.center_[m], self.scale_[m] = _statistics(self.mode, x, own)
+            release(x)
         return self
 
     def transform(self, m: str, x: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:

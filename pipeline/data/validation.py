@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.data.schema import MANIFEST
 from pipeline.errors import DataError
 
@@ -122,8 +123,10 @@ def _finite_rows(f: np.ndarray) -> np.ndarray:
     """(N,) bool: every value of the row is finite; read in blocks of rows, so a
     memory-mapped (N, D) matrix is never copied whole."""
     step = max(1, CHECK_BYTES // max(1, f.itemsize * f.shape[1]))
-    return np.concatenate([np.isfinite(f[i : i + step]).all(axis=1) for i in range(0, len(f), step)]
-                          or [np.zeros(0, bool)])
+    out = np.concatenate([np.isfinite(f[i : i + step]).all(axis=1) for i in range(0, len(f), step)]
+                         or [np.zeros(0, bool)])
+    release(f)
+    return out
 
 
 def _check_groups(ds: Dataset, where: Path | str) -> None:

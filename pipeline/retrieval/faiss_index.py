@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.extras import load_faiss
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class StreamedIndex:
             s, i = np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1)
             order = np.argsort(-s if self.metric == "cosine" else s, axis=1, kind="stable")[:, :kk]
             best_s, best_i = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+        release(getattr(self.matrix_, "x", self.matrix_))  # a memory-mapped table: not kept resident
         return _without_excluded(best_i, best_s, exclude_ids, scores, out)
 
     def _blocks(self, b: int) -> list[tuple[int, int]]:
