@@ -112,7 +112,40 @@ def phase_run(data: Path, work: Path, jobs: int) -> dict[str, Any]:
         out = protocol.run_experiment(cfg, settings, protocol.Progress(on_stage=stage), fresh=True, jobs=jobs)
         mem.enter("results (report, collection view)")
         write_results(out, cfg, settings)
-    return {"peaks": mem.peaks, "seconds": _durations(mem), "timings": out.timings}
+    return {"peaks": mem.peaks, "seconds": _durations(mem), "timings": out.timings,
+            "precompute_tflop": _precompute_tflop(cfg, load_dataset(data, validate=False), cfg.encoder.hidden),
+            "gemm_gflops": _gemm_gflops()}
+
+
+def _precompute_tflop(cfg, ds, hidden: int) -> float:
+    """Exact products of the unit's neighbour precompute: every labeled row of fold 0
+    queries the candidates of each modality, once in the hidden space and once in the
+    scaled feature space (RAMER's feature queries and lr-knn share that search)."""
+    import numpy as np
+
+    from pipeline.data.scales import candidate_mask
+    from pipeline.data.splits import make_split
+
+    split = make_split(ds.y, ds.labeled, ds.folds, 0, 0, cfg.seed)
+    cand = candidate_mask(ds.samples, ds.labeled, split.train, cfg.retrieval.scale)
+    queries = len(np.concatenate([split.train, split.val, split.test]))
+    flop = sum(2 * queries * int((cand & ds.present[m]).sum()) * (d + hidden)
+               for m, d in zip(ds.modalities, ds.manifest.dims))
+    return flop / 1e12
+
+
+def _gemm_gflops(n: int = 4096, d: int = 5120, tries: int = 3) -> float:
+    """This machine's float32 GEMM rate now, at the precompute's shape (queries x dims x block)."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((d, n), dtype=np.float32)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n * n * d / best / 1e9
 
 
 def _durations(mem: StageMemory) -> dict[str, float]:
@@ -179,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     md += (f"\n{n:,} rows ({args.labeled:,} labeled), dims {DIMS}: raw features {raw / 2**30:.2f} GiB "
            f"({raw / n:,.0f} bytes/row); --jobs {args.jobs}; load average {load0} -> {load1}. "
            "file MiB: memory-mapped features (shared, reclaimable); bytes/row: peak RSS / rows.\n")
+    pre = run["timings"].get("retrieval", 0.0)
+    md += (f"Neighbour precompute: {run['precompute_tflop']:.2f} TFLOP of exact products in {pre:.1f} s = "
+           f"{run['precompute_tflop'] * 1e3 / max(pre, 1e-9):.0f} GFLOP/s; float32 GEMM on this machine now: "
+           f"{run['gemm_gflops']:.0f} GFLOP/s.\n")
     print(md)
     save("bench_memory", result, md, args.out)
     return result

@@ -102,8 +102,9 @@ def release(x: object) -> None:
     """After a pass over a memory-mapped matrix: drop its pages from this process's
     resident set. They stay in the page cache (shared, and read again without disk I/O
     when touched), so a pass over the whole table leaves this process holding only what
-    it still uses. A no-op for arrays in memory."""
-    held = getattr(x, "_mmap", None)
+    it still uses. `x`: an array, or a view over one (its `.x`, `ScaledView`); a no-op for
+    arrays in memory."""
+    held = getattr(getattr(x, "x", x), "_mmap", None)
     if held is not None and hasattr(mmap, "MADV_DONTNEED"):
         held.madvise(mmap.MADV_DONTNEED)
 

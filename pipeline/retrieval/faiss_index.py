@@ -226,7 +226,7 @@ class StreamedIndex:
             s, i = np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1)
             order = np.argsort(-s if self.metric == "cosine" else s, axis=1, kind="stable")[:, :kk]
             best_s, best_i = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
-        release(getattr(self.matrix_, "x", self.matrix_))  # a memory-mapped table: not kept resident
+        release(self.matrix_)  # a memory-mapped table's pages: read, not kept resident
         return _without_excluded(best_i, best_s, exclude_ids, scores, out)
 
     def _blocks(self, b: int) -> list[tuple[int, int]]:

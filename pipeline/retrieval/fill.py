@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.retrieval.retriever import ModalityRetriever, fuse_sum_l2
 
 RULES = ("kth-score", "both")
@@ -239,6 +240,7 @@ class RetrievalFiller:
                 r = rows[i : i + chunk]
                 unused = [np.zeros((len(r), 1), np.float32)] * m  # stored keys: queries are not read
                 table[i : i + len(r)] = self._fill_batch(unused, np.broadcast_to(pattern, (len(r), m)), r)[ti]
+            release(self.values[self.modalities[ti]])  # neighbours' rows of a mapped table: read once
             self._tables[ti, code] = table
         return self._tables[ti, code]
 
