@@ -109,6 +109,13 @@ class ScaledView:
         return part if self.scaler is None else self.scaler.transform(self.m, part, self.present[rows])
 
 
+def _read(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows] as a copy; a memory-mapped table's pages are not kept resident after it."""
+    part = x[rows]
+    release(x)
+    return part
+
+
 def _statistics(mode: str, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(center (D,), scale (D,)) of x[rows]; identity when there is nothing to fit."""
     d = x.shape[1]
@@ -125,8 +132,8 @@ def _statistics(mode: str, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray,
         # chunked so that a 100k x 5k feature matrix is never copied whole
         step = max(1, min(FIT_CHUNK, FIT_BYTES // (8 * d)))
         chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
-        center = sum(x[c].astype(np.float64).sum(0) for c in chunks) / len(rows)
-        var = sum(((x[c].astype(np.float64) - center) ** 2).sum(0) for c in chunks) / len(rows)
+        center = sum(_read(x, c).astype(np.float64).sum(0) for c in chunks) / len(rows)
+        var = sum(((_read(x, c).astype(np.float64) - center) ** 2).sum(0) for c in chunks) / len(rows)
         scale = np.sqrt(var)
     scale = np.where(scale > EPS, scale, 1.0)
     return center.astype(np.float32), scale.astype(np.float32)

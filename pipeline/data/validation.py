@@ -123,10 +123,11 @@ def _finite_rows(f: np.ndarray) -> np.ndarray:
     """(N,) bool: every value of the row is finite; read in blocks of rows, so a
     memory-mapped (N, D) matrix is never copied whole."""
     step = max(1, CHECK_BYTES // max(1, f.itemsize * f.shape[1]))
-    out = np.concatenate([np.isfinite(f[i : i + step]).all(axis=1) for i in range(0, len(f), step)]
-                         or [np.zeros(0, bool)])
-    release(f)
-    return out
+    parts = [np.zeros(0, bool)]
+    for i in range(0, len(f), step):
+        parts.append(np.isfinite(f[i : i + step]).all(axis=1))
+        release(f)  # a memory-mapped table: only the block being checked stays resident
+    return np.concatenate(parts)
 
 
 def _check_groups(ds: Dataset, where: Path | str) -> None:

@@ -221,12 +221,13 @@ class StreamedIndex:
         best_s, best_i = np.full((b, 0), worst, np.float32), np.full((b, 0), -1, np.int64)
         for start, stop in self._blocks(b):
             ids = self.ids_[start:stop]
-            block = FastIndex(self.metric, self.device, self.threads).fit(self.matrix_[ids], ids, copy=False)
+            rows = self.matrix_[ids]  # (n, d) copy of the block
+            release(self.matrix_)  # a memory-mapped table: only the block in use stays resident
+            block = FastIndex(self.metric, self.device, self.threads).fit(rows, ids, copy=False)
             s, i = block.search(queries, kk)  # (B, kk) each, best first
             s, i = np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1)
             order = np.argsort(-s if self.metric == "cosine" else s, axis=1, kind="stable")[:, :kk]
             best_s, best_i = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
-        release(self.matrix_)  # a memory-mapped table's pages: read, not kept resident
         return _without_excluded(best_i, best_s, exclude_ids, scores, out)
 
     def _blocks(self, b: int) -> list[tuple[int, int]]:

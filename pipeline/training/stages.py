@@ -212,8 +212,8 @@ def scaled_chunks(ds: Dataset, m: str, scaler: Scaler | None, chunk: int):
     feats, pres = ds.features[m], ds.present[m]
     for i in range(0, len(feats), chunk):
         part = np.array(feats[i : i + chunk], np.float32)
+        release(feats)  # a memory-mapped table's pages: read once, not kept resident
         yield i, part if scaler is None else scaler.transform(m, part, pres[i : i + chunk])
-    release(feats)  # a memory-mapped table's pages: read once, not kept resident
 
 
 @torch.no_grad()
