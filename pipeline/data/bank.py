@@ -11,6 +11,7 @@ import torch
 
 from pipeline.data.batch import Batch, Frames
 from pipeline.data.dataset import Dataset
+from pipeline.data.mapped import release
 from pipeline.data.preprocess import Scaler
 from pipeline.data.sequences import Sequences
 
@@ -44,7 +45,8 @@ class FeatureBank:
         self.frame_noise: Callable[[int, np.ndarray, torch.Tensor], torch.Tensor] | None = None
 
     def _scaled(self, ds: Dataset, m: str) -> np.ndarray:
-        x = ds.features[m][self.rows]  # (n, D_m)
+        x = ds.features[m][self.rows]  # (n, D_m), a copy of the bank's rows
+        release(ds.features[m])  # a memory-mapped table's pages are not kept resident for it
         return x if self.scaler is None else self.scaler.transform(m, x, ds.present[m][self.rows])
 
     @property

@@ -66,6 +66,12 @@ def _address_space_left() -> int | None:
     return max(0, soft - used)
 
 
+def available_memory() -> int:
+    """Bytes this process may still allocate: available RAM, or less under `ulimit -v`."""
+    left = _address_space_left()
+    return _available_ram() if left is None else min(_available_ram(), left)
+
+
 def memory_budget() -> int:
     """Bytes one reader may keep: half of what is available (RAM, and the address-space
     limit when one is set), so the copies that follow a read (building the table,

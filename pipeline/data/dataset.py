@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from pipeline.data.bounds import check_utf8, require_parquet_memory
+from pipeline.data.mapped import map_features
 from pipeline.data.schema import FEATURES, MANIFEST, Manifest
 from pipeline.data.sequences import Sequences, check_sequences, load_sequences, write_sequences
 from pipeline.data.validation import validate_arrays
@@ -106,32 +107,55 @@ def load_dataset(path: str | Path, validate: bool = True) -> Dataset:
         raise DataError(f"{fpath}: features table not found")
     try:
         pf = pq.ParquetFile(fpath, memory_map=True)
-        require_parquet_memory(fpath, pf.metadata, pf.schema_arrow, pf.schema_arrow.names)
-        table = pf.read()
+        names = pf.schema_arrow.names
+        _check_columns(manifest, names, fpath)
+        scalars = [c for c in names if c not in manifest.modality_names]
+        require_parquet_memory(fpath, pf.metadata, pf.schema_arrow, scalars)  # the footer's row count checked
+        mapped = map_features(root, manifest, pf.metadata.num_rows, _decoder(manifest, fpath))
+        # mapped: only the per-row scalars are decoded into memory, the features stay on disk
+        if not mapped:
+            require_parquet_memory(fpath, pf.metadata, pf.schema_arrow, names)
+        table = pf.read(columns=scalars if mapped else names)
     except UNREADABLE_PARQUET as exc:
         raise DataError(f"{fpath}: not a readable parquet file ({' '.join(str(exc).split())})") from None
-    ds = _dataset_from_table(manifest, root, table, fpath)
+    ds = _dataset_from_table(manifest, root, table, fpath, mapped)
     if validate:
         validate_arrays(ds, fpath)
     ds.sequences = load_sequences(root, manifest, ds.samples, ds.present, validate)
     return ds
 
 
-def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: Path) -> Dataset:
-    names = table.column_names
+def _check_columns(manifest: Manifest, names: list[str], where: Path) -> None:
+    """The table's columns are the manifest's: no duplicate, none missing, none unknown."""
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:
         raise DataError(f"{where}: duplicate column name(s) {dup} (rule: one column per name)")
     cols = set(names)
-    if table.num_rows == 0:
-        raise DataError(f"{where}: empty table (no samples)")
-    label_col = _label_column(manifest.task)
-    for need in ("sample", "fold", label_col, *manifest.modality_names):
+    for need in ("sample", "fold", _label_column(manifest.task), *manifest.modality_names):
         if need not in cols:
             raise DataError(f"{where}: missing column '{need}' required by {MANIFEST} (manifest disagrees with table)")
     unknown = sorted(c for c in cols - RESERVED - set(manifest.modality_names))
     if unknown:
         raise DataError(f"{where}: column(s) {unknown} are not modalities of {MANIFEST} (unknown modality)")
+
+
+def _decoder(manifest: Manifest, where: Path):
+    """(modality, column of a record batch) -> ((b, D) float32, (b,) present), with the
+    table's rules (fixed list of the manifest's dim, no null inside a present value)."""
+    dims = dict(zip(manifest.modality_names, manifest.dims))
+    return lambda m, col: _fixed_list_to_numpy(col, dims[m], f"{where}: column '{m}'")
+
+
+def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: Path,
+                        mapped: tuple[dict, dict] | None = None) -> Dataset:
+    """The dataset of `table`; `mapped` = (features, present) memory-mapped beside it,
+    in which case the table holds the per-row scalars only."""
+    names = table.column_names
+    cols = set(names)
+    if table.num_rows == 0:
+        raise DataError(f"{where}: empty table (no samples)")
+    label_col = _label_column(manifest.task)
+    _check_columns(manifest, names + (manifest.modality_names if mapped else []), where)
     scol = table.column("sample")
     if not (pa.types.is_string(scol.type) or pa.types.is_large_string(scol.type)):
         raise DataError(f"{where}: column 'sample' must be string, found {scol.type}")
@@ -155,8 +179,8 @@ def _dataset_from_table(manifest: Manifest, root: Path, table: pa.Table, where: 
     else:
         y = labcol.to_numpy(zero_copy_only=False).astype(np.float32)
     folds = table.column("fold").fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int8)
-    features, present = {}, {}
-    for m in manifest.modalities:
+    features, present = mapped if mapped else ({}, {})
+    for m in manifest.modalities if not mapped else ():
         features[m.name], present[m.name] = _fixed_list_to_numpy(
             table.column(m.name), m.dim, f"{where}: column '{m.name}'"
         )

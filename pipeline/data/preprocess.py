@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.errors import DataError
 
 MODES = ("standard", "robust", "none")
 EPS = 1e-6  # a scale below this (a constant dimension) becomes 1
-FIT_CHUNK = 65536  # rows read at a time when fitting the standard scaler
+FIT_CHUNK = 65536  # rows read at a time when fitting the standard scaler ...
+FIT_BYTES = 256 << 20  # ... and fewer when their float64 copy would pass this (wide features)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Scaler:
         for m, x in features.items():
             own = rows[np.asarray(present[m], bool)[rows]]  # rows that really have m
             self.center_[m], self.scale_[m] = _statistics(self.mode, x, own)
+            release(x)
         return self
 
     def transform(self, m: str, x: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
@@ -86,19 +89,53 @@ class Scaler:
         return out
 
 
+class ScaledView:
+    """Modality `m` of every dataset row after the fold's scaler, computed for the rows
+    asked (`view[rows]`) instead of stored: the (N, D) scaled copy of a large table
+    (3.3 GB at MER2024's size, per unit) never exists, and the stored features stay
+    memory-mapped. `view[rows]` equals the rows of the scaled copy value for value (the
+    transform is elementwise); absent rows read zero, as they are stored."""
+
+    def __init__(self, x: np.ndarray, present: np.ndarray, scaler: Scaler | None, m: str):
+        self.x, self.present, self.scaler, self.m = x, np.asarray(present, bool), scaler, m
+        self.shape = x.shape  # (N, D)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """rows: an index array of any shape S -> (*S, D) float32."""
+        part = np.asarray(self.x[rows], np.float32)
+        return part if self.scaler is None else self.scaler.transform(self.m, part, self.present[rows])
+
+
+def _read(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x[rows] as a copy; a memory-mapped table's pages are not kept resident after it."""
+    part = x[rows]
+    release(x)
+    return part
+
+
 def _statistics(mode: str, x: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(center (D,), scale (D,)) of x[rows]; identity when there is nothing to fit."""
     d = x.shape[1]
     if mode == "none" or len(rows) == 0:
         return np.zeros(d, np.float32), np.ones(d, np.float32)
     if mode == "robust":
-        q25, q50, q75 = np.percentile(x[rows], [25, 50, 75], axis=0)
+        # per block of columns (the same numbers: percentiles are per column), so that a
+        # wide memory-mapped matrix is never copied whole
+        width = max(1, FIT_BYTES // (8 * max(1, len(rows))))
+        q25, q50, q75 = np.concatenate(
+            [np.percentile(x[rows, j : j + width], [25, 50, 75], axis=0) for j in range(0, d, width)], axis=1)
         center, scale = q50, (q75 - q25) / 1.349
     else:  # two float64 passes (mean, then centred squares: exact for large offsets),
         # chunked so that a 100k x 5k feature matrix is never copied whole
-        chunks = [rows[i : i + FIT_CHUNK] for i in range(0, len(rows), FIT_CHUNK)]
-        center = sum(x[c].astype(np.float64).sum(0) for c in chunks) / len(rows)
-        var = sum(((x[c].astype(np.float64) - center) ** 2).sum(0) for c in chunks) / len(rows)
+        step = max(1, min(FIT_CHUNK, FIT_BYTES // (8 * d)))
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        center = sum(_read(x, c).astype(np.float64).sum(0) for c in chunks) / len(rows)
+        var = sum(((_read(x, c).astype(np.float64) - center) ** 2).sum(0) for c in chunks) / len(rows)
         scale = np.sqrt(var)
     scale = np.where(scale > EPS, scale, 1.0)
     return center.astype(np.float32), scale.astype(np.float32)

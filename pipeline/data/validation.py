@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.data.schema import MANIFEST
 from pipeline.errors import DataError
 
@@ -107,13 +108,26 @@ def _check_modalities(ds: Dataset, where: Path | str) -> None:
     """Present feature rows are finite, and every row has at least one modality."""
     s = ds.samples
     for m in ds.manifest.modality_names:
-        f = ds.features[m]
-        finite = np.isfinite(f).all(axis=1) | ~ds.present[m]
+        finite = _finite_rows(ds.features[m]) | ~ds.present[m]
         if not finite.all():
             raise DataError(f"{where}: NaN/inf in modality '{m}' at {_first(~finite, s)}")
     none = ~ds.present_matrix().any(axis=1)
     if none.any():
         raise DataError(f"{where}: sample(s) with no modality at all: {_first(none, s)}")
+
+
+CHECK_BYTES = 64 << 20  # feature bytes checked at a time: the (n, D) bool scratch stays small
+
+
+def _finite_rows(f: np.ndarray) -> np.ndarray:
+    """(N,) bool: every value of the row is finite; read in blocks of rows, so a
+    memory-mapped (N, D) matrix is never copied whole."""
+    step = max(1, CHECK_BYTES // max(1, f.itemsize * f.shape[1]))
+    parts = [np.zeros(0, bool)]
+    for i in range(0, len(f), step):
+        parts.append(np.isfinite(f[i : i + step]).all(axis=1))
+        release(f)  # a memory-mapped table: only the block being checked stays resident
+    return np.concatenate(parts)
 
 
 def _check_groups(ds: Dataset, where: Path | str) -> None:

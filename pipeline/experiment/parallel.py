@@ -197,14 +197,17 @@ def _collect(pool: ProcessPoolExecutor, jobs: int, work, tasks, names, after, on
         submit_ready()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
+            ready = []
             for fut in sorted(done, key=running.get):  # same-time finishers in task order
                 i = running.pop(fut)
                 exc = fut.exception()
                 if exc is not None:
                     raise unit_error(names[i], exc)
-                on_done(i, fut.result())
+                ready.append((i, fut.result()))
                 finished.add(i)
-            submit_ready()
+            submit_ready()  # free workers start their next task before the parent applies
+            for i, result in ready:  # these results (store writes, views: seconds to minutes)
+                on_done(i, result)
         if waiting:  # a prerequisite that is not in the list: a caller's bug
             raise RuntimeError(f"tasks {waiting} wait for prerequisites that never ran")
     except BaseException:

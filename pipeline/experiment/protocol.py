@@ -18,6 +18,7 @@ from pipeline.errors import RamerError
 from pipeline.experiment.finish import Finisher, stage_index, unit_diagnostics
 from pipeline.experiment.fold_eval import train_and_evaluate
 from pipeline.experiment.lock import experiment_lock, remove_stale_temporaries
+from pipeline.experiment.memory import require_run_memory
 from pipeline.experiment.parallel import run_parallel, set_threads, threads_per_job
 from pipeline.experiment.results import RunOutputs
 from pipeline.experiment.resume import check_resume, config_dict
@@ -81,6 +82,7 @@ def _locked_run(cfg: ExperimentConfig, settings: Settings, ds: Dataset, systems:
     """`run_experiment` once the experiment is this process's alone."""
     units = experiment_units(cfg, ds)
     jobs = min(jobs, len(units))
+    require_run_memory(ds, jobs, cfg.encoder.hidden, cfg.retrieval.k)  # one line now, not an OOM kill later
     threads = threads_per_job(settings, jobs)
     set_threads(threads)
     runs_dir = settings.runs_dir / cfg.experiment

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.extras import load_faiss
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ def _blas_blocks(b: int) -> None:
     faiss.cvar.distance_compute_blas_database_bs = max(16384 if threads > 1 else 1024, budget // qbs)
 
 
-def _as_f32(x: np.ndarray, ndim: int, what: str) -> np.ndarray:
-    arr = np.array(x, dtype=np.float32, order="C", copy=True)  # copy: normalize_L2 is in place
+def _as_f32(x: np.ndarray, ndim: int, what: str, copy: bool = True) -> np.ndarray:
+    # copy: normalize_L2 is in place
+    arr = np.array(x, dtype=np.float32, order="C", copy=True if copy else None)
     if arr.ndim != ndim:
         raise ValueError(f"{what}: expected {ndim}-d array, got shape {arr.shape}")
     return arr
@@ -100,10 +102,12 @@ class FastIndex:
         self.device = device
         self.threads = threads
 
-    def fit(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> FastIndex:
+    def fit(self, vectors: np.ndarray, ids: np.ndarray | None = None, copy: bool = True) -> FastIndex:
+        """`copy=False`: `vectors` is the caller's scratch, normalised in place when it is
+        float32 and C-ordered already (FAISS keeps its own copy either way)."""
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got '{self.metric}'")
-        x = _as_f32(vectors, 2, "vectors")  # (N, d)
+        x = _as_f32(vectors, 2, "vectors", copy)  # (N, d)
         ids = np.arange(len(x), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
         if ids.shape != (len(x),):
             raise ValueError(f"ids: shape {ids.shape} != ({len(x)},)")
@@ -155,15 +159,82 @@ class FastIndex:
         found = np.where(pos >= 0, self.ids_[np.maximum(pos, 0)], -1)  # (B, kk) ids
         if self.metric == "euclidean":
             dist = np.sqrt(np.maximum(dist, 0.0))
-        if exclude_ids is not None:
-            ex = np.asarray(exclude_ids, np.int64).reshape(b, 1)
-            drop = (found == ex) | (found < 0)  # (B, kk)
-            order = np.argsort(drop, axis=1, kind="stable")  # kept columns first, in rank order
-            found = np.take_along_axis(found, order, axis=1)
-            dist = np.take_along_axis(dist, order, axis=1)
-            keep = ~np.take_along_axis(drop, order, axis=1)
-            found = np.where(keep, found, -1)
-            dist = np.where(keep, dist, scores[:, :1])
-        m = min(k, found.shape[1])
-        out[:, :m], scores[:, :m] = found[:, :m], dist[:, :m]
-        return scores, out
+        return _without_excluded(found, dist, exclude_ids, scores, out)
+
+
+def _without_excluded(found: np.ndarray, dist: np.ndarray, exclude_ids: np.ndarray | None,
+                      scores: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ranked (B, kk) hits `found` / `dist` less each query's excluded id, written into
+    the padded (B, k) `scores` / `out`."""
+    b = len(found)
+    if exclude_ids is not None:
+        ex = np.asarray(exclude_ids, np.int64).reshape(b, 1)
+        drop = (found == ex) | (found < 0)  # (B, kk)
+        order = np.argsort(drop, axis=1, kind="stable")  # kept columns first, in rank order
+        found = np.take_along_axis(found, order, axis=1)
+        dist = np.take_along_axis(dist, order, axis=1)
+        keep = ~np.take_along_axis(drop, order, axis=1)
+        found = np.where(keep, found, -1)
+        dist = np.where(keep, dist, scores[:, :1])
+    m = min(scores.shape[1], found.shape[1])
+    out[:, :m], scores[:, :m] = found[:, :m], dist[:, :m]
+    return scores, out
+
+
+STREAM_BLOCK_BYTES = 128 << 20  # candidate bytes searched at a time by `StreamedIndex`
+
+
+class StreamedIndex:
+    """Exact flat search over candidates too large to copy: `matrix[rows]` is read in blocks
+    of rows (a memory-mapped table, scaled as it is read), each block searched as a
+    FastIndex and the blocks' top-k merged. The same neighbours as one FastIndex over
+    every candidate (each score is the same dot product), holding one block instead of
+    two copies of the whole matrix (FastIndex's normalised input and FAISS's own)."""
+
+    def __init__(self, metric: str = "cosine", device: str = "auto", threads: int | None = None,
+                 block_bytes: int = STREAM_BLOCK_BYTES) -> None:
+        self.metric, self.device, self.threads, self.block_bytes = metric, device, threads, block_bytes
+
+    def fit(self, matrix: Any, rows: np.ndarray) -> StreamedIndex:
+        """`matrix`: anything whose `matrix[rows]` gives (n, d) float32 rows (a view);
+        `rows`: the candidates' row numbers, which are also their ids."""
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got '{self.metric}'")
+        self.matrix_, self.ids_ = matrix, np.asarray(rows, np.int64)
+        self.dim_ = int(matrix.shape[1])
+        return self
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids_)
+
+    def search(self, queries: np.ndarray, k: int, exclude_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """As `FastIndex.search`: top-k (scores, ids), never exclude_ids[b] for query b."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        b, worst = len(queries), (-np.inf if self.metric == "cosine" else np.inf)
+        kk = min(k + (0 if exclude_ids is None else 1), self.ntotal)
+        scores, out = np.full((b, k), worst, np.float32), np.full((b, k), -1, np.int64)
+        if kk == 0 or b == 0:
+            return scores, out
+        best_s, best_i = np.full((b, 0), worst, np.float32), np.full((b, 0), -1, np.int64)
+        for start, stop in self._blocks(b):
+            ids = self.ids_[start:stop]
+            rows = self.matrix_[ids]  # (n, d) copy of the block
+            release(self.matrix_)  # a memory-mapped table: only the block in use stays resident
+            block = FastIndex(self.metric, self.device, self.threads).fit(rows, ids, copy=False)
+            s, i = block.search(queries, kk)  # (B, kk) each, best first
+            s, i = np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1)
+            order = np.argsort(-s if self.metric == "cosine" else s, axis=1, kind="stable")[:, :kk]
+            best_s, best_i = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+        return _without_excluded(best_i, best_s, exclude_ids, scores, out)
+
+    def _blocks(self, b: int) -> list[tuple[int, int]]:
+        """[start, stop) candidate blocks: whole multiples of FAISS's own database block for
+        `b` queries, so each block makes the BLAS calls one index over everything makes
+        (the same scores to the last bit), and as many as fit in `block_bytes`."""
+        _blas_blocks(b)  # what the FastIndex of each block sets for this batch
+        unit = max(1, int(load_faiss().cvar.distance_compute_blas_database_bs))
+        step = unit * max(1, self.block_bytes // (4 * self.dim_ * unit))
+        return [(i, min(i + step, self.ntotal)) for i in range(0, self.ntotal, step)]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data.mapped import release
 from pipeline.retrieval.retriever import ModalityRetriever, fuse_sum_l2
 
 RULES = ("kth-score", "both")
@@ -68,6 +69,7 @@ class Precomputed:
 
 
 TABLE_BYTES = 1 << 30  # fill tables are built only while all of them would fit in this
+GATHER_BYTES = 64 << 20  # neighbour vectors gathered at a time while building a fill table
 
 
 class RetrievalFiller:
@@ -244,8 +246,13 @@ class RetrievalFiller:
 
     def _table(self, ti: int, code: int, chunk: int = 2048) -> np.ndarray:
         """(n_listed, D_t) fills of modality `ti` of every listed row when exactly the other
-        modalities in bit set `code` are available."""
+        modalities in bit set `code` are available. Built `chunk` rows at a time, fewer for
+        wide values (each (rows, K, D) gather of an unavailable modality stays under
+        GATHER_BYTES); each row's fill depends on that row alone, so the chunking changes
+        no value."""
         if (ti, code) not in self._tables:
+            width = max(v.shape[1] for v in self.values.values())  # every unavailable one is gathered
+            chunk = max(1, min(chunk, GATHER_BYTES // (4 * self.k * width)))
             m = len(self.modalities)
             others = [i for i in range(m) if i != ti]  # bit j of `code` = others[j] available
             pattern = np.zeros(m, bool)
@@ -256,6 +263,8 @@ class RetrievalFiller:
                 r = rows[i : i + chunk]
                 unused = [np.zeros((len(r), 1), np.float32)] * m  # stored keys: queries are not read
                 table[i : i + len(r)] = self._fill_batch(unused, np.broadcast_to(pattern, (len(r), m)), r)[ti]
+                for values in self.values.values():  # neighbours' rows of a mapped table: read once
+                    release(values)
             self._tables[ti, code] = table
         return self._tables[ti, code]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.retrieval.faiss_index import FastIndex
+from pipeline.retrieval.faiss_index import FastIndex, StreamedIndex
 from pipeline.store.qdrant_store import ALLOWED_SPLITS, HiddenFeatureStore, StoredMatrix
 
 EPS = 1e-12
@@ -41,15 +41,19 @@ class ModalityRetriever:
 
     def fit(self, db: dict[str, np.ndarray], present: dict[str, np.ndarray],
             candidates: np.ndarray) -> ModalityRetriever:
-        """db[m]: (N, d) hidden vectors by dataset row; present[m], candidates: (N,) bool."""
+        """db[m]: (N, d) hidden vectors by dataset row, or a view whose `db[m][rows]` computes
+        them (searched block by block, `StreamedIndex`); present[m], candidates: (N,) bool."""
         candidates = np.asarray(candidates, bool)
         self.db_ = db
         self.present_ = {m: np.asarray(present[m], bool) for m in db}
         self.indexes_: dict[str, FastIndex] = {}
         for m, mat in db.items():
             rows = np.flatnonzero(candidates & self.present_[m])  # (n_m,) dataset rows
-            index = FastIndex(self.metric, self.device, self.threads)
-            self.indexes_[m] = index.fit(mat[rows], ids=rows.astype(np.int64))
+            if isinstance(mat, np.ndarray):
+                index = FastIndex(self.metric, self.device, self.threads)
+                self.indexes_[m] = index.fit(mat[rows], ids=rows.astype(np.int64))
+            else:  # a view computed as it is read (scaled, memory-mapped features): never copied whole
+                self.indexes_[m] = StreamedIndex(self.metric, self.device, self.threads).fit(mat, rows)
         return self
 
     def search(self, modality: str, queries: np.ndarray, query_rows: np.ndarray,

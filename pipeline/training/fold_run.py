@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from pipeline.data.preprocess import ScaledView
 from pipeline.data.scales import candidate_mask
 from pipeline.models.base import MERModel
 from pipeline.models.encoders import EncoderConfig, UnimodalEncoder
@@ -30,7 +31,6 @@ from pipeline.training.stages import (
     encode_rows,
     pretrain_encoders,
     raw_projection,
-    scaled_chunks,
 )
 from pipeline.training.systems import STAGE1_LEAKS, SystemSpec
 from pipeline.training.trainer import ConditionBatches, fit, seed_everything
@@ -197,12 +197,13 @@ class FoldRun:
         return rows_out
 
     # ------------------------------------------------------------ stage 3
-    def scaled_features(self) -> dict[str, np.ndarray]:
-        """m -> (N, D_m) every row after stage 0 (the kNN-imputation DB of `lr-knn`)."""
+    def scaled_features(self) -> dict[str, ScaledView]:
+        """m -> (N, D_m) every row after stage 0 (the kNN-imputation DB of `lr-knn`, the keys
+        of feature-space queries), as views scaled when read: one (N, D) copy per unit
+        would be 3.3 GB at MER2024's size. One dict per unit, so searches over it are shared."""
         if "scaled" not in self._dbs:
             ds = self.ctx.ds
-            vecs = {m: np.concatenate([x for _, x in scaled_chunks(ds, m, self.ctx.scaler, 8192)])
-                    for m in ds.modalities}
+            vecs = {m: ScaledView(ds.features[m], ds.present[m], self.ctx.scaler, m) for m in ds.modalities}
             self._dbs["scaled"] = Database("scaled", vecs, [])
         return self._dbs["scaled"].vectors
 

@@ -17,6 +17,7 @@ import torch
 
 from pipeline.data.bank import FeatureBank
 from pipeline.data.dataset import Dataset
+from pipeline.data.mapped import release
 from pipeline.data.preprocess import Scaler
 from pipeline.data.splits import FoldSplit
 from pipeline.errors import RamerError
@@ -212,6 +213,7 @@ def scaled_chunks(ds: Dataset, m: str, scaler: Scaler | None, chunk: int):
     feats, pres = ds.features[m], ds.present[m]
     for i in range(0, len(feats), chunk):
         part = np.array(feats[i : i + chunk], np.float32)
+        release(feats)  # a memory-mapped table's pages: read once, not kept resident
         yield i, part if scaler is None else scaler.transform(m, part, pres[i : i + chunk])
 
 
