@@ -1,4 +1,4 @@
-"""Training budgets that mean the same at any data size (issue 31): an epoch - one
+"""Training budgets that mean the same at any data size: an epoch - one
 validation round, what `epochs` and `patience` count - is at least
 `TrainConfig.min_epoch_steps` optimizer steps, as many passes over few rows as reach it;
 with enough rows it is one pass, exactly as before."""

@@ -1,4 +1,4 @@
-"""Every config value checked by type and range before anything is written (issue 32).
+"""Every config value checked by type and range before anything is written.
 
 Property tests: hypothesis draws, for every field of the config dataclasses (the
 experiment's and its nested train / pretrain / encoder / retrieval / m3s sections) and

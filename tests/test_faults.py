@@ -1,4 +1,4 @@
-"""Fault injection (issue 32): no run may corrupt another, no failed write may leave a
+"""Fault injection: no run may corrupt another, no failed write may leave a
 half-written result or a temporary file, no worker may outlive its parent.
 
 - two processes on one experiment: the second (`run --resume`, `run --fresh`, a stage

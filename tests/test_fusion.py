@@ -1,4 +1,4 @@
-"""RAMER's fusion of the K neighbours (issue 31): the paper's sum then L2-normalise, and
+"""RAMER's fusion of the K neighbours: the paper's sum then L2-normalise, and
 a similarity-weighted variant (`retrieval.fusion = "weighted"`) whose weights need no
 temperature: the scores are standardised within each row."""
 

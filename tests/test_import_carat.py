@@ -3,7 +3,7 @@
 and the unaligned variant (frames from MulT's `mosei_senti_data_noalign.pkl`,
 yaohungt/Multimodal-Transformer, labels from the .pt's 'tgt'). Values are checked (the
 right modality in the right column, pooled over the non-padding frames, labels and splits
-exact), and every broken structure or dtype is one line (issue 32 item 8)."""
+exact), and every broken structure or dtype is one line."""
 
 from __future__ import annotations
 

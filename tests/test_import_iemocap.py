@@ -203,7 +203,7 @@ def test_group_without_feat_is_refused_naming_the_variant(tmp_path):
     assert not (tmp_path / "ie").exists()
 
 
-# ---------------------------------------------------------------- broken files (issue 32 item 8)
+# ---------------------------------------------------------------- broken files
 
 
 def _one_line_nothing_written(src: Path, out: Path, match: str, **kw) -> None:

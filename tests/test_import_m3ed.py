@@ -286,7 +286,7 @@ def test_fuzzed_structure_fails_cleanly(tmp_path, item, whole, bad):
 
 
 def test_cli_prints_one_line_for_a_split_id_without_labels(tmp_path, capsys):
-    """The CLI path of issue 30 item 9: one `error:` line naming the id, exit 1, nothing written."""
+    """The CLI path of a split id without labels: one `error:` line naming the id, exit 1, nothing written."""
     from pipeline.cli import main
 
     data = write_m3ed_pickle(tmp_path / NAME, dialogues_per_movie=1)

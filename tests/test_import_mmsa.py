@@ -2,7 +2,7 @@
 (thuiar/MMSA-FET): padding at the end and at the start, aligned, `pt` tensors, no
 classification_labels. Values are checked (pooled over the valid frames only, the right
 modality in the right column, labels and splits exact), and every broken structure or
-dtype is one line (issue 32 item 8), also under a structure fuzzer."""
+dtype is one line, also under a structure fuzzer."""
 
 from __future__ import annotations
 

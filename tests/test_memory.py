@@ -1,4 +1,4 @@
-"""Memory bounded by design (issue 33): features memory-mapped once and never copied whole,
+"""Memory bounded by design: features memory-mapped once and never copied whole,
 `ramer data synth` streaming, scaled features searched block by block, and a run that
 cannot fit refused before it starts."""
 

@@ -1,4 +1,4 @@
-"""`ramer predict` under bad input, bad output paths and corrupt checkpoints (issue 32):
+"""`ramer predict` under bad input, bad output paths and corrupt checkpoints:
 every case is one error line, exit 1, the input untouched and no output or temporary
 file left; `--overwrite` is the only way to replace an existing output (never the input).
 """

@@ -4,7 +4,7 @@ single-label system on one fold with few epochs. Every system must be far above 
 (10 balanced classes) on every missing condition: before stage-0 scaling, CRA and MMIN
 sat at chance on exactly this data. The same at MER2024's shape (10 % of each class
 labeled, the rest the pool): with epochs of one pass over ~140 rows (2 optimizer
-steps), MMIN and IF-MMIN sat at chance there (issue 31)."""
+steps), MMIN and IF-MMIN sat at chance there."""
 
 from __future__ import annotations
 
