@@ -56,21 +56,14 @@ def test_the_labeled_share_keeps_that_share_of_each_class(mfeat10):
 
 @pytest.mark.slow
 def test_every_system_far_above_chance_on_real_features(mfeat, tmp_path):
-    cfg = load_experiment(
-        ROOT / "benchmarks" / "experiments" / "mfeat.toml", dataset=str(mfeat), experiment="mfeat",
-        systems=SYSTEMS, folds=[0], runs=1, ingest=False, **{"train.epochs": 16, "pretrain.epochs": 16})
-    st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
-    report = write_results(protocol.run_experiment(cfg, st_), cfg, st_)
-    wa = summarise(pq.read_table(report.parent / "metrics.parquet"), ["system", "condition", "metric"])
-    low = {(s, c): round(v[0], 3) for (s, c, m), v in wa.items() if m == "WA" and v[0] < FLOOR}
-    assert {s for s, _, _ in wa} == set(SYSTEMS)
-    assert not low, f"near chance on real features: {low}"
+    report = far_above_chance(mfeat, "mfeat.toml", tmp_path, FLOOR, **{"train.epochs": 16, "pretrain.epochs": 16})
     diag = pq.read_table(report.parent / "diagnostics.parquet").to_pylist()
     assert diag and not any(d["degenerate"] for d in diag), diag  # no modality's hidden vectors collapsed
 
 
-def far_above_chance(dataset: Path, toml: str, tmp_path: Path, floor: float, **overrides) -> None:
-    """Every system trained on fold 0, run 0 scores above `floor` WA on every condition."""
+def far_above_chance(dataset: Path, toml: str, tmp_path: Path, floor: float, **overrides) -> Path:
+    """Every system trained on fold 0, run 0 scores above `floor` WA on every condition;
+    returns the report's path."""
     cfg = load_experiment(ROOT / "benchmarks" / "experiments" / toml, dataset=str(dataset), experiment="mfeat",
                           systems=SYSTEMS, folds=[0], runs=1, ingest=False, **overrides)
     st_ = Settings(data_dir=tmp_path, results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
@@ -80,6 +73,7 @@ def far_above_chance(dataset: Path, toml: str, tmp_path: Path, floor: float, **o
     assert {s for s, _, _ in wa} == set(SYSTEMS)
     assert not low, f"near chance on real features: {low}"
     assert "at chance level on validation" not in report.read_text()  # the report's warning stays silent
+    return report
 
 
 FLOOR10 = 0.4  # lr scores ~0.9 here; IF-MMIN sat at 0.2-0.3 with one pass per epoch
